@@ -1,0 +1,191 @@
+//! The `KubernetesExecution` API (group `kubernetesexecution.kubernaut.io`,
+//! version `v1alpha1`): spec, status and the constants clients match on.
+//!
+//! This crate holds types only: no runtime, no I/O. The operator, the job
+//! runner and the CRD generator (`crdgen`) all share these definitions.
+#![forbid(unsafe_code)]
+
+mod status;
+pub mod reasons;
+
+pub use status::*;
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::{CustomResource, KubeSchema};
+use kube::core::CustomResourceExt;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// API group of every kubernetes-executor resource.
+pub const GROUP: &str = "kubernetesexecution.kubernaut.io";
+/// The served and stored version.
+pub const VERSION: &str = "v1alpha1";
+/// Finalizer the operator puts on every execution it has started work for.
+pub const FINALIZER: &str = "kubernetesexecution.kubernaut.io/cleanup";
+
+/// Labels the operator puts on the Jobs (and RoleBindings) it creates, linking
+/// them back to the execution.
+pub mod labels {
+    /// Always `kubernetes-executor`.
+    pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+    /// The value of [`MANAGED_BY`].
+    pub const MANAGER: &str = "kubernetes-executor";
+    /// Namespace of the owning execution.
+    pub const EXECUTION_NAMESPACE: &str = "kubernetesexecution.kubernaut.io/execution-namespace";
+    /// Name of the owning execution.
+    pub const EXECUTION_NAME: &str = "kubernetesexecution.kubernaut.io/execution-name";
+    /// UID of the owning execution.
+    pub const EXECUTION_UID: &str = "kubernetesexecution.kubernaut.io/execution-uid";
+    /// Canonical catalog name of the action.
+    pub const ACTION: &str = "kubernetesexecution.kubernaut.io/action";
+    /// Name of the workflow execution, when `workflowExecutionRef` is set.
+    pub const WORKFLOW: &str = "kubernetesexecution.kubernaut.io/workflow-execution";
+    /// Step number within the workflow, when `stepNumber` is set.
+    pub const STEP: &str = "kubernetesexecution.kubernaut.io/step-number";
+}
+
+/// A request to run one remediation action against one Kubernetes object.
+///
+/// The operator validates it against the action catalog and the safety
+/// policies, runs it as a Job under a least-privilege ServiceAccount, verifies
+/// the outcome and records decision, result and rollback information in
+/// status. The spec cannot change once the execution has left `Pending`.
+#[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "kubernetesexecution.kubernaut.io",
+    version = "v1alpha1",
+    kind = "KubernetesExecution",
+    doc = "A request to run one remediation action against one Kubernetes object, and its outcome.",
+    plural = "kubernetesexecutions",
+    namespaced,
+    status = "KubernetesExecutionStatus",
+    shortname = "kexec",
+    shortname = "ke",
+    category = "kubernaut",
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase", description = "Current phase"),
+    printcolumn(name = "Action", type_ = "string", json_path = ".spec.action", description = "Catalog action"),
+    printcolumn(name = "Target", type_ = "string", json_path = ".status.target", description = "kind/namespace/name of the target"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    printcolumn(name = "Reason", type_ = "string", json_path = ".status.reason", description = "Machine-readable reason of the last transition"),
+    printcolumn(name = "Message", type_ = "string", json_path = ".status.message", description = "Human-readable message", priority = 1),
+    validation = kube::core::Rule::new(
+        "!has(oldSelf.status) || !has(oldSelf.status.phase) || oldSelf.status.phase == 'Pending' || self.spec == oldSelf.spec"
+    ).message("spec is immutable once the execution has left the Pending phase")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct KubernetesExecutionSpec {
+    /// Name (or alias) of the action in the catalog, e.g. `ScaleDeployment`.
+    #[schemars(length(min = 1, max = 63))]
+    pub action: String,
+
+    /// Action-specific parameters as strings, e.g. `replicas: "3"`. Unknown
+    /// parameter names are rejected.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub parameters: BTreeMap<String, String>,
+
+    /// The object the action acts on.
+    pub target_resource: TargetResource,
+
+    /// Validate and evaluate policies and preconditions, run the server-side
+    /// dry run where the API supports it, but never mutate anything.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
+
+    /// Overall time limit as a duration (`90s`, `5m`, `1m30s`); defaults to
+    /// the action's catalog default, at most `15m`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    pub timeout: Option<String>,
+
+    /// Job-level retries of transient failures (0..5, default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 5))]
+    pub max_retries: Option<i32>,
+
+    /// Conditions that must hold before the action runs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub preconditions: Vec<ActionCondition>,
+
+    /// Conditions verified after the action ran.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub postconditions: Vec<ActionCondition>,
+
+    /// The workflow execution this step belongs to (set by a workflow engine);
+    /// copied into labels and status for correlation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow_execution_ref: Option<ObjectReference>,
+
+    /// Position of this execution within its workflow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub step_number: Option<i32>,
+}
+
+/// The object an action acts on.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetResource {
+    /// Kind of the target, e.g. `Deployment`, `Pod`, `Node`.
+    #[schemars(length(min = 1))]
+    pub kind: String,
+    /// Name of the target object.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Namespace of the target; defaults to the execution's namespace for
+    /// namespaced kinds, must be empty for cluster-scoped kinds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Labels the client expects on the target (informational; policies see
+    /// the live labels).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<BTreeMap<String, String>>,
+}
+
+/// A named check evaluated before or after the action.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ActionCondition {
+    /// Name of the condition, reported in `status.validationResults`.
+    #[schemars(length(min = 1, max = 63))]
+    pub name: String,
+    /// A Rego module name from the policy directory, or inline Rego.
+    pub policy: String,
+    /// When true (the default) a failed condition fails the execution; when
+    /// false it only records a warning.
+    #[serde(default = "default_true")]
+    pub required: bool,
+    /// How long the condition may take to hold (duration, e.g. `30s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    pub timeout: Option<String>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl KubernetesExecution {
+    /// `namespace/name` of this execution.
+    pub fn key(&self) -> String {
+        format!(
+            "{}/{}",
+            self.metadata.namespace.as_deref().unwrap_or_default(),
+            self.metadata.name.as_deref().unwrap_or_default()
+        )
+    }
+
+    /// The current phase (`Pending` when status is not set yet).
+    pub fn phase(&self) -> Phase {
+        self.status.as_ref().and_then(|s| s.phase).unwrap_or_default()
+    }
+}
+
+/// The CRD as YAML, exactly as committed under `deploy/crds/`.
+pub fn crd_yaml() -> String {
+    let crd = KubernetesExecution::crd();
+    let mut out = String::from("# Generated by `cargo run -p kubernetes-executor-crds --bin crdgen`; do not edit.\n");
+    out.push_str(&serde_yaml::to_string(&crd).unwrap_or_else(|e| format!("# error: {e}\n")));
+    out
+}
