@@ -51,6 +51,7 @@ impl Default for Options {
 /// A running control plane. Dropping it stops every process.
 pub struct ControlPlane {
     _tmp: Option<tempfile::TempDir>,
+    temp_state: bool,
     dir: PathBuf,
     bin_dir: PathBuf,
     server: String,
@@ -111,6 +112,7 @@ impl ControlPlane {
         for _ in 0..3 {
             let mut cp = ControlPlane {
                 _tmp: None,
+                temp_state: tmp.is_some(),
                 dir: dir.clone(),
                 bin_dir: bin_dir.clone(),
                 server: String::new(),
@@ -261,11 +263,15 @@ impl ControlPlane {
     }
 
     fn spawn(&self, name: &str, args: Vec<String>) -> Result<()> {
-        let program = self.bin_dir.join(match name {
-            "kube-apiserver" | "kube-controller-manager" | "kube-scheduler" | "etcd" | "kwok" => name,
-            other => other,
-        });
-        let p = Proc::spawn(name, &program, &args, &[], &self.dir.join("logs"))?;
+        let program = self.bin_dir.join(name);
+        // etcd stops last; when it is gone its watchdog removes a temp state
+        // dir, so even a control plane that is never dropped (a static shared
+        // by a test binary) leaves nothing behind.
+        let env = match (name, &self.temp_state) {
+            ("etcd", true) => vec![("KE_CLEANUP_DIR".to_string(), self.dir.display().to_string())],
+            _ => vec![],
+        };
+        let p = Proc::spawn(name, &program, &args, &env, &self.dir.join("logs"))?;
         self.procs.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.push(p);
         Ok(())
     }

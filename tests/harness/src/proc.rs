@@ -2,7 +2,7 @@
 //! watchdog: the harness holds the watchdog's stdin, and when that pipe
 //! closes — the harness dropped the process, panicked, exited or was killed
 //! with SIGKILL — the watchdog stops the real process (TERM, then KILL after
-//! 10 s). No orphaned etcd or kube-apiserver survives the test binary.
+//! 5 s). No orphaned etcd or kube-apiserver survives the test binary.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -17,12 +17,13 @@ exec 3<&0
 "$@" </dev/null &
 pid=$!
 echo "$pid" > "$KE_PIDFILE"
-( cat <&3 >/dev/null; kill -TERM "$pid" 2>/dev/null; sleep 10; kill -KILL "$pid" 2>/dev/null ) &
+( cat <&3 >/dev/null; kill -TERM "$pid" 2>/dev/null; sleep 5; kill -KILL "$pid" 2>/dev/null ) &
 watcher=$!
 exec 3<&-
 wait "$pid"
 rc=$?
 kill "$watcher" 2>/dev/null
+if [ -n "${KE_CLEANUP_DIR:-}" ]; then rm -rf "$KE_CLEANUP_DIR"; fi
 exit "$rc"
 "#;
 
