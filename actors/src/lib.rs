@@ -1,1 +1,13 @@
-//! placeholder
+//! The actor tree of kubernetes-executor and the pure logic it runs.
+//!
+//! Pure, synchronous parts (no I/O): [`catalog`] (actions and validation),
+//! [`machine`] (the phase machine), [`status`] (conditions), [`job`] (Job
+//! construction), [`duration`]. The actors wrap them: [`supervisor`],
+//! [`execution`], [`policy`], [`rbac`], [`job_watcher`]. Only [`kube_api`]
+//! talks to the Kubernetes API; only the PolicyActor touches regorus.
+#![forbid(unsafe_code)]
+
+pub mod catalog;
+pub mod duration;
+pub mod machine;
+pub mod status;
