@@ -9,5 +9,10 @@
 
 pub mod catalog;
 pub mod duration;
+pub mod job;
+pub mod health;
+pub mod kube_api;
+pub mod metrics;
+pub mod policy;
 pub mod machine;
 pub mod status;

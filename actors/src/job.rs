@@ -1,0 +1,232 @@
+//! Building the Job that runs an action (pure), and the termination-message
+//! contract between `run-action` and the operator.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::batch::v1::Job;
+use kubernetes_executor_crds::{ExecutionResult, KubernetesExecution, RollbackInfo, labels};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::catalog::ValidatedAction;
+
+/// Seconds a finished Job (and its pods) are kept for inspection.
+pub const DEFAULT_TTL_SECONDS: i32 = 3600;
+
+/// How Jobs are made: where, with which image.
+#[derive(Clone, Debug)]
+pub struct JobConfig {
+    /// Namespace the Jobs run in (the operator's).
+    pub namespace: String,
+    /// Image holding the `kubernetes-executor` binary.
+    pub image: String,
+    /// `ttlSecondsAfterFinished`.
+    pub ttl_seconds: i32,
+}
+
+/// The deterministic Job name of an execution: `ke-<uid>-<attempt>`. A
+/// restarted actor finds the Job it (maybe) created instead of making another.
+pub fn job_name(uid: &str, attempt: u32) -> String {
+    format!("ke-{uid}-{attempt}")
+}
+
+/// What `run-action` writes to its termination message (JSON, < 4 KiB).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ActionOutput {
+    /// The outcome.
+    pub result: ExecutionResult,
+    /// How to undo it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<RollbackInfo>,
+}
+
+/// The labels linking a Job (or RoleBinding) to its execution.
+pub fn owner_labels(exec: &KubernetesExecution, action: &str) -> BTreeMap<String, String> {
+    let mut l = BTreeMap::new();
+    l.insert(labels::MANAGED_BY.into(), labels::MANAGER.into());
+    l.insert(labels::EXECUTION_NAMESPACE.into(), exec.metadata.namespace.clone().unwrap_or_default());
+    l.insert(labels::EXECUTION_NAME.into(), truncate_label(exec.metadata.name.as_deref().unwrap_or_default()));
+    l.insert(labels::EXECUTION_UID.into(), exec.metadata.uid.clone().unwrap_or_default());
+    l.insert(labels::ACTION.into(), action.to_string());
+    if let Some(w) = exec.spec.workflow_execution_ref.as_ref().and_then(|r| r.name.as_deref()) {
+        l.insert(labels::WORKFLOW.into(), truncate_label(w));
+    }
+    if let Some(step) = exec.spec.step_number {
+        l.insert(labels::STEP.into(), step.to_string());
+    }
+    l
+}
+
+fn truncate_label(s: &str) -> String {
+    let mut s: String = s.chars().take(63).collect();
+    while s.ends_with(['-', '.', '_']) {
+        s.pop();
+    }
+    s
+}
+
+/// `run-action` arguments for a validated action. Secret parameters are not
+/// included (they travel through a Secret mounted as environment).
+pub fn run_action_args(v: &ValidatedAction, expected_uid: Option<&str>, dry_run: bool) -> Vec<String> {
+    let mut args = vec![
+        "run-action".to_string(),
+        "--action".into(),
+        v.action.name.into(),
+        "--kind".into(),
+        v.target.kind.clone(),
+        "--name".into(),
+        v.target.name.clone(),
+    ];
+    if let Some(ns) = &v.target.namespace {
+        args.extend(["--namespace".into(), ns.clone()]);
+    }
+    if let Some(uid) = expected_uid {
+        args.extend(["--expected-uid".into(), uid.to_string()]);
+    }
+    args.extend(["--timeout-seconds".into(), v.timeout.as_secs().to_string()]);
+    for (k, val) in &v.params {
+        if v.action.param(k).is_some_and(|p| p.secret) {
+            continue;
+        }
+        args.extend(["--param".into(), format!("{k}={val}")]);
+    }
+    if dry_run {
+        args.push("--dry-run".into());
+    }
+    args
+}
+
+/// Builds the Job for `exec`: per-action ServiceAccount, deadline from the
+/// timeout, backoff from maxRetries, TTL, restricted security context.
+pub fn build_job(exec: &KubernetesExecution, v: &ValidatedAction, expected_uid: Option<&str>, cfg: &JobConfig) -> Job {
+    let uid = exec.metadata.uid.clone().unwrap_or_default();
+    let name = job_name(&uid, 1);
+    let labels = owner_labels(exec, v.action.name);
+    let job = json!({
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": name,
+            "namespace": cfg.namespace,
+            "labels": labels,
+            "annotations": {
+                "kubernetesexecution.kubernaut.io/target": v.target.display(),
+            },
+        },
+        "spec": {
+            "backoffLimit": v.max_retries,
+            "activeDeadlineSeconds": v.timeout.as_secs(),
+            "ttlSecondsAfterFinished": cfg.ttl_seconds,
+            "podFailurePolicy": {
+                "rules": [
+                    // Exit code 2 means "permanent failure" (bad target, forbidden, ...): do not retry.
+                    { "action": "FailJob", "onExitCodes": { "containerName": "action", "operator": "In", "values": [2] } },
+                ],
+            },
+            "template": {
+                "metadata": { "labels": labels },
+                "spec": {
+                    "serviceAccountName": v.action.service_account(),
+                    "automountServiceAccountToken": true,
+                    "restartPolicy": "Never",
+                    "enableServiceLinks": false,
+                    "securityContext": {
+                        "runAsNonRoot": true,
+                        "runAsUser": 65532,
+                        "runAsGroup": 65532,
+                        "seccompProfile": { "type": "RuntimeDefault" },
+                    },
+                    "containers": [{
+                        "name": "action",
+                        "image": cfg.image,
+                        "args": run_action_args(v, expected_uid, false),
+                        "env": [{ "name": "RUST_LOG", "value": "info" }],
+                        "terminationMessagePath": "/dev/termination-log",
+                        "terminationMessagePolicy": "File",
+                        "resources": {
+                            "requests": { "cpu": "10m", "memory": "32Mi" },
+                            "limits": { "cpu": "200m", "memory": "128Mi" },
+                        },
+                        "securityContext": {
+                            "allowPrivilegeEscalation": false,
+                            "readOnlyRootFilesystem": true,
+                            "runAsNonRoot": true,
+                            "capabilities": { "drop": ["ALL"] },
+                        },
+                    }],
+                },
+            },
+        },
+    });
+    serde_json::from_value(job).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::validate;
+    use kubernetes_executor_crds::{KubernetesExecutionSpec, TargetResource};
+
+    fn exec() -> KubernetesExecution {
+        let mut e = KubernetesExecution::new(
+            "scale-web",
+            KubernetesExecutionSpec {
+                action: "scale_deployment".into(),
+                parameters: [("replicas".to_string(), "3".to_string())].into(),
+                target_resource: TargetResource { kind: "Deployment".into(), name: "web".into(), namespace: Some("shop".into()), labels: None },
+                dry_run: false,
+                timeout: Some("2m".into()),
+                max_retries: Some(2),
+                preconditions: vec![],
+                postconditions: vec![],
+                workflow_execution_ref: None,
+                step_number: Some(4),
+            },
+        );
+        e.metadata.namespace = Some("shop".into());
+        e.metadata.uid = Some("0b5c7e1a-1111-2222-3333-444455556666".into());
+        e
+    }
+
+    #[test]
+    fn job_has_the_contracted_shape() {
+        let e = exec();
+        let v = validate(&e.spec, "shop").expect("valid");
+        let cfg = JobConfig { namespace: "kubernetes-executor-system".into(), image: "img:1".into(), ttl_seconds: 600 };
+        let job = build_job(&e, &v, Some("target-uid"), &cfg);
+        let j = serde_json::to_value(&job).expect("json");
+        assert_eq!(j["metadata"]["name"], "ke-0b5c7e1a-1111-2222-3333-444455556666-1");
+        assert_eq!(j["metadata"]["namespace"], "kubernetes-executor-system");
+        assert_eq!(j["metadata"]["labels"][labels::EXECUTION_UID], "0b5c7e1a-1111-2222-3333-444455556666");
+        assert_eq!(j["metadata"]["labels"][labels::ACTION], "ScaleDeployment");
+        assert_eq!(j["metadata"]["labels"][labels::STEP], "4");
+        assert_eq!(j["spec"]["backoffLimit"], 2);
+        assert_eq!(j["spec"]["activeDeadlineSeconds"], 120);
+        assert_eq!(j["spec"]["ttlSecondsAfterFinished"], 600);
+        let pod = &j["spec"]["template"]["spec"];
+        assert_eq!(pod["serviceAccountName"], "kubernetes-executor-scale-deployment");
+        assert_eq!(pod["securityContext"]["runAsUser"], 65532);
+        assert_eq!(pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault");
+        let c = &pod["containers"][0];
+        assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+        assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
+        assert_eq!(c["securityContext"]["capabilities"]["drop"][0], "ALL");
+        let args: Vec<String> = serde_json::from_value(c["args"].clone()).expect("args");
+        assert_eq!(&args[..3], &["run-action", "--action", "ScaleDeployment"]);
+        assert!(args.windows(2).any(|w| w == ["--param", "replicas=3"]));
+        assert!(args.windows(2).any(|w| w == ["--expected-uid", "target-uid"]));
+    }
+
+    #[test]
+    fn secret_parameters_never_reach_job_args() {
+        let mut e = exec();
+        e.spec.action = "PatchSecret".into();
+        e.spec.target_resource.kind = "Secret".into();
+        e.spec.parameters = [("patch".to_string(), r#"{"stringData":{"password":"hunter2"}}"#.to_string())].into();
+        let v = validate(&e.spec, "shop").expect("valid");
+        let args = run_action_args(&v, None, false).join(" ");
+        assert!(!args.contains("hunter2"), "{args}");
+        assert!(args.contains("patchType=merge"));
+    }
+}

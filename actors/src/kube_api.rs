@@ -1,0 +1,333 @@
+//! The one module that talks to the Kubernetes API: a typed facade over
+//! `kube::Client` used by every actor. Errors are classified once here
+//! ([`ApiError::is_transient`]) so callers can retry or give up.
+
+use std::time::Duration;
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ObjectReference, Pod};
+use k8s_openapi::api::rbac::v1::RoleBinding;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::core::{ApiResource, GroupVersionKind, PartialObjectMeta};
+use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
+use kube::{Client, Resource, ResourceExt};
+use kubernetes_executor_crds::{FINALIZER, KubernetesExecution, KubernetesExecutionStatus};
+use serde_json::json;
+
+/// Field manager of every write the operator makes.
+pub const FIELD_MANAGER: &str = "kubernetes-executor";
+
+/// An API failure, classified.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The object does not exist.
+    #[error("{what} not found")]
+    NotFound {
+        /// What was looked up.
+        what: String,
+    },
+    /// Optimistic concurrency or create race.
+    #[error("conflict on {what}: {message}")]
+    Conflict {
+        /// The object.
+        what: String,
+        /// Server message.
+        message: String,
+    },
+    /// RBAC refused.
+    #[error("forbidden to {what}: {message}")]
+    Forbidden {
+        /// The operation.
+        what: String,
+        /// Server message.
+        message: String,
+    },
+    /// The server rejected the request as invalid.
+    #[error("invalid request to {what}: {message}")]
+    Invalid {
+        /// The operation.
+        what: String,
+        /// Server message.
+        message: String,
+    },
+    /// Anything else (5xx, 429, timeouts, connection errors): worth retrying.
+    #[error("{what} failed: {source}")]
+    Transient {
+        /// The operation.
+        what: String,
+        /// Underlying error.
+        #[source]
+        source: kube::Error,
+    },
+}
+
+impl ApiError {
+    fn classify(what: impl Into<String>, e: kube::Error) -> Self {
+        let what = what.into();
+        match &e {
+            kube::Error::Api(s) if s.code == 404 => ApiError::NotFound { what },
+            kube::Error::Api(s) if s.code == 409 => ApiError::Conflict { what, message: s.message.clone() },
+            kube::Error::Api(s) if s.code == 403 => ApiError::Forbidden { what, message: s.message.clone() },
+            kube::Error::Api(s) if s.code == 422 || s.code == 400 => ApiError::Invalid { what, message: s.message.clone() },
+            _ => ApiError::Transient { what, source: e },
+        }
+    }
+
+    /// Whether retrying later may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, ApiError::Transient { .. } | ApiError::Conflict { .. })
+    }
+
+    /// Metric label of the error class.
+    pub fn class(&self) -> &'static str {
+        match self {
+            ApiError::NotFound { .. } => "not_found",
+            ApiError::Conflict { .. } => "conflict",
+            ApiError::Forbidden { .. } => "forbidden",
+            ApiError::Invalid { .. } => "invalid",
+            ApiError::Transient { .. } => "transient",
+        }
+    }
+}
+
+/// Result of a facade call.
+pub type ApiResult<T> = Result<T, ApiError>;
+
+/// Identity and labels of a target as read at validation time.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TargetMeta {
+    /// UID.
+    pub uid: String,
+    /// resourceVersion.
+    pub resource_version: Option<String>,
+    /// Live labels.
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
+fn api_resource(kind: &str) -> Option<ApiResource> {
+    let (group, version, plural) = match kind {
+        "Deployment" => ("apps", "v1", "deployments"),
+        "Pod" => ("", "v1", "pods"),
+        "ConfigMap" => ("", "v1", "configmaps"),
+        "Secret" => ("", "v1", "secrets"),
+        "Node" => ("", "v1", "nodes"),
+        _ => return None,
+    };
+    Some(ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural))
+}
+
+/// The facade. Cheap to clone.
+#[derive(Clone)]
+pub struct KubeApi {
+    client: Client,
+    recorder: Recorder,
+    namespace: String,
+}
+
+impl KubeApi {
+    /// A facade for an operator running in `namespace`, reporting events as `instance`.
+    pub fn new(client: Client, namespace: &str, instance: Option<String>) -> Self {
+        let reporter = Reporter { controller: "kubernetes-executor".into(), instance };
+        KubeApi { recorder: Recorder::new(client.clone(), reporter), client, namespace: namespace.to_string() }
+    }
+
+    /// The underlying client (for watchers owned by actors).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The operator's namespace (where Jobs run).
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    fn executions(&self, ns: &str) -> Api<KubernetesExecution> {
+        Api::namespaced(self.client.clone(), ns)
+    }
+
+    fn jobs(&self) -> Api<Job> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    /// Reads an execution (None when gone).
+    pub async fn get_execution(&self, ns: &str, name: &str) -> ApiResult<Option<KubernetesExecution>> {
+        self.executions(ns)
+            .get_opt(name)
+            .await
+            .map_err(|e| ApiError::classify(format!("get execution {ns}/{name}"), e))
+    }
+
+    /// Replaces the status of an execution (merge patch of the whole status).
+    pub async fn write_status(&self, ns: &str, name: &str, status: &KubernetesExecutionStatus) -> ApiResult<()> {
+        let patch = json!({ "status": status });
+        self.executions(ns)
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+            .map(|_| ())
+            .map_err(|e| ApiError::classify(format!("patch status of execution {ns}/{name}"), e))
+    }
+
+    /// Adds the operator's finalizer (idempotent).
+    pub async fn add_finalizer(&self, exec: &KubernetesExecution) -> ApiResult<()> {
+        if exec.finalizers().iter().any(|f| f == FINALIZER) {
+            return Ok(());
+        }
+        let ns = exec.namespace().unwrap_or_default();
+        let name = exec.name_any();
+        let mut finalizers = exec.finalizers().to_vec();
+        finalizers.push(FINALIZER.to_string());
+        // resourceVersion makes this a compare-and-swap of the list.
+        let patch = json!({ "metadata": { "finalizers": finalizers, "resourceVersion": exec.resource_version() } });
+        self.executions(&ns)
+            .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+            .map(|_| ())
+            .map_err(|e| ApiError::classify(format!("add finalizer to {ns}/{name}"), e))
+    }
+
+    /// Removes the operator's finalizer (idempotent; re-reads on conflict).
+    pub async fn remove_finalizer(&self, ns: &str, name: &str) -> ApiResult<()> {
+        for _ in 0..5 {
+            let Some(exec) = self.get_execution(ns, name).await? else { return Ok(()) };
+            if !exec.finalizers().iter().any(|f| f == FINALIZER) {
+                return Ok(());
+            }
+            let finalizers: Vec<_> = exec.finalizers().iter().filter(|f| *f != FINALIZER).cloned().collect();
+            let patch = json!({ "metadata": { "finalizers": finalizers, "resourceVersion": exec.resource_version() } });
+            match self.executions(ns).patch(name, &PatchParams::default(), &Patch::Merge(patch)).await {
+                Ok(_) => return Ok(()),
+                Err(kube::Error::Api(s)) if s.code == 409 => continue,
+                Err(kube::Error::Api(s)) if s.code == 404 => return Ok(()),
+                Err(e) => return Err(ApiError::classify(format!("remove finalizer from {ns}/{name}"), e)),
+            }
+        }
+        Err(ApiError::Conflict { what: format!("finalizer of {ns}/{name}"), message: "kept conflicting".into() })
+    }
+
+    /// Reads a target's identity and labels (metadata only: never Secret data).
+    pub async fn get_target_meta(&self, kind: &str, ns: Option<&str>, name: &str) -> ApiResult<Option<TargetMeta>> {
+        let ar = api_resource(kind).ok_or_else(|| ApiError::Invalid {
+            what: format!("get {kind}"),
+            message: format!("unsupported kind {kind}"),
+        })?;
+        let api: Api<kube::api::DynamicObject> = match ns {
+            Some(ns) => Api::namespaced_with(self.client.clone(), ns, &ar),
+            None => Api::all_with(self.client.clone(), &ar),
+        };
+        let meta: Option<PartialObjectMeta<kube::api::DynamicObject>> = api
+            .get_metadata_opt(name)
+            .await
+            .map_err(|e| ApiError::classify(format!("get {kind} {}{name}", ns.map(|n| format!("{n}/")).unwrap_or_default()), e))?;
+        Ok(meta.map(|m| TargetMeta {
+            uid: m.metadata.uid.clone().unwrap_or_default(),
+            resource_version: m.metadata.resource_version.clone(),
+            labels: m.metadata.labels.clone().unwrap_or_default(),
+        }))
+    }
+
+    /// Creates the Job, or returns the existing one of the same name when it
+    /// belongs to the same execution (a restart after a create).
+    pub async fn create_job(&self, job: &Job) -> ApiResult<Job> {
+        let name = job.name_any();
+        match self.jobs().create(&PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() }, job).await {
+            Ok(j) => Ok(j),
+            Err(kube::Error::Api(s)) if s.code == 409 => {
+                let existing = self.get_job(&name).await?.ok_or_else(|| ApiError::Conflict {
+                    what: format!("job {name}"),
+                    message: "exists and vanished".into(),
+                })?;
+                let uid_label = kubernetes_executor_crds::labels::EXECUTION_UID;
+                if existing.labels().get(uid_label) == job.labels().get(uid_label) {
+                    Ok(existing)
+                } else {
+                    Err(ApiError::Conflict { what: format!("job {name}"), message: "owned by another execution".into() })
+                }
+            }
+            Err(e) => Err(ApiError::classify(format!("create job {name}"), e)),
+        }
+    }
+
+    /// Reads a Job of the operator's namespace.
+    pub async fn get_job(&self, name: &str) -> ApiResult<Option<Job>> {
+        self.jobs().get_opt(name).await.map_err(|e| ApiError::classify(format!("get job {name}"), e))
+    }
+
+    /// Deletes a Job and (in the background) its pods; absent is fine.
+    pub async fn delete_job(&self, name: &str) -> ApiResult<()> {
+        match self.jobs().delete(name, &DeleteParams::background()).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            Err(e) => Err(ApiError::classify(format!("delete job {name}"), e)),
+        }
+    }
+
+    /// The pods of a Job, newest first.
+    pub async fn job_pods(&self, job: &str) -> ApiResult<Vec<Pod>> {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
+        let mut list = pods
+            .list(&ListParams::default().labels(&format!("job-name={job}")))
+            .await
+            .map_err(|e| ApiError::classify(format!("list pods of job {job}"), e))?
+            .items;
+        list.sort_by_key(|p| std::cmp::Reverse(p.metadata.creation_timestamp.clone()));
+        Ok(list)
+    }
+
+    /// Creates (or keeps) a RoleBinding.
+    pub async fn ensure_role_binding(&self, rb: &RoleBinding) -> ApiResult<()> {
+        let ns = rb.namespace().unwrap_or_default();
+        let api: Api<RoleBinding> = Api::namespaced(self.client.clone(), &ns);
+        match api.create(&PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() }, rb).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+            Err(e) => Err(ApiError::classify(format!("create rolebinding {ns}/{}", rb.name_any()), e)),
+        }
+    }
+
+    /// Deletes a RoleBinding; absent is fine.
+    pub async fn delete_role_binding(&self, ns: &str, name: &str) -> ApiResult<()> {
+        let api: Api<RoleBinding> = Api::namespaced(self.client.clone(), ns);
+        match api.delete(name, &DeleteParams::default()).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            Err(e) => Err(ApiError::classify(format!("delete rolebinding {ns}/{name}"), e)),
+        }
+    }
+
+    /// Publishes a Kubernetes Event about an execution (best effort).
+    pub async fn event(&self, exec: &KubernetesExecution, warning: bool, reason: &str, note: String) {
+        let reference: ObjectReference = exec.object_ref(&());
+        let ev = KubeEvent {
+            type_: if warning { EventType::Warning } else { EventType::Normal },
+            reason: reason.chars().take(128).collect(),
+            note: Some(note.chars().take(1000).collect()),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&ev, &reference).await {
+            tracing::debug!(error = %e, "failed to publish event");
+        }
+    }
+}
+
+/// Retries `f` on transient errors with exponential backoff (100 ms → 5 s),
+/// at most `attempts` times.
+pub async fn retry<T, F, Fut>(attempts: u32, mut f: F) -> ApiResult<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ApiResult<T>>,
+{
+    let mut delay = Duration::from_millis(100);
+    let mut n = 0;
+    loop {
+        n += 1;
+        match f().await {
+            Err(e) if e.is_transient() && n < attempts => {
+                tracing::debug!(error = %e, attempt = n, "transient API error, retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            other => return other,
+        }
+    }
+}

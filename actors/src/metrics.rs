@@ -1,0 +1,120 @@
+//! Every Prometheus metric of the operator, registered once in one struct
+//! and shared (`Arc<Metrics>`) by the actors and the HTTP server. Names are
+//! part of the API (DESIGN §5).
+
+use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+
+/// The operator's metrics.
+pub struct Metrics {
+    /// The registry `/metrics` serves.
+    pub registry: Registry,
+    /// `kubernetes_execution_reconciliation_duration_seconds{phase}`: time an execution spent in a phase.
+    pub reconciliation_duration: HistogramVec,
+    /// `kubernetes_execution_phase_transitions_total{from_phase,to_phase}`.
+    pub phase_transitions: IntCounterVec,
+    /// `policy_evaluation_duration_seconds{policy}`.
+    pub policy_evaluation_duration: HistogramVec,
+    /// `policy_denials_total{policy,action}`.
+    pub policy_denials: IntCounterVec,
+    /// `policy_reload_errors_total`.
+    pub policy_reload_errors: IntCounter,
+    /// `policy_set_loaded`: 1 when a policy set is loaded.
+    pub policy_set_loaded: IntGauge,
+    /// `job_creation_duration_seconds`: validation done → Job created.
+    pub job_creation_duration: Histogram,
+    /// `job_completion_duration_seconds`: Job created → Job finished.
+    pub job_completion_duration: Histogram,
+    /// `kubernetes_executor_live_actors{kind}`.
+    pub live_actors: IntGaugeVec,
+    /// `kubernetes_executor_actor_restarts_total{kind}`.
+    pub actor_restarts: IntCounterVec,
+    /// `kubernetes_executor_executions_finished_total{phase,reason}`.
+    pub executions_finished: IntCounterVec,
+    /// `kubernetes_executor_api_requests_total{verb,resource,outcome}`.
+    pub api_requests: IntCounterVec,
+    /// `kubernetes_executor_message_handling_seconds{actor}`.
+    pub message_handling: HistogramVec,
+}
+
+const LATENCY_BUCKETS: &[f64] = &[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0];
+const POLICY_BUCKETS: &[f64] = &[0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1];
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Result<Metrics, prometheus::Error> {
+        let registry = Registry::new();
+        let h = |name: &str, help: &str, labels: &[&str], buckets: &[f64]| {
+            HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets.to_vec()), labels)
+        };
+        let c = |name: &str, help: &str, labels: &[&str]| IntCounterVec::new(Opts::new(name, help), labels);
+        let m = Metrics {
+            reconciliation_duration: h(
+                "kubernetes_execution_reconciliation_duration_seconds",
+                "Time an execution spent in a phase before leaving it",
+                &["phase"],
+                LATENCY_BUCKETS,
+            )?,
+            phase_transitions: c(
+                "kubernetes_execution_phase_transitions_total",
+                "Phase transitions of executions",
+                &["from_phase", "to_phase"],
+            )?,
+            policy_evaluation_duration: h(
+                "policy_evaluation_duration_seconds",
+                "Time to evaluate a policy decision",
+                &["policy"],
+                POLICY_BUCKETS,
+            )?,
+            policy_denials: c("policy_denials_total", "Actions denied by policy", &["policy", "action"])?,
+            policy_reload_errors: IntCounter::new("policy_reload_errors_total", "Policy sets rejected at load or reload")?,
+            policy_set_loaded: IntGauge::new("policy_set_loaded", "1 when a policy set is loaded")?,
+            job_creation_duration: Histogram::with_opts(
+                HistogramOpts::new("job_creation_duration_seconds", "Time to create an action's Job (RBAC grant + create)")
+                    .buckets(LATENCY_BUCKETS.to_vec()),
+            )?,
+            job_completion_duration: Histogram::with_opts(
+                HistogramOpts::new("job_completion_duration_seconds", "Time from Job creation to its completion or failure")
+                    .buckets(LATENCY_BUCKETS.to_vec()),
+            )?,
+            live_actors: IntGaugeVec::new(Opts::new("kubernetes_executor_live_actors", "Live actors by kind"), &["kind"])?,
+            actor_restarts: c("kubernetes_executor_actor_restarts_total", "Actor restarts by kind", &["kind"])?,
+            executions_finished: c(
+                "kubernetes_executor_executions_finished_total",
+                "Executions that reached a terminal phase",
+                &["phase", "reason"],
+            )?,
+            api_requests: c(
+                "kubernetes_executor_api_requests_total",
+                "Kubernetes API requests by verb, resource and outcome",
+                &["verb", "resource", "outcome"],
+            )?,
+            message_handling: h(
+                "kubernetes_executor_message_handling_seconds",
+                "Time an actor spent handling one message",
+                &["actor"],
+                LATENCY_BUCKETS,
+            )?,
+            registry,
+        };
+        m.registry.register(Box::new(m.reconciliation_duration.clone()))?;
+        m.registry.register(Box::new(m.phase_transitions.clone()))?;
+        m.registry.register(Box::new(m.policy_evaluation_duration.clone()))?;
+        m.registry.register(Box::new(m.policy_denials.clone()))?;
+        m.registry.register(Box::new(m.policy_reload_errors.clone()))?;
+        m.registry.register(Box::new(m.policy_set_loaded.clone()))?;
+        m.registry.register(Box::new(m.job_creation_duration.clone()))?;
+        m.registry.register(Box::new(m.job_completion_duration.clone()))?;
+        m.registry.register(Box::new(m.live_actors.clone()))?;
+        m.registry.register(Box::new(m.actor_restarts.clone()))?;
+        m.registry.register(Box::new(m.executions_finished.clone()))?;
+        m.registry.register(Box::new(m.api_requests.clone()))?;
+        m.registry.register(Box::new(m.message_handling.clone()))?;
+        Ok(m)
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> String {
+        let encoder = prometheus::TextEncoder::new();
+        encoder.encode_to_string(&self.registry.gather()).unwrap_or_default()
+    }
+}
