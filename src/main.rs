@@ -1,1 +1,36 @@
-fn main() {}
+//! kubernetes-executor: the operator binary (`run`), the action runner that
+//! its Jobs execute (`run-action`), and manifest generators (`crd`, `rbac`).
+#![forbid(unsafe_code)]
+
+mod config;
+mod http;
+mod manifests;
+mod operator;
+mod run_action;
+
+use clap::Parser;
+
+use crate::config::{Cli, Command};
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Crd => {
+            print!("{}", kubernetes_executor_crds::crd_yaml());
+            Ok(())
+        }
+        Command::Rbac { namespace } => {
+            print!("{}", manifests::rbac_yaml(&namespace)?);
+            Ok(())
+        }
+        Command::Run(args) => runtime()?.block_on(operator::run(args)),
+        Command::RunAction(args) => {
+            let code = runtime()?.block_on(run_action::main(args));
+            std::process::exit(code);
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}

@@ -8,6 +8,10 @@
 #![forbid(unsafe_code)]
 
 pub mod catalog;
+pub mod context;
+pub mod execution;
+pub mod job_watcher;
+pub mod rbac;
 pub mod duration;
 pub mod job;
 pub mod health;
@@ -16,3 +20,4 @@ pub mod metrics;
 pub mod policy;
 pub mod machine;
 pub mod status;
+pub mod supervisor;

@@ -368,3 +368,42 @@ mod tests {
         assert!(err.contains(":4") || err.contains("line 4") || err.contains(":5"), "names the line: {err}");
     }
 }
+
+/// Builds the policy input (the one schema documented in docs/policies.md)
+/// for an execution. Secret parameter values are replaced by `<redacted>`;
+/// `parameter_sizes` carries every parameter's length in bytes.
+pub fn policy_input(
+    exec: &kubernetes_executor_crds::KubernetesExecution,
+    v: &crate::catalog::ValidatedAction,
+    live_labels: &std::collections::BTreeMap<String, String>,
+    operator_namespace: &str,
+) -> serde_json::Value {
+    let mut params = serde_json::Map::new();
+    let mut sizes = serde_json::Map::new();
+    for (k, val) in &v.params {
+        let secret = v.action.param(k).is_some_and(|p| p.secret);
+        params.insert(k.clone(), serde_json::Value::String(if secret { "<redacted>".into() } else { val.clone() }));
+        sizes.insert(k.clone(), serde_json::Value::from(val.len()));
+    }
+    serde_json::json!({
+        "action": v.action.name,
+        "parameters": params,
+        "parameter_sizes": sizes,
+        "target_resource": {
+            "kind": v.target.kind,
+            "name": v.target.name,
+            "namespace": v.target.namespace,
+            "labels": live_labels,
+        },
+        "dry_run": exec.spec.dry_run,
+        "metadata": {
+            "execution_name": exec.metadata.name,
+            "execution_namespace": exec.metadata.namespace,
+            "workflow_execution": exec.spec.workflow_execution_ref.as_ref().and_then(|r| r.name.clone()),
+            "step_number": exec.spec.step_number,
+        },
+        "cluster": {
+            "operator_namespace": operator_namespace,
+        },
+    })
+}

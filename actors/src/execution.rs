@@ -1,0 +1,499 @@
+//! ExecutionActor: one per live execution, named `exec/<ns>/<name>`. Feeds
+//! events into the pure phase machine ([`crate::machine`]) and executes the
+//! effects it returns: status writes, events, validation (catalog, target,
+//! PolicyActor), RBAC grants (RbacActor), the Job, timers, cleanup.
+//! Recoverable API errors are retried here; a handler returns `Err` only for
+//! corrupted state, which makes the supervisor restart the actor — and a
+//! restarted actor resumes from status and the deterministic Job name.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use kubernetes_executor_crds::{
+    ExecutionResult, KubernetesExecution, KubernetesExecutionStatus, Phase, PolicyDecision, TargetSnapshot, reasons,
+};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+
+use crate::catalog::{Rejection, ValidatedAction, validate};
+use crate::context::Ctx;
+use crate::job::{ActionOutput, build_job, job_name};
+use crate::kube_api::{ApiError, retry};
+use crate::machine::{Effect, Event, JobOutcome, MachineState, Plan, Refusal, StatusChange, transition};
+use crate::policy::{PolicyMsg, policy_input};
+use crate::rbac::RbacMsg;
+
+/// Annotation read by the chaos knob (see [`crate::context::Settings::chaos`]).
+pub const CHAOS_PANIC_ANNOTATION: &str = "kubernetesexecution.kubernaut.io/chaos-panic";
+
+/// Registered name of the actor of execution `ns/name`.
+pub fn actor_name(ns: &str, name: &str) -> String {
+    format!("exec/{ns}/{name}")
+}
+
+/// Messages of an ExecutionActor.
+pub enum ExecutionMsg {
+    /// The watch saw a new version of the execution.
+    Observed(Box<KubernetesExecution>),
+    /// The JobWatcher saw the execution's Job change.
+    JobChanged(Box<Job>),
+    /// A machine event produced by an effect or a timer.
+    Machine(Event),
+}
+
+/// Shorthand for the actor's reference.
+pub type ExecutionRef = ActorRef<ExecutionMsg>;
+
+/// Arguments of an ExecutionActor.
+pub struct ExecutionArgs {
+    /// The execution as last seen.
+    pub exec: KubernetesExecution,
+    /// Shared context.
+    pub ctx: Ctx,
+    /// How often the supervisor restarted this execution's actor.
+    pub restarts: u32,
+}
+
+/// State of an ExecutionActor.
+pub struct ExecutionState {
+    exec: KubernetesExecution,
+    status: KubernetesExecutionStatus,
+    machine: MachineState,
+    validated: Option<ValidatedAction>,
+    phase_since: Instant,
+    timeout_armed: bool,
+    job_created: Option<Instant>,
+    restarts: u32,
+    ctx: Ctx,
+    name: String,
+    span: tracing::Span,
+}
+
+/// The ExecutionActor.
+pub struct ExecutionActor;
+
+impl Actor for ExecutionActor {
+    type Msg = ExecutionMsg;
+    type State = ExecutionState;
+    type Arguments = ExecutionArgs;
+
+    async fn pre_start(&self, myself: ExecutionRef, args: ExecutionArgs) -> Result<ExecutionState, ActorProcessingErr> {
+        let exec = args.exec;
+        let status = exec.status.clone().unwrap_or_default();
+        let name = actor_name(&exec.namespace().unwrap_or_default(), &exec.name_any());
+        let span = tracing::info_span!("execution", key = %exec.key(), uid = %exec.uid().unwrap_or_default());
+        let machine = MachineState { phase: status.phase.unwrap_or_default(), deleting: false };
+        args.ctx.metrics.live_actors.with_label_values(&["execution"]).inc();
+        let mut info = crate::context::ActorInfo::new("execution", name.clone(), Some(exec.key()), args.restarts);
+        info.phase = Some(machine.phase.to_string());
+        args.ctx.registry.insert(info);
+        let deleting = exec.metadata.deletion_timestamp.is_some();
+        myself.cast(ExecutionMsg::Machine(if deleting { Event::Deleted } else { Event::Resume }))?;
+        Ok(ExecutionState {
+            exec,
+            status,
+            machine,
+            validated: None,
+            phase_since: Instant::now(),
+            timeout_armed: false,
+            job_created: None,
+            restarts: args.restarts,
+            ctx: args.ctx,
+            name,
+            span,
+        })
+    }
+
+    async fn post_stop(&self, _myself: ExecutionRef, state: &mut ExecutionState) -> Result<(), ActorProcessingErr> {
+        state.ctx.metrics.live_actors.with_label_values(&["execution"]).dec();
+        state.ctx.registry.remove(&state.name);
+        Ok(())
+    }
+
+    async fn handle(&self, myself: ExecutionRef, msg: ExecutionMsg, state: &mut ExecutionState) -> Result<(), ActorProcessingErr> {
+        let span = state.span.clone();
+        let _g = span.enter();
+        let start = Instant::now();
+        match msg {
+            ExecutionMsg::Observed(exec) => {
+                let deleting = exec.metadata.deletion_timestamp.is_some();
+                state.exec = *exec;
+                if state.ctx.settings.chaos && state.restarts == 0 && state.exec.annotations().contains_key(CHAOS_PANIC_ANNOTATION) {
+                    panic!("chaos: injected panic in {}", state.name);
+                }
+                if deleting && !state.machine.deleting {
+                    run(&myself, state, Event::Deleted).await;
+                }
+            }
+            ExecutionMsg::JobChanged(job) => {
+                if let Some(ev) = job_event(state, &job).await {
+                    run(&myself, state, ev).await;
+                }
+            }
+            ExecutionMsg::Machine(ev) => {
+                if matches!(ev, Event::Resume)
+                    && state.ctx.settings.chaos
+                    && state.restarts == 0
+                    && state.exec.annotations().get(CHAOS_PANIC_ANNOTATION).is_some_and(|p| p == state.machine.phase.as_str())
+                {
+                    panic!("chaos: injected panic in {} at {}", state.name, state.machine.phase);
+                }
+                run(&myself, state, ev).await;
+            }
+        }
+        state.ctx.registry.touch(&state.name, Some(state.machine.phase.as_str()));
+        state.ctx.metrics.message_handling.with_label_values(&["execution"]).observe(start.elapsed().as_secs_f64());
+        Ok(())
+    }
+}
+
+/// Feeds `first` (and every event its effects produce) through the machine.
+async fn run(myself: &ExecutionRef, state: &mut ExecutionState, first: Event) {
+    let mut queue = std::collections::VecDeque::from([first]);
+    while let Some(ev) = queue.pop_front() {
+        let (next, effects) = transition(&state.machine, ev);
+        for fx in effects {
+            if let Some(ev) = execute(myself, state, fx).await {
+                queue.push_back(ev);
+            }
+        }
+        state.machine = next;
+    }
+}
+
+fn now() -> Time {
+    Time(Timestamp::now())
+}
+
+fn uid(state: &ExecutionState) -> String {
+    state.exec.uid().unwrap_or_default()
+}
+
+fn current_job_name(state: &ExecutionState) -> String {
+    state.status.job_name.clone().unwrap_or_else(|| job_name(&uid(state), 1))
+}
+
+/// Executes one effect; may produce the next machine event.
+async fn execute(myself: &ExecutionRef, state: &mut ExecutionState, fx: Effect) -> Option<Event> {
+    let ctx = state.ctx.clone();
+    match fx {
+        Effect::Transition(change) => {
+            write_transition(state, &change).await;
+            None
+        }
+        Effect::Validate => Some(Event::Validated(validate_all(state).await)),
+        Effect::CreateJob => match create_job(state).await {
+            Ok(name) => Some(Event::JobCreated { job_name: name }),
+            // Could not create the Job for a permanent reason: fail as validation does.
+            Err(refusal) => Some(Event::Validated(Err(refusal))),
+        },
+        Effect::ObserveJob => {
+            let name = current_job_name(state);
+            match retry(5, || ctx.api.get_job(&name)).await {
+                Ok(Some(job)) => job_event(state, &job).await,
+                Ok(None) => Some(Event::JobFinished(JobOutcome::Missing)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read job; waiting for the job watch");
+                    None
+                }
+            }
+        }
+        Effect::ArmTimeout => {
+            if !state.timeout_armed {
+                state.timeout_armed = true;
+                let timeout = state
+                    .validated
+                    .as_ref()
+                    .map(|v| v.timeout)
+                    .or_else(|| validate(&state.exec.spec, &state.exec.namespace().unwrap_or_default()).ok().map(|v| v.timeout))
+                    .unwrap_or(crate::catalog::MAX_TIMEOUT);
+                let started = state
+                    .status
+                    .start_time
+                    .as_ref()
+                    .map(|t| t.0)
+                    .unwrap_or_else(Timestamp::now);
+                let elapsed = Timestamp::now().duration_since(started).unsigned_abs();
+                let remaining = (timeout + ctx.settings.timeout_grace).saturating_sub(elapsed);
+                myself.send_after(remaining, || ExecutionMsg::Machine(Event::TimedOut));
+            }
+            None
+        }
+        Effect::Verify => {
+            // Postconditions are evaluated by the PolicyActor (safety issue);
+            // an execution declaring none is verified by the Job's success.
+            Some(Event::Verified(Ok(())))
+        }
+        Effect::DeleteJob => {
+            let name = current_job_name(state);
+            if let Err(e) = retry(5, || ctx.api.delete_job(&name)).await {
+                tracing::warn!(error = %e, job = %name, "failed to delete job");
+            }
+            None
+        }
+        Effect::ReleaseGrants => {
+            let target_ns = state
+                .validated
+                .as_ref()
+                .map(|v| v.target.namespace.clone())
+                .unwrap_or_else(|| validate(&state.exec.spec, &state.exec.namespace().unwrap_or_default()).ok().and_then(|v| v.target.namespace));
+            let exec_uid = uid(state);
+            match ctx.rbac.call(|reply| RbacMsg::Revoke { target_ns, exec_uid, reply }, Some(Duration::from_secs(30))).await {
+                Ok(ractor::rpc::CallResult::Success(Ok(()))) => {}
+                other => tracing::warn!(result = ?other.map(|_| ()), "failed to revoke the just-in-time grant"),
+            }
+            None
+        }
+        Effect::RemoveFinalizer => {
+            let (ns, name) = (state.exec.namespace().unwrap_or_default(), state.exec.name_any());
+            if let Err(e) = retry(5, || ctx.api.remove_finalizer(&ns, &name)).await {
+                tracing::warn!(error = %e, "failed to remove finalizer");
+            }
+            None
+        }
+        Effect::Stop => {
+            myself.stop(None);
+            None
+        }
+    }
+}
+
+async fn write_transition(state: &mut ExecutionState, change: &StatusChange) {
+    let ctx = state.ctx.clone();
+    let from = state.status.phase.unwrap_or_default();
+    let generation = state.exec.metadata.generation;
+    crate::status::apply(&mut state.status, change, now(), generation);
+    let (ns, name) = (state.exec.namespace().unwrap_or_default(), state.exec.name_any());
+    let status = state.status.clone();
+    match retry(8, || ctx.api.write_status(&ns, &name, &status)).await {
+        Ok(()) => {}
+        Err(ApiError::NotFound { .. }) => return,
+        Err(e) => {
+            tracing::error!(error = %e, "failed to write status");
+            return;
+        }
+    }
+    if from != change.phase {
+        ctx.metrics.phase_transitions.with_label_values(&[from.as_str(), change.phase.as_str()]).inc();
+        ctx.metrics
+            .reconciliation_duration
+            .with_label_values(&[from.as_str()])
+            .observe(state.phase_since.elapsed().as_secs_f64());
+        state.phase_since = Instant::now();
+        ctx.registry.transition(&state.name, format!("{from}→{} {}", change.phase, change.reason));
+        if change.phase.is_terminal() {
+            ctx.metrics.executions_finished.with_label_values(&[change.phase.as_str(), change.reason]).inc();
+        }
+        tracing::info!(from = %from, to = %change.phase, reason = change.reason, message = %change.message, "phase transition");
+        let warning = change.phase == Phase::Failed;
+        ctx.api.event(&state.exec, warning, change.reason, format!("{from} → {}: {}", change.phase, change.message)).await;
+    }
+}
+
+/// Catalog, target and policy validation. Produces the plan or the refusal.
+async fn validate_all(state: &mut ExecutionState) -> Result<Plan, Refusal> {
+    let ctx = state.ctx.clone();
+    let exec_ns = state.exec.namespace().unwrap_or_default();
+    let v = validate(&state.exec.spec, &exec_ns)?;
+    let action = v.action.name.to_string();
+    let target = v.target.display();
+    let with = |rejection: Rejection, decision: Option<PolicyDecision>| Refusal {
+        rejection,
+        decision,
+        action: Some(action.clone()),
+        target: Some(target.clone()),
+    };
+    if !state.exec.spec.preconditions.is_empty() || !state.exec.spec.postconditions.is_empty() {
+        return Err(with(
+            Rejection::new(
+                reasons::INVALID_PARAMETERS,
+                "spec.preconditions/postconditions are not supported by this operator version yet; remove them",
+            ),
+            None,
+        ));
+    }
+    let meta = match retry(5, || ctx.api.get_target_meta(&v.target.kind, v.target.namespace.as_deref(), &v.target.name)).await {
+        Ok(Some(m)) => m,
+        Ok(None) => {
+            return Err(with(Rejection::new(reasons::TARGET_NOT_FOUND, format!("target {target} does not exist")), None));
+        }
+        Err(e) => {
+            return Err(with(Rejection::new(reasons::INTERNAL_ERROR, format!("cannot read target {target}: {e}")), None));
+        }
+    };
+    let input = policy_input(&state.exec, &v, &meta.labels, ctx.api.namespace());
+    let verdict = ctx
+        .policy
+        .call(|reply| PolicyMsg::Evaluate { input, action: action.clone(), reply }, Some(Duration::from_secs(10)))
+        .await;
+    let verdict = match verdict {
+        Ok(ractor::rpc::CallResult::Success(v)) => v,
+        other => {
+            let msg = format!("policy evaluation unavailable ({:?}); failing closed", other.map(|_| ()));
+            return Err(with(Rejection::new(reasons::POLICY_UNAVAILABLE, msg), None));
+        }
+    };
+    let decision = PolicyDecision {
+        allowed: verdict.allowed(),
+        policy_set_digest: verdict.digest.clone(),
+        violations: verdict.violations.clone(),
+        evaluated_at: Some(now()),
+    };
+    if let Some(err) = verdict.error {
+        return Err(with(Rejection::new(reasons::POLICY_UNAVAILABLE, format!("policy evaluation failed: {err}")), Some(decision)));
+    }
+    if !decision.allowed {
+        let msg = format!("denied by policy: {}", decision.violations.join("; "));
+        return Err(with(Rejection::new(reasons::POLICY_DENIED, msg), Some(decision)));
+    }
+    let snapshot = TargetSnapshot { uid: meta.uid.clone(), resource_version: meta.resource_version.clone() };
+    let dry_run = state.exec.spec.dry_run;
+    let output = dry_run.then(|| {
+        format!(
+            "would run {} on {} with {}",
+            action,
+            target,
+            if v.params.is_empty() {
+                "no parameters".to_string()
+            } else {
+                v.params
+                    .iter()
+                    .map(|(k, val)| if v.action.param(k).is_some_and(|p| p.secret) { format!("{k}=<redacted>") } else { format!("{k}={val}") })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        )
+    });
+    state.validated = Some(v);
+    Ok(Plan { dry_run, action, target, snapshot: Some(snapshot), decision: Some(decision), output })
+}
+
+async fn create_job(state: &mut ExecutionState) -> Result<String, Refusal> {
+    let ctx = state.ctx.clone();
+    let started = Instant::now();
+    let Some(v) = state.validated.clone() else {
+        return Err(Rejection::new(reasons::INTERNAL_ERROR, "no validated action to run").into());
+    };
+    let fail = |m: String| -> Refusal { Rejection::new(reasons::INTERNAL_ERROR, m).into() };
+    retry(8, || ctx.api.add_finalizer(&state.exec)).await.or_else(|e| match e {
+        // A stale resourceVersion: re-read and try once more below.
+        ApiError::Conflict { .. } => Ok(()),
+        e => Err(fail(format!("cannot add finalizer: {e}"))),
+    })?;
+    if let Ok(Some(fresh)) = ctx.api.get_execution(&state.exec.namespace().unwrap_or_default(), &state.exec.name_any()).await {
+        state.exec = fresh;
+        retry(8, || ctx.api.add_finalizer(&state.exec)).await.map_err(|e| fail(format!("cannot add finalizer: {e}")))?;
+    }
+    let exec_uid = uid(state);
+    let target_ns = v.target.namespace.clone();
+    let action = v.action;
+    match ctx
+        .rbac
+        .call(|reply| RbacMsg::Grant { action, target_ns, exec_uid, reply }, Some(Duration::from_secs(30)))
+        .await
+    {
+        Ok(ractor::rpc::CallResult::Success(Ok(()))) => {}
+        Ok(ractor::rpc::CallResult::Success(Err(e))) => return Err(fail(format!("cannot grant the action's ServiceAccount: {e}"))),
+        other => return Err(fail(format!("RBAC actor unavailable: {:?}", other.map(|_| ())))),
+    }
+    let expected_uid = state.status.target_snapshot.as_ref().map(|s| s.uid.clone());
+    let job = build_job(&state.exec, &v, expected_uid.as_deref(), &ctx.settings.job);
+    let created = retry(8, || ctx.api.create_job(&job)).await.map_err(|e| fail(format!("cannot create Job: {e}")))?;
+    ctx.metrics.job_creation_duration.observe(started.elapsed().as_secs_f64());
+    state.job_created = Some(Instant::now());
+    Ok(created.name_any())
+}
+
+/// Interprets a Job's status; `Some` when it finished.
+async fn job_event(state: &mut ExecutionState, job: &Job) -> Option<Event> {
+    if job.labels().get(kubernetes_executor_crds::labels::EXECUTION_UID) != Some(&uid(state)) {
+        return None;
+    }
+    let conditions = job.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
+    let is = |t: &str| conditions.iter().find(|c| c.type_ == t && c.status == "True");
+    let complete = is("Complete").is_some();
+    let failed = is("Failed");
+    if !complete && failed.is_none() {
+        return None;
+    }
+    if let Some(t) = state.job_created {
+        state.ctx.metrics.job_completion_duration.observe(t.elapsed().as_secs_f64());
+    }
+    let output = termination_output(state, &job.name_any(), complete).await;
+    if complete {
+        let (result, rollback) = match output {
+            Some(o) => (o.result, o.rollback),
+            None => (ExecutionResult { succeeded: true, ..Default::default() }, None),
+        };
+        return Some(Event::JobFinished(JobOutcome::Succeeded { result, rollback }));
+    }
+    let failed = failed?;
+    if failed.reason.as_deref() == Some("DeadlineExceeded") {
+        let message = format!(
+            "the action's Job {} ran past its deadline ({}s): {}",
+            job.name_any(),
+            job.spec.as_ref().and_then(|s| s.active_deadline_seconds).unwrap_or_default(),
+            failed.message.clone().unwrap_or_default()
+        );
+        return Some(Event::JobFinished(JobOutcome::DeadlineExceeded { message }));
+    }
+    let (result, rollback) = match output {
+        Some(mut o) => {
+            o.result.succeeded = false;
+            (o.result, o.rollback)
+        }
+        None => (
+            ExecutionResult {
+                succeeded: false,
+                error: Some(format!(
+                    "Job {} failed ({}): {}",
+                    job.name_any(),
+                    failed.reason.clone().unwrap_or_default(),
+                    failed.message.clone().unwrap_or_default()
+                )),
+                ..Default::default()
+            },
+            None,
+        ),
+    };
+    Some(Event::JobFinished(JobOutcome::Failed { result, rollback }))
+}
+
+/// Reads the newest pod's termination message (`run-action`'s JSON output).
+async fn termination_output(state: &ExecutionState, job: &str, succeeded: bool) -> Option<ActionOutput> {
+    let pods = retry(5, || state.ctx.api.job_pods(job)).await.ok()?;
+    let want = if succeeded { "Succeeded" } else { "Failed" };
+    let pod = pods
+        .iter()
+        .find(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some(want))
+        .or_else(|| pods.first())?;
+    let terminated = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|cs| cs.first())
+        .and_then(|c| c.state.as_ref())
+        .and_then(|s| s.terminated.as_ref())?;
+    let message = terminated.message.clone().unwrap_or_default();
+    match serde_json::from_str::<ActionOutput>(&message) {
+        Ok(o) => Some(o),
+        Err(_) if message.trim().is_empty() => None,
+        Err(_) => Some(ActionOutput {
+            result: ExecutionResult {
+                succeeded,
+                error: (!succeeded).then(|| message.chars().take(1024).collect()),
+                output: succeeded.then(|| message.chars().take(1024).collect()),
+                ..Default::default()
+            },
+            rollback: None,
+        }),
+    }
+}
+
+/// Convenience for tests and the supervisor: an `Arc` clone of the context.
+pub fn ctx_of(state: &ExecutionState) -> Ctx {
+    Arc::clone(&state.ctx)
+}

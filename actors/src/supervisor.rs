@@ -1,0 +1,237 @@
+//! SupervisorActor: watches KubernetesExecutions (watcher with backoff) and
+//! keeps exactly one linked ExecutionActor per execution that needs one
+//! (non-terminal, or being deleted with the operator's finalizer). It
+//! re-syncs after a watch restart (actors whose execution vanished are
+//! stopped) and restarts failed children with exponential backoff and an
+//! intensity limit; a restarted child re-reads the resource and resumes.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use kube::api::Api;
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::ResourceExt;
+use kubernetes_executor_crds::{FINALIZER, KubernetesExecution};
+use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SupervisionEvent};
+
+use crate::context::{ActorInfo, Ctx};
+use crate::execution::{ExecutionActor, ExecutionArgs, ExecutionMsg, ExecutionRef, actor_name};
+
+/// Restarts allowed per execution within [`RESTART_WINDOW`] before giving up.
+pub const MAX_RESTARTS: u32 = 5;
+/// Window of the restart intensity limit.
+pub const RESTART_WINDOW: Duration = Duration::from_secs(600);
+
+/// Messages of the SupervisorActor.
+pub enum SupervisorMsg {
+    /// An event of the execution watch.
+    Watch(watcher::Event<KubernetesExecution>),
+    /// Restart the actor of `ns/name` (after a backoff).
+    Respawn {
+        /// Namespace.
+        ns: String,
+        /// Name.
+        name: String,
+    },
+}
+
+/// Shorthand for the actor's reference.
+pub type SupervisorRef = ActorRef<SupervisorMsg>;
+
+struct Child {
+    actor: ExecutionRef,
+    uid: String,
+}
+
+#[derive(Default)]
+struct RestartRecord {
+    count: u32,
+    window_start: Option<Instant>,
+}
+
+/// State of the SupervisorActor.
+pub struct SupervisorState {
+    ctx: Ctx,
+    children: HashMap<String, Child>,
+    restarts: HashMap<String, RestartRecord>,
+    init_keys: Option<HashSet<String>>,
+    watch: tokio::task::JoinHandle<()>,
+}
+
+/// The SupervisorActor.
+pub struct SupervisorActor;
+
+/// Whether an execution needs a live actor.
+pub fn needs_actor(exec: &KubernetesExecution) -> bool {
+    if exec.metadata.deletion_timestamp.is_some() {
+        return exec.finalizers().iter().any(|f| f == FINALIZER);
+    }
+    !exec.phase().is_terminal()
+}
+
+fn key_of(exec: &KubernetesExecution) -> String {
+    exec.key()
+}
+
+impl SupervisorState {
+    async fn ensure(&mut self, myself: &SupervisorRef, exec: KubernetesExecution) {
+        let key = key_of(&exec);
+        let uid = exec.uid().unwrap_or_default();
+        if let Some(child) = self.children.get(&key) {
+            if child.uid == uid {
+                let _ = child.actor.cast(ExecutionMsg::Observed(Box::new(exec)));
+                return;
+            }
+            // Same name, new object: the old actor's execution is gone.
+            child.actor.stop(Some("execution replaced".into()));
+            self.children.remove(&key);
+        }
+        if !needs_actor(&exec) {
+            return;
+        }
+        if self.restarts.get(&key).is_some_and(|r| {
+            r.count > MAX_RESTARTS && r.window_start.is_some_and(|s| s.elapsed() <= RESTART_WINDOW)
+        }) {
+            return;
+        }
+        let restarts = self.restarts.get(&key).map(|r| r.count).unwrap_or(0);
+        let name = actor_name(&exec.namespace().unwrap_or_default(), &exec.name_any());
+        let args = ExecutionArgs { exec, ctx: self.ctx.clone(), restarts };
+        match Actor::spawn_linked(Some(name.clone()), ExecutionActor, args, myself.get_cell()).await {
+            Ok((actor, _)) => {
+                self.children.insert(key, Child { actor, uid });
+            }
+            Err(e) => {
+                // The name is still registered by a stopping actor: retry shortly.
+                tracing::debug!(error = %e, actor = %name, "spawn failed; retrying");
+                let (ns, n) = key.split_once('/').map(|(a, b)| (a.to_string(), b.to_string())).unwrap_or_default();
+                myself.send_after(Duration::from_millis(200), move || SupervisorMsg::Respawn { ns, name: n });
+            }
+        }
+    }
+
+    fn stop_child(&mut self, key: &str, why: &str) {
+        if let Some(child) = self.children.remove(key) {
+            child.actor.stop(Some(why.to_string()));
+        }
+    }
+
+    fn key_of_cell(&self, cell: &ActorCell) -> Option<String> {
+        self.children.iter().find(|(_, c)| c.actor.get_id() == cell.get_id()).map(|(k, _)| k.clone())
+    }
+}
+
+impl Actor for SupervisorActor {
+    type Msg = SupervisorMsg;
+    type State = SupervisorState;
+    type Arguments = Ctx;
+
+    async fn pre_start(&self, myself: SupervisorRef, ctx: Ctx) -> Result<SupervisorState, ActorProcessingErr> {
+        let api: Api<KubernetesExecution> = Api::all(ctx.api.client().clone());
+        let me = myself.clone();
+        let watch = tokio::spawn(async move {
+            let mut stream = watcher::watcher(api, watcher::Config::default()).default_backoff().boxed();
+            while let Some(item) = stream.next().await {
+                match item {
+                    Ok(ev) => {
+                        if me.cast(SupervisorMsg::Watch(ev)).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "execution watch error (backing off)"),
+                }
+            }
+        });
+        ctx.registry.insert(ActorInfo::new("supervisor", "supervisor".into(), None, 0));
+        ctx.metrics.live_actors.with_label_values(&["supervisor"]).set(1);
+        Ok(SupervisorState { ctx, children: HashMap::new(), restarts: HashMap::new(), init_keys: None, watch })
+    }
+
+    async fn post_stop(&self, _myself: SupervisorRef, state: &mut SupervisorState) -> Result<(), ActorProcessingErr> {
+        state.watch.abort();
+        state.ctx.health.set_watch_synced(false);
+        state.ctx.registry.remove("supervisor");
+        state.ctx.metrics.live_actors.with_label_values(&["supervisor"]).set(0);
+        Ok(())
+    }
+
+    async fn handle(&self, myself: SupervisorRef, msg: SupervisorMsg, state: &mut SupervisorState) -> Result<(), ActorProcessingErr> {
+        state.ctx.registry.touch("supervisor", None);
+        match msg {
+            SupervisorMsg::Watch(ev) => match ev {
+                watcher::Event::Init => state.init_keys = Some(HashSet::new()),
+                watcher::Event::InitApply(exec) => {
+                    if let Some(keys) = state.init_keys.as_mut() {
+                        keys.insert(key_of(&exec));
+                    }
+                    state.ensure(&myself, exec).await;
+                }
+                watcher::Event::InitDone => {
+                    // Re-sync: stop actors of executions the fresh list no longer has.
+                    if let Some(keys) = state.init_keys.take() {
+                        let stale: Vec<String> = state.children.keys().filter(|k| !keys.contains(*k)).cloned().collect();
+                        for k in stale {
+                            state.stop_child(&k, "execution no longer exists");
+                        }
+                    }
+                    state.ctx.health.set_watch_synced(true);
+                }
+                watcher::Event::Apply(exec) => state.ensure(&myself, exec).await,
+                watcher::Event::Delete(exec) => {
+                    let key = key_of(&exec);
+                    state.stop_child(&key, "execution deleted");
+                    state.restarts.remove(&key);
+                }
+            },
+            SupervisorMsg::Respawn { ns, name } => {
+                match crate::kube_api::retry(5, || state.ctx.api.get_execution(&ns, &name)).await {
+                    Ok(Some(exec)) => state.ensure(&myself, exec).await,
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot re-read execution for restart; retrying");
+                        myself.send_after(Duration::from_secs(2), move || SupervisorMsg::Respawn { ns, name });
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: SupervisorRef,
+        evt: SupervisionEvent,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        match evt {
+            SupervisionEvent::ActorTerminated(cell, _, reason) => {
+                if let Some(key) = state.key_of_cell(&cell) {
+                    tracing::debug!(execution = %key, ?reason, "execution actor stopped");
+                    state.children.remove(&key);
+                }
+            }
+            SupervisionEvent::ActorFailed(cell, err) => {
+                let Some(key) = state.key_of_cell(&cell) else { return Ok(()) };
+                state.children.remove(&key);
+                state.ctx.metrics.actor_restarts.with_label_values(&["execution"]).inc();
+                let rec = state.restarts.entry(key.clone()).or_default();
+                let now = Instant::now();
+                if rec.window_start.is_none_or(|s| now.duration_since(s) > RESTART_WINDOW) {
+                    *rec = RestartRecord { count: 0, window_start: Some(now) };
+                }
+                rec.count += 1;
+                if rec.count > MAX_RESTARTS {
+                    tracing::error!(execution = %key, error = %err, "execution actor keeps failing; giving up until the next change");
+                    return Ok(());
+                }
+                let backoff = Duration::from_millis(100) * 2u32.pow(rec.count.min(8) - 1);
+                tracing::warn!(execution = %key, error = %err, restart = rec.count, ?backoff, "execution actor failed; restarting");
+                let (ns, name) = key.split_once('/').map(|(a, b)| (a.to_string(), b.to_string())).unwrap_or_default();
+                myself.send_after(backoff, move || SupervisorMsg::Respawn { ns, name });
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,130 @@
+//! Command-line configuration: one clap struct per subcommand; every flag
+//! has an environment fallback. Configuration enters here and is passed down.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// kubernetes-executor: runs single remediation actions on a Kubernetes
+/// cluster safely (catalog, Rego policies, least-privilege Jobs, rollback info).
+#[derive(Parser, Debug)]
+#[command(version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the operator.
+    Run(RunArgs),
+    /// Run one action (the program inside an action's Job).
+    RunAction(RunActionArgs),
+    /// Print the KubernetesExecution CRD as YAML.
+    Crd,
+    /// Print the per-action RBAC manifests (ServiceAccounts, ClusterRoles, bindings) as YAML.
+    Rbac {
+        /// Namespace the operator and its Jobs run in.
+        #[arg(long, default_value = "kubernetes-executor-system")]
+        namespace: String,
+    },
+}
+
+/// Flags of `run`.
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Namespace the operator runs in and creates Jobs in.
+    #[arg(long, env = "KE_NAMESPACE", default_value = "kubernetes-executor-system")]
+    pub namespace: String,
+    /// Directory of Rego safety policies (the mounted ConfigMap).
+    #[arg(long, env = "KE_POLICY_DIR", default_value = "/etc/policies")]
+    pub policy_dir: PathBuf,
+    /// Address of /metrics and /actors (`:8080` means all interfaces).
+    #[arg(long, env = "KE_METRICS_BIND_ADDRESS", default_value = ":8080")]
+    pub metrics_bind_address: String,
+    /// Address of /healthz and /readyz.
+    #[arg(long, env = "KE_HEALTH_PROBE_BIND_ADDRESS", default_value = ":8081")]
+    pub health_probe_bind_address: String,
+    /// Run leader election on a Lease so only one replica acts.
+    #[arg(long, env = "KE_LEADER_ELECT", default_value_t = false)]
+    pub leader_elect: bool,
+    /// Image of the action Jobs (this binary's image).
+    #[arg(long, env = "KE_IMAGE", default_value = "kubernetes-executor:latest")]
+    pub image: String,
+    /// Seconds finished Jobs are kept.
+    #[arg(long, env = "KE_JOB_TTL_SECONDS", default_value_t = kubernetes_executor_actors::job::DEFAULT_TTL_SECONDS)]
+    pub job_ttl_seconds: i32,
+    /// How often the policy directory is checked for changes, in seconds.
+    #[arg(long, env = "KE_POLICY_RELOAD_SECONDS", default_value_t = 2)]
+    pub policy_reload_seconds: u64,
+    /// Log format: `json`, `text`, or `auto` (text on a terminal).
+    #[arg(long, env = "KE_LOG_FORMAT", default_value = "auto")]
+    pub log_format: String,
+    /// Testing knob: executions annotated `kubernetesexecution.kubernaut.io/chaos-panic`
+    /// make their actor panic once. Never enable in production.
+    #[arg(long, env = "KE_CHAOS", default_value_t = false, hide = true)]
+    pub chaos: bool,
+}
+
+/// Flags of `run-action`.
+#[derive(Args, Debug, Clone)]
+pub struct RunActionArgs {
+    /// Catalog action name.
+    #[arg(long)]
+    pub action: String,
+    /// Target kind.
+    #[arg(long)]
+    pub kind: String,
+    /// Target name.
+    #[arg(long)]
+    pub name: String,
+    /// Target namespace (namespaced kinds).
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// UID the target had at validation; a different UID is refused.
+    #[arg(long)]
+    pub expected_uid: Option<String>,
+    /// Time budget of the action in seconds.
+    #[arg(long, default_value_t = 300)]
+    pub timeout_seconds: u64,
+    /// Parameters as `name=value` (repeatable).
+    #[arg(long = "param")]
+    pub params: Vec<String>,
+    /// Server-side dry run: change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Where to write the JSON result (the pod's terminationMessagePath).
+    #[arg(long, env = "KE_TERMINATION_LOG", default_value = "/dev/termination-log")]
+    pub termination_log: PathBuf,
+}
+
+/// Parses `:8080` / `0.0.0.0:8080` / `127.0.0.1:0`.
+pub fn parse_bind(addr: &str) -> anyhow::Result<SocketAddr> {
+    let full = if addr.starts_with(':') { format!("0.0.0.0{addr}") } else { addr.to_string() };
+    Ok(full.parse()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bind_addresses() {
+        assert_eq!(parse_bind(":8080").expect("ok").to_string(), "0.0.0.0:8080");
+        assert_eq!(parse_bind("127.0.0.1:0").expect("ok").port(), 0);
+        assert!(parse_bind("nonsense").is_err());
+    }
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let cli = Cli::parse_from(["kubernetes-executor", "run"]);
+        let Command::Run(a) = cli.command else { panic!("run") };
+        assert_eq!(a.metrics_bind_address, ":8080");
+        assert_eq!(a.health_probe_bind_address, ":8081");
+        assert_eq!(a.namespace, "kubernetes-executor-system");
+        assert!(!a.leader_elect);
+    }
+}

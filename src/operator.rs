@@ -1,0 +1,138 @@
+//! `run`: wires the operator — tracing, the Kubernetes client, metrics, the
+//! HTTP servers, the actor tree — and shuts it all down on SIGTERM.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use kubernetes_executor_actors::context::{ActorInfo, ActorRegistry, Context, Settings};
+use kubernetes_executor_actors::health::Health;
+use kubernetes_executor_actors::job::JobConfig;
+use kubernetes_executor_actors::job_watcher::{JobWatcherActor, JobWatcherArgs};
+use kubernetes_executor_actors::kube_api::KubeApi;
+use kubernetes_executor_actors::metrics::Metrics;
+use kubernetes_executor_actors::policy::{PolicyActor, PolicyArgs};
+use kubernetes_executor_actors::rbac::RbacActor;
+use kubernetes_executor_actors::supervisor::SupervisorActor;
+use ractor::Actor;
+use tokio::sync::watch;
+
+use crate::config::{RunArgs, parse_bind};
+use crate::http::{AppState, health_router, metrics_router};
+
+fn init_tracing(format: &str) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn,tower=warn,hyper=warn"));
+    let json = match format {
+        "json" => true,
+        "text" => false,
+        _ => !std::io::stderr().is_terminal(),
+    };
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().flatten_event(true).init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = term => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+/// Runs the operator until SIGTERM or SIGINT.
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    init_tracing(&args.log_format);
+    let client = kube::Client::try_default().await.context("cannot build a Kubernetes client")?;
+    let metrics = Arc::new(Metrics::new()?);
+    let health = Arc::new(Health::default());
+    let registry = Arc::new(ActorRegistry::default());
+    let app = AppState { metrics: metrics.clone(), health: health.clone(), registry: registry.clone() };
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let serve = |addr: String, router: axum::Router, mut stop: watch::Receiver<bool>| async move {
+        let listener = tokio::net::TcpListener::bind(parse_bind(&addr)?).await.with_context(|| format!("bind {addr}"))?;
+        tracing::info!(address = %listener.local_addr()?, "serving HTTP");
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await?;
+        anyhow::Ok(())
+    };
+    let metrics_srv = tokio::spawn(serve(args.metrics_bind_address.clone(), metrics_router(app.clone()), stop_rx.clone()));
+    let health_srv = tokio::spawn(serve(args.health_probe_bind_address.clone(), health_router(app), stop_rx.clone()));
+
+    if args.leader_elect {
+        tracing::warn!("--leader-elect: leader election is not implemented yet; this replica acts as leader");
+    }
+    health.set_leader(true);
+
+    let api = KubeApi::new(client.clone(), &args.namespace, std::env::var("POD_NAME").ok());
+    let (policy, _) = Actor::spawn(
+        Some("policy".into()),
+        PolicyActor,
+        PolicyArgs {
+            dir: args.policy_dir.clone(),
+            reload_interval: Duration::from_secs(args.policy_reload_seconds.max(1)),
+            metrics: metrics.clone(),
+            health: health.clone(),
+        },
+    )
+    .await?;
+    registry.insert(ActorInfo::new("policy", "policy".into(), None, 0));
+    let (rbac, _) = Actor::spawn(Some("rbac".into()), RbacActor, api.clone()).await?;
+    registry.insert(ActorInfo::new("rbac", "rbac".into(), None, 0));
+    let (job_watcher, _) = Actor::spawn(
+        Some("job-watcher".into()),
+        JobWatcherActor,
+        JobWatcherArgs { client: client.clone(), namespace: args.namespace.clone() },
+    )
+    .await?;
+    registry.insert(ActorInfo::new("job-watcher", "job-watcher".into(), None, 0));
+    let ctx = Arc::new(Context {
+        api,
+        policy: policy.clone(),
+        rbac: rbac.clone(),
+        settings: Settings {
+            job: JobConfig { namespace: args.namespace.clone(), image: args.image.clone(), ttl_seconds: args.job_ttl_seconds },
+            timeout_grace: Duration::from_secs(30),
+            chaos: args.chaos,
+        },
+        metrics: metrics.clone(),
+        health: health.clone(),
+        registry: registry.clone(),
+    });
+    let (supervisor, supervisor_handle) = Actor::spawn(Some("supervisor".into()), SupervisorActor, ctx).await?;
+    health.set_actors_up(true);
+    tracing::info!(namespace = %args.namespace, policy_dir = %args.policy_dir.display(), "operator started");
+
+    tokio::select! {
+        _ = shutdown_signal() => tracing::info!("shutting down"),
+        _ = supervisor_handle => tracing::error!("supervisor stopped unexpectedly"),
+    }
+    health.set_actors_up(false);
+    let _ = supervisor.stop_and_wait(Some("shutdown".into()), Some(Duration::from_secs(10))).await;
+    job_watcher.stop(None);
+    rbac.stop(None);
+    policy.stop(None);
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        let _ = metrics_srv.await;
+        let _ = health_srv.await;
+    })
+    .await;
+    Ok(())
+}
