@@ -82,7 +82,10 @@ fn validated(args: &RunActionArgs) -> Result<ValidatedAction, ActionError> {
 async fn execute(args: &RunActionArgs) -> Outcome {
     let v = validated(args).map_err(|e| (e, None))?;
     let client = Client::try_default().await.map_err(|e| (ActionError::Transient(format!("no Kubernetes client: {e}")), None))?;
-    let deadline = tokio::time::Instant::now() + v.timeout;
+    // Finish (and report) a little before the Job's activeDeadlineSeconds, so a
+    // slow action fails with its own message rather than being killed.
+    let margin = (v.timeout / 4).min(Duration::from_secs(5));
+    let deadline = tokio::time::Instant::now() + v.timeout.saturating_sub(margin);
     match v.action.name {
         "ScaleDeployment" => scale_deployment(client, &v, args, deadline).await,
         "RolloutStatus" => rollout_status(client, &v, args, deadline).await,

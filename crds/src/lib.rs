@@ -72,7 +72,10 @@ pub mod labels {
     printcolumn(name = "Message", type_ = "string", json_path = ".status.message", description = "Human-readable message", priority = 1),
     validation = kube::core::Rule::new(
         "!has(oldSelf.status) || !has(oldSelf.status.phase) || oldSelf.status.phase == 'Pending' || self.spec == oldSelf.spec"
-    ).message("spec is immutable once the execution has left the Pending phase")
+    ).message("spec is immutable once the execution has left the Pending phase"),
+    validation = kube::core::Rule::new(
+        "!has(oldSelf.status) || !has(oldSelf.status.phase) || !(oldSelf.status.phase in ['Completed', 'Failed']) || (has(self.status) && has(self.status.phase) && self.status.phase == oldSelf.status.phase)"
+    ).message("a terminal phase (Completed, Failed) never changes")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct KubernetesExecutionSpec {

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 pub use controlplane::{ControlPlane, KWOK_TAINT_KEY, Options, client_from_kubeconfig};
+pub use proc::Proc;
 pub use runner::{JobRunner, RunnerConfig, eventually};
 
 /// A multi-threaded runtime that lives as long as the test binary; the shared
