@@ -1,0 +1,70 @@
+//! Crash safety: SIGKILL the operator repeatedly while executions move
+//! through their phases; a new operator resumes every execution to its final
+//! state with exactly one Job each and no repeated status transition.
+//! (Its own test binary: it kills the operator, so it gets its own control plane.)
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, ListParams};
+use kube::ResourceExt;
+use kubernetes_executor_crds::{KubernetesExecution, Phase, labels, reasons};
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_at_any_phase_resumes_without_duplicates() {
+    let env = env();
+    let client = env.client().await.expect("client");
+    let ns = namespace(&client, "crash").await;
+    let n = 8;
+    for i in 0..n {
+        deployment(&client, &ns, &format!("web-{i}"), 1, json!({}), true).await;
+    }
+    let mut op = start_operator(env, "operator-1", &[]).await;
+    let mut uids = Vec::new();
+    for i in 0..n {
+        let mut s = spec("ScaleDeployment", "Deployment", &format!("web-{i}"), None, &[("replicas", "2")]);
+        if i % 4 == 3 {
+            s.dry_run = true;
+        }
+        let e = create(&client, &ns, &format!("exec-{i}"), s).await;
+        uids.push(e.uid().unwrap_or_default());
+        // Kill the operator at staggered moments: mid-validation, mid-job, ...
+        if i % 3 == 2 {
+            tokio::time::sleep(Duration::from_millis(150 * i as u64)).await;
+            op.proc.signal("KILL").expect("SIGKILL operator");
+            op = start_operator(env, &format!("operator-{}", i + 2), &[]).await;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    op.proc.signal("KILL").expect("SIGKILL operator");
+    let _op = start_operator(env, "operator-final", &[]).await;
+
+    let jobs: Api<Job> = Api::namespaced(client.clone(), OPERATOR_NS);
+    let events: Api<Event> = Api::namespaced(client.clone(), &ns);
+    for i in 0..n {
+        let name = format!("exec-{i}");
+        let done: KubernetesExecution = wait_terminal(&client, &ns, &name).await;
+        assert_eq!(phase(&done), Phase::Completed, "{name}: {:?}", done.status);
+        let expect_jobs = if i % 4 == 3 { 0 } else { 1 };
+        let js = jobs
+            .list(&ListParams::default().labels(&format!("{}={}", labels::EXECUTION_UID, uids[i])))
+            .await
+            .expect("jobs")
+            .items;
+        assert_eq!(js.len(), expect_jobs, "{name}: Jobs");
+        let evs = events.list(&ListParams::default()).await.expect("events").items;
+        for r in [reasons::VALIDATING, reasons::JOB_RUNNING, reasons::VERIFYING, reasons::SUCCEEDED] {
+            let count: i32 = evs
+                .iter()
+                .filter(|ev| ev.regarding.as_ref().and_then(|x| x.name.as_deref()) == Some(name.as_str()) && ev.reason.as_deref() == Some(r))
+                .map(|ev| ev.series.as_ref().map(|s| s.count).unwrap_or(1))
+                .sum();
+            assert!(count <= 1, "{name}: transition {r} recorded {count} times");
+        }
+    }
+}
