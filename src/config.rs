@@ -37,7 +37,11 @@ pub enum Command {
 #[derive(Args, Debug, Clone)]
 pub struct RunArgs {
     /// Namespace the operator runs in and creates Jobs in.
-    #[arg(long, env = "KE_NAMESPACE", default_value = "kubernetes-executor-system")]
+    #[arg(
+        long,
+        env = "KE_NAMESPACE",
+        default_value = "kubernetes-executor-system"
+    )]
     pub namespace: String,
     /// Directory of Rego safety policies (the mounted ConfigMap).
     #[arg(long, env = "KE_POLICY_DIR", default_value = "/etc/policies")]
@@ -97,13 +101,21 @@ pub struct RunActionArgs {
     #[arg(long)]
     pub dry_run: bool,
     /// Where to write the JSON result (the pod's terminationMessagePath).
-    #[arg(long, env = "KE_TERMINATION_LOG", default_value = "/dev/termination-log")]
+    #[arg(
+        long,
+        env = "KE_TERMINATION_LOG",
+        default_value = "/dev/termination-log"
+    )]
     pub termination_log: PathBuf,
 }
 
 /// Parses `:8080` / `0.0.0.0:8080` / `127.0.0.1:0`.
 pub fn parse_bind(addr: &str) -> anyhow::Result<SocketAddr> {
-    let full = if addr.starts_with(':') { format!("0.0.0.0{addr}") } else { addr.to_string() };
+    let full = if addr.starts_with(':') {
+        format!("0.0.0.0{addr}")
+    } else {
+        addr.to_string()
+    };
     Ok(full.parse()?)
 }
 
@@ -121,7 +133,9 @@ mod tests {
     #[test]
     fn defaults_match_the_contract() {
         let cli = Cli::parse_from(["kubernetes-executor", "run"]);
-        let Command::Run(a) = cli.command else { panic!("run") };
+        let Command::Run(a) = cli.command else {
+            panic!("run")
+        };
         assert_eq!(a.metrics_bind_address, ":8080");
         assert_eq!(a.health_probe_bind_address, ":8081");
         assert_eq!(a.namespace, "kubernetes-executor-system");

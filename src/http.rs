@@ -35,11 +35,18 @@ pub fn metrics_router(state: AppState) -> Router {
 
 /// Routes of the health address.
 pub fn health_router(state: AppState) -> Router {
-    Router::new().route("/healthz", get(|| async { "ok" })).route("/readyz", get(readyz)).with_state(state)
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .with_state(state)
 }
 
 async fn metrics(State(s): State<AppState>) -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.metrics.render()).into_response()
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        s.metrics.render(),
+    )
+        .into_response()
 }
 
 async fn readyz(State(s): State<AppState>) -> Response {
@@ -57,7 +64,10 @@ struct Format {
 async fn actors(State(s): State<AppState>, Query(q): Query<Format>) -> Response {
     let snap = s.registry.snapshot();
     if q.format.as_deref() == Some("table") {
-        let mut out = format!("{:<12} {:<48} {:<11} {:>9} {:>8} {:>8}\n", "KIND", "NAME", "PHASE", "AGE(s)", "RESTARTS", "MSGS");
+        let mut out = format!(
+            "{:<12} {:<48} {:<11} {:>9} {:>8} {:>8}\n",
+            "KIND", "NAME", "PHASE", "AGE(s)", "RESTARTS", "MSGS"
+        );
         for a in &snap {
             out.push_str(&format!(
                 "{:<12} {:<48} {:<11} {:>9.1} {:>8} {:>8}\n",
@@ -74,10 +84,22 @@ async fn actors(State(s): State<AppState>, Query(q): Query<Format>) -> Response 
     Json(snap).into_response()
 }
 
-async fn actor(State(s): State<AppState>, Path((namespace, name)): Path<(String, String)>) -> Response {
+async fn actor(
+    State(s): State<AppState>,
+    Path((namespace, name)): Path<(String, String)>,
+) -> Response {
     let key = format!("{namespace}/{name}");
-    match s.registry.snapshot().into_iter().find(|a| a.execution.as_deref() == Some(key.as_str())) {
+    match s
+        .registry
+        .snapshot()
+        .into_iter()
+        .find(|a| a.execution.as_deref() == Some(key.as_str()))
+    {
         Some(a) => Json(a).into_response(),
-        None => (StatusCode::NOT_FOUND, format!("no live actor for execution {key}\n")).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            format!("no live actor for execution {key}\n"),
+        )
+            .into_response(),
     }
 }

@@ -22,14 +22,17 @@ use crate::http::{AppState, health_router, metrics_router};
 
 fn init_tracing(format: &str) {
     use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn,tower=warn,hyper=warn"));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,kube=warn,tower=warn,hyper=warn")
+    });
     let json = match format {
         "json" => true,
         "text" => false,
         _ => !std::io::stderr().is_terminal(),
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().flatten_event(true).init();
     } else {
@@ -55,15 +58,23 @@ async fn shutdown_signal() {
 /// Runs the operator until SIGTERM or SIGINT.
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     init_tracing(&args.log_format);
-    let client = kube::Client::try_default().await.context("cannot build a Kubernetes client")?;
+    let client = kube::Client::try_default()
+        .await
+        .context("cannot build a Kubernetes client")?;
     let metrics = Arc::new(Metrics::new()?);
     let health = Arc::new(Health::default());
     let registry = Arc::new(ActorRegistry::default());
-    let app = AppState { metrics: metrics.clone(), health: health.clone(), registry: registry.clone() };
+    let app = AppState {
+        metrics: metrics.clone(),
+        health: health.clone(),
+        registry: registry.clone(),
+    };
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let serve = |addr: String, router: axum::Router, mut stop: watch::Receiver<bool>| async move {
-        let listener = tokio::net::TcpListener::bind(parse_bind(&addr)?).await.with_context(|| format!("bind {addr}"))?;
+        let listener = tokio::net::TcpListener::bind(parse_bind(&addr)?)
+            .await
+            .with_context(|| format!("bind {addr}"))?;
         tracing::info!(address = %listener.local_addr()?, "serving HTTP");
         axum::serve(listener, router)
             .with_graceful_shutdown(async move {
@@ -72,15 +83,29 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             .await?;
         anyhow::Ok(())
     };
-    let metrics_srv = tokio::spawn(serve(args.metrics_bind_address.clone(), metrics_router(app.clone()), stop_rx.clone()));
-    let health_srv = tokio::spawn(serve(args.health_probe_bind_address.clone(), health_router(app), stop_rx.clone()));
+    let metrics_srv = tokio::spawn(serve(
+        args.metrics_bind_address.clone(),
+        metrics_router(app.clone()),
+        stop_rx.clone(),
+    ));
+    let health_srv = tokio::spawn(serve(
+        args.health_probe_bind_address.clone(),
+        health_router(app),
+        stop_rx.clone(),
+    ));
 
     if args.leader_elect {
-        tracing::warn!("--leader-elect: leader election is not implemented yet; this replica acts as leader");
+        tracing::warn!(
+            "--leader-elect: leader election is not implemented yet; this replica acts as leader"
+        );
     }
     health.set_leader(true);
 
-    let api = KubeApi::new(client.clone(), &args.namespace, std::env::var("POD_NAME").ok());
+    let api = KubeApi::new(
+        client.clone(),
+        &args.namespace,
+        std::env::var("POD_NAME").ok(),
+    );
     let (policy, _) = Actor::spawn(
         Some("policy".into()),
         PolicyActor,
@@ -98,7 +123,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let (job_watcher, _) = Actor::spawn(
         Some("job-watcher".into()),
         JobWatcherActor,
-        JobWatcherArgs { client: client.clone(), namespace: args.namespace.clone() },
+        JobWatcherArgs {
+            client: client.clone(),
+            namespace: args.namespace.clone(),
+        },
     )
     .await?;
     registry.insert(ActorInfo::new("job-watcher", "job-watcher".into(), None, 0));
@@ -107,7 +135,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         policy: policy.clone(),
         rbac: rbac.clone(),
         settings: Settings {
-            job: JobConfig { namespace: args.namespace.clone(), image: args.image.clone(), ttl_seconds: args.job_ttl_seconds },
+            job: JobConfig {
+                namespace: args.namespace.clone(),
+                image: args.image.clone(),
+                ttl_seconds: args.job_ttl_seconds,
+            },
             timeout_grace: Duration::from_secs(30),
             chaos: args.chaos,
         },
@@ -115,7 +147,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         health: health.clone(),
         registry: registry.clone(),
     });
-    let (supervisor, supervisor_handle) = Actor::spawn(Some("supervisor".into()), SupervisorActor, ctx).await?;
+    let (supervisor, supervisor_handle) =
+        Actor::spawn(Some("supervisor".into()), SupervisorActor, ctx).await?;
     health.set_actors_up(true);
     tracing::info!(namespace = %args.namespace, policy_dir = %args.policy_dir.display(), "operator started");
 
@@ -124,7 +157,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         _ = supervisor_handle => tracing::error!("supervisor stopped unexpectedly"),
     }
     health.set_actors_up(false);
-    let _ = supervisor.stop_and_wait(Some("shutdown".into()), Some(Duration::from_secs(10))).await;
+    let _ = supervisor
+        .stop_and_wait(Some("shutdown".into()), Some(Duration::from_secs(10)))
+        .await;
     job_watcher.stop(None);
     rbac.stop(None);
     policy.stop(None);

@@ -57,7 +57,9 @@ async fn job_runs_on_a_kwok_node_completes_and_its_pod_is_garbage_collected() {
         },
     }))
     .expect("job");
-    jobs.create(&PostParams::default(), &job).await.expect("create job");
+    jobs.create(&PostParams::default(), &job)
+        .await
+        .expect("create job");
 
     eventually("job Complete", WAIT, || async {
         let j = jobs.get("hello").await?;
@@ -80,9 +82,15 @@ async fn job_runs_on_a_kwok_node_completes_and_its_pod_is_garbage_collected() {
         .as_ref()
         .and_then(|s| s.node_name.clone())
         .unwrap_or_default();
-    assert!(node.starts_with("kwok-node-"), "scheduled onto a kwok node, got {node:?}");
+    assert!(
+        node.starts_with("kwok-node-"),
+        "scheduled onto a kwok node, got {node:?}"
+    );
     assert_eq!(
-        list.items[0].status.as_ref().and_then(|s| s.phase.as_deref()),
+        list.items[0]
+            .status
+            .as_ref()
+            .and_then(|s| s.phase.as_deref()),
         Some("Succeeded")
     );
 
@@ -166,9 +174,15 @@ async fn rbac_is_enforced_for_service_account_tokens() {
     };
     let reviews: Api<SubjectAccessReview> = Api::all(client.clone());
     let allowed = |r: SubjectAccessReview| r.status.map(|s| s.allowed).unwrap_or(false);
-    let get = reviews.create(&PostParams::default(), &sar("get")).await.expect("SAR get");
+    let get = reviews
+        .create(&PostParams::default(), &sar("get"))
+        .await
+        .expect("SAR get");
     assert!(allowed(get), "get pods is allowed by the Role");
-    let del = reviews.create(&PostParams::default(), &sar("delete")).await.expect("SAR delete");
+    let del = reviews
+        .create(&PostParams::default(), &sar("delete"))
+        .await
+        .expect("SAR delete");
     assert!(!allowed(del), "delete pods is not granted");
 
     // Act with a real TokenRequest token of the ServiceAccount.
@@ -187,7 +201,9 @@ async fn rbac_is_enforced_for_service_account_tokens() {
     let dir = tempfile::tempdir().expect("tempdir");
     let kc = dir.path().join("kubeconfig");
     env.write_token_kubeconfig(&kc, &token).expect("kubeconfig");
-    let sa_client = testkit::client_from_kubeconfig(&kc).await.expect("sa client");
+    let sa_client = testkit::client_from_kubeconfig(&kc)
+        .await
+        .expect("sa client");
     let sa_pods: Api<Pod> = Api::namespaced(sa_client, &ns);
     let got = sa_pods.get("victim").await.expect("the SA can get the pod");
     assert_eq!(got.name_any(), "victim");
@@ -201,7 +217,8 @@ async fn rbac_is_enforced_for_service_account_tokens() {
 async fn crd_installs_and_its_structural_schema_is_enforced() {
     let (client, ns) = setup().await;
     let crd: CustomResourceDefinition =
-        serde_yaml::from_str(include_str!("../deploy/crds/kubernetesexecutions.yaml")).expect("crd yaml");
+        serde_yaml::from_str(include_str!("../deploy/crds/kubernetesexecutions.yaml"))
+            .expect("crd yaml");
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     match crds.create(&PostParams::default(), &crd).await {
         Ok(_) => {}
@@ -219,7 +236,11 @@ async fn crd_installs_and_its_structural_schema_is_enforced() {
     .await
     .expect("CRD established");
 
-    let gvk = GroupVersionKind::gvk("kubernetesexecution.kubernaut.io", "v1alpha1", "KubernetesExecution");
+    let gvk = GroupVersionKind::gvk(
+        "kubernetesexecution.kubernaut.io",
+        "v1alpha1",
+        "KubernetesExecution",
+    );
     let ar = ApiResource::from_gvk_with_plural(&gvk, "kubernetesexecutions");
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &ar);
     let obj = |name: &str, spec: serde_json::Value| -> DynamicObject {
@@ -236,10 +257,16 @@ async fn crd_installs_and_its_structural_schema_is_enforced() {
         json!({ "action": "ScaleDeployment", "parameters": { "replicas": "3" },
                 "targetResource": { "kind": "Deployment", "name": "web" } }),
     );
-    api.create(&PostParams::default(), &valid).await.expect("a valid object is accepted");
+    api.create(&PostParams::default(), &valid)
+        .await
+        .expect("a valid object is accepted");
 
     for (name, spec, needle) in [
-        ("no-target", json!({ "action": "ScaleDeployment" }), "targetResource"),
+        (
+            "no-target",
+            json!({ "action": "ScaleDeployment" }),
+            "targetResource",
+        ),
         (
             "bad-retries",
             json!({ "action": "ScaleDeployment", "maxRetries": 9,
@@ -256,7 +283,11 @@ async fn crd_installs_and_its_structural_schema_is_enforced() {
         match api.create(&PostParams::default(), &obj(name, spec)).await {
             Err(kube::Error::Api(e)) => {
                 assert_eq!(e.code, 422, "{name}: {e:?}");
-                assert!(e.message.contains(needle), "{name}: message names {needle}: {}", e.message);
+                assert!(
+                    e.message.contains(needle),
+                    "{name}: message names {needle}: {}",
+                    e.message
+                );
             }
             other => panic!("{name} must be rejected by the schema, got {other:?}"),
         }
@@ -267,7 +298,12 @@ async fn crd_installs_and_its_structural_schema_is_enforced() {
 async fn two_control_planes_run_side_by_side() {
     let env = testkit::shared(None);
     let other = testkit::start_env(
-        Options { controller_manager: false, scheduler: false, kwok_nodes: 0, state_dir: None },
+        Options {
+            controller_manager: false,
+            scheduler: false,
+            kwok_nodes: 0,
+            state_dir: None,
+        },
         None,
     )
     .expect("second control plane");
@@ -286,8 +322,14 @@ async fn two_control_planes_run_side_by_side() {
         .await
         .expect("create in b");
     let nss_a: Api<Namespace> = Api::all(a);
-    assert!(nss_a.get_opt(&name).await.expect("get in a").is_none(), "instances share no state");
+    assert!(
+        nss_a.get_opt(&name).await.expect("get in a").is_none(),
+        "instances share no state"
+    );
     let dir = other.dir().to_path_buf();
     drop(other);
-    assert!(!dir.exists(), "the second instance's temp dir is removed on drop");
+    assert!(
+        !dir.exists(),
+        "the second instance's temp dir is removed on drop"
+    );
 }

@@ -33,7 +33,12 @@ async fn jobs_of(client: &Client, uid: &str) -> Vec<Job> {
 }
 
 fn condition(e: &KubernetesExecution, t: &str) -> Option<String> {
-    e.status.as_ref()?.conditions.iter().find(|c| c.type_ == t).map(|c| c.status.clone())
+    e.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == t)
+        .map(|c| c.status.clone())
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -41,32 +46,87 @@ async fn invalid_input_fails_with_a_named_reason_and_no_job() {
     let (client, ns, _) = setup("invalid").await;
     deployment(&client, &ns, "web", 1, json!({}), true).await;
 
-    let e = create(&client, &ns, "unknown", spec("RebootEverything", "Deployment", "web", None, &[])).await;
+    let e = create(
+        &client,
+        &ns,
+        "unknown",
+        spec("RebootEverything", "Deployment", "web", None, &[]),
+    )
+    .await;
     let done = wait_terminal(&client, &ns, "unknown").await;
     assert_eq!(phase(&done), Phase::Failed);
     assert_eq!(reason(&done), reasons::UNKNOWN_ACTION);
-    assert!(message(&done).contains("\"RebootEverything\"") && message(&done).contains("ScaleDeployment"), "{}", message(&done));
+    assert!(
+        message(&done).contains("\"RebootEverything\"")
+            && message(&done).contains("ScaleDeployment"),
+        "{}",
+        message(&done)
+    );
     assert_eq!(condition(&done, "Validated").as_deref(), Some("False"));
-    assert!(jobs_of(&client, &e.uid().unwrap_or_default()).await.is_empty());
+    assert!(
+        jobs_of(&client, &e.uid().unwrap_or_default())
+            .await
+            .is_empty()
+    );
 
-    let e = create(&client, &ns, "missing", spec("ScaleDeployment", "Deployment", "web", None, &[])).await;
+    let e = create(
+        &client,
+        &ns,
+        "missing",
+        spec("ScaleDeployment", "Deployment", "web", None, &[]),
+    )
+    .await;
     let done = wait_terminal(&client, &ns, "missing").await;
     assert_eq!(reason(&done), reasons::INVALID_PARAMETERS);
-    assert!(message(&done).contains("\"replicas\""), "{}", message(&done));
-    assert!(jobs_of(&client, &e.uid().unwrap_or_default()).await.is_empty());
+    assert!(
+        message(&done).contains("\"replicas\""),
+        "{}",
+        message(&done)
+    );
+    assert!(
+        jobs_of(&client, &e.uid().unwrap_or_default())
+            .await
+            .is_empty()
+    );
 
-    let e = create(&client, &ns, "range", spec("ScaleDeployment", "Deployment", "web", None, &[("replicas", "5000")])).await;
+    let e = create(
+        &client,
+        &ns,
+        "range",
+        spec(
+            "ScaleDeployment",
+            "Deployment",
+            "web",
+            None,
+            &[("replicas", "5000")],
+        ),
+    )
+    .await;
     let done = wait_terminal(&client, &ns, "range").await;
     assert_eq!(reason(&done), reasons::INVALID_PARAMETERS);
-    assert!(message(&done).contains("\"5000\"") && message(&done).contains("between 0 and 1000"), "{}", message(&done));
-    assert!(jobs_of(&client, &e.uid().unwrap_or_default()).await.is_empty());
+    assert!(
+        message(&done).contains("\"5000\"") && message(&done).contains("between 0 and 1000"),
+        "{}",
+        message(&done)
+    );
+    assert!(
+        jobs_of(&client, &e.uid().unwrap_or_default())
+            .await
+            .is_empty()
+    );
 
     // An Event explains the failure.
     let events: Api<Event> = Api::namespaced(client.clone(), &ns);
     eventually("failure event", WAIT, || async {
-        Ok(events.list(&ListParams::default()).await?.items.iter().any(|ev| {
-            ev.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("range") && ev.reason.as_deref() == Some(reasons::INVALID_PARAMETERS)
-        }))
+        Ok(events
+            .list(&ListParams::default())
+            .await?
+            .items
+            .iter()
+            .any(|ev| {
+                ev.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("range")
+                    && ev.reason.as_deref() == Some(reasons::INVALID_PARAMETERS)
+            }))
     })
     .await
     .expect("a Warning event names the reason");
@@ -76,38 +136,90 @@ async fn invalid_input_fails_with_a_named_reason_and_no_job() {
 async fn dry_run_completes_without_a_job_and_policy_denial_lists_violations() {
     let (client, ns, _) = setup("dryrun").await;
     deployment(&client, &ns, "web", 2, json!({}), true).await;
-    let mut s = spec("scale_deployment", "Deployment", "web", None, &[("replicas", "4")]);
+    let mut s = spec(
+        "scale_deployment",
+        "Deployment",
+        "web",
+        None,
+        &[("replicas", "4")],
+    );
     s.dry_run = true;
     let e = create(&client, &ns, "dry", s).await;
     let done = wait_terminal(&client, &ns, "dry").await;
     assert_eq!(phase(&done), Phase::Completed, "{:?}", done.status);
     assert_eq!(reason(&done), reasons::DRY_RUN_SUCCEEDED);
     assert_eq!(condition(&done, "Succeeded").as_deref(), Some("True"));
-    assert!(jobs_of(&client, &e.uid().unwrap_or_default()).await.is_empty(), "dry run creates no Job");
+    assert!(
+        jobs_of(&client, &e.uid().unwrap_or_default())
+            .await
+            .is_empty(),
+        "dry run creates no Job"
+    );
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
     let d = deployments.get("web").await.expect("deployment");
-    assert_eq!(d.spec.and_then(|s| s.replicas), Some(2), "dry run changes nothing");
+    assert_eq!(
+        d.spec.and_then(|s| s.replicas),
+        Some(2),
+        "dry run changes nothing"
+    );
 
     // Scale-to-zero of a critical deployment is denied by the default policies.
-    deployment(&client, &ns, "payments", 2, json!({ "critical": "true" }), true).await;
-    let e = create(&client, &ns, "zero", spec("ScaleDeployment", "Deployment", "payments", None, &[("replicas", "0")])).await;
+    deployment(
+        &client,
+        &ns,
+        "payments",
+        2,
+        json!({ "critical": "true" }),
+        true,
+    )
+    .await;
+    let e = create(
+        &client,
+        &ns,
+        "zero",
+        spec(
+            "ScaleDeployment",
+            "Deployment",
+            "payments",
+            None,
+            &[("replicas", "0")],
+        ),
+    )
+    .await;
     let done = wait_terminal(&client, &ns, "zero").await;
     assert_eq!(phase(&done), Phase::Failed);
     assert_eq!(reason(&done), reasons::POLICY_DENIED);
     let st = done.status.clone().expect("status");
     assert_eq!(st.policy_violations.len(), 1, "{:?}", st.policy_violations);
-    assert!(st.policy_violations[0].contains("critical"), "{:?}", st.policy_violations);
-    let decision = st.validation_results.and_then(|v| v.policy_decision).expect("decision recorded");
+    assert!(
+        st.policy_violations[0].contains("critical"),
+        "{:?}",
+        st.policy_violations
+    );
+    let decision = st
+        .validation_results
+        .and_then(|v| v.policy_decision)
+        .expect("decision recorded");
     assert!(!decision.allowed && decision.policy_set_digest.starts_with("sha256:"));
     assert_eq!(condition(&done, "PolicyAllowed").as_deref(), Some("False"));
-    assert!(jobs_of(&client, &e.uid().unwrap_or_default()).await.is_empty());
+    assert!(
+        jobs_of(&client, &e.uid().unwrap_or_default())
+            .await
+            .is_empty()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn scale_runs_one_least_privilege_job_and_completes() {
     let (client, ns, metrics) = setup("scale").await;
     deployment(&client, &ns, "web", 1, json!({}), true).await;
-    let mut s = spec("ScaleDeployment", "Deployment", "web", None, &[("replicas", "3")]);
+    let mut s = spec(
+        "ScaleDeployment",
+        "Deployment",
+        "web",
+        None,
+        &[("replicas", "3")],
+    );
     s.timeout = Some("2m".into());
     s.max_retries = Some(1);
     s.step_number = Some(7);
@@ -116,34 +228,78 @@ async fn scale_runs_one_least_privilege_job_and_completes() {
     let done = wait_terminal(&client, &ns, "scale-web").await;
     assert_eq!(phase(&done), Phase::Completed, "{:?}", done.status);
     assert_eq!(reason(&done), reasons::SUCCEEDED);
-    for c in ["Validated", "PolicyAllowed", "Executed", "Verified", "Succeeded"] {
-        assert_eq!(condition(&done, c).as_deref(), Some("True"), "condition {c}: {:?}", done.status);
+    for c in [
+        "Validated",
+        "PolicyAllowed",
+        "Executed",
+        "Verified",
+        "Succeeded",
+    ] {
+        assert_eq!(
+            condition(&done, c).as_deref(),
+            Some("True"),
+            "condition {c}: {:?}",
+            done.status
+        );
     }
     let st = done.status.clone().expect("status");
-    assert_eq!(st.rollback_info.as_ref().and_then(|r| r.previous_replicas), Some(1));
+    assert_eq!(
+        st.rollback_info.as_ref().and_then(|r| r.previous_replicas),
+        Some(1)
+    );
     assert!(st.rollback_info.as_ref().is_some_and(|r| r.restorable));
     assert_eq!(st.result.as_ref().map(|r| r.succeeded), Some(true));
-    assert_eq!(st.result.as_ref().map(|r| r.resources_affected.clone()), Some(vec![format!("Deployment/{ns}/web")]));
-    assert_eq!(st.target_snapshot.as_ref().map(|t| t.uid.is_empty()), Some(false));
+    assert_eq!(
+        st.result.as_ref().map(|r| r.resources_affected.clone()),
+        Some(vec![format!("Deployment/{ns}/web")])
+    );
+    assert_eq!(
+        st.target_snapshot.as_ref().map(|t| t.uid.is_empty()),
+        Some(false)
+    );
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
-    assert_eq!(deployments.get("web").await.expect("get").spec.and_then(|s| s.replicas), Some(3));
+    assert_eq!(
+        deployments
+            .get("web")
+            .await
+            .expect("get")
+            .spec
+            .and_then(|s| s.replicas),
+        Some(3)
+    );
 
     let jobs = jobs_of(&client, &uid).await;
     assert_eq!(jobs.len(), 1, "exactly one Job");
     let job = serde_json::to_value(&jobs[0]).expect("json");
     assert_eq!(st.job_name.as_deref(), jobs[0].metadata.name.as_deref());
-    assert_eq!(job["metadata"]["labels"][labels::EXECUTION_NAME], "scale-web");
-    assert_eq!(job["metadata"]["labels"][labels::EXECUTION_NAMESPACE], ns.as_str());
+    assert_eq!(
+        job["metadata"]["labels"][labels::EXECUTION_NAME],
+        "scale-web"
+    );
+    assert_eq!(
+        job["metadata"]["labels"][labels::EXECUTION_NAMESPACE],
+        ns.as_str()
+    );
     assert_eq!(job["metadata"]["labels"][labels::ACTION], "ScaleDeployment");
     assert_eq!(job["metadata"]["labels"][labels::STEP], "7");
     assert_eq!(job["spec"]["activeDeadlineSeconds"], 120);
     assert_eq!(job["spec"]["backoffLimit"], 1);
-    assert!(job["spec"]["ttlSecondsAfterFinished"].as_i64().is_some_and(|t| t > 0));
+    assert!(
+        job["spec"]["ttlSecondsAfterFinished"]
+            .as_i64()
+            .is_some_and(|t| t > 0)
+    );
     let pod = &job["spec"]["template"]["spec"];
-    assert_eq!(pod["serviceAccountName"], "kubernetes-executor-scale-deployment");
+    assert_eq!(
+        pod["serviceAccountName"],
+        "kubernetes-executor-scale-deployment"
+    );
     assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
     assert_eq!(pod["securityContext"]["runAsUser"], 65532);
-    assert_eq!(pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault");
+    assert_eq!(
+        pod["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
     let c = &pod["containers"][0]["securityContext"];
     assert_eq!(c["readOnlyRootFilesystem"], true);
     assert_eq!(c["allowPrivilegeEscalation"], false);
@@ -152,7 +308,10 @@ async fn scale_runs_one_least_privilege_job_and_completes() {
     // The just-in-time RoleBinding is gone once the execution ended.
     let rbs: Api<k8s_openapi::api::rbac::v1::RoleBinding> = Api::namespaced(client.clone(), &ns);
     eventually("JIT RoleBinding removed", WAIT, || async {
-        Ok(rbs.get_opt(&format!("kubernetes-executor-{uid}")).await?.is_none())
+        Ok(rbs
+            .get_opt(&format!("kubernetes-executor-{uid}"))
+            .await?
+            .is_none())
     })
     .await
     .expect("grant revoked");
@@ -166,7 +325,9 @@ async fn scale_runs_one_least_privilege_job_and_completes() {
 
     // Deleting the execution removes its Job (finalizer) and the execution.
     let api: Api<KubernetesExecution> = Api::namespaced(client.clone(), &ns);
-    api.delete("scale-web", &DeleteParams::default()).await.expect("delete");
+    api.delete("scale-web", &DeleteParams::default())
+        .await
+        .expect("delete");
     eventually("execution and Job gone", WAIT, || async {
         Ok(api.get_opt("scale-web").await?.is_none() && jobs_of(&client, &uid).await.is_empty())
     })
@@ -180,17 +341,34 @@ async fn failing_job_fails_with_job_failed_and_the_error() {
     // Pods that never schedule: the rollout cannot finish; run-action gives up
     // before the deadline and exits non-zero; no retries.
     deployment(&client, &ns, "stuck", 1, json!({}), false).await;
-    let mut s = spec("ScaleDeployment", "Deployment", "stuck", None, &[("replicas", "2")]);
+    let mut s = spec(
+        "ScaleDeployment",
+        "Deployment",
+        "stuck",
+        None,
+        &[("replicas", "2")],
+    );
     s.timeout = Some("20s".into());
     create(&client, &ns, "fail", s).await;
     let done = wait_terminal(&client, &ns, "fail").await;
     assert_eq!(phase(&done), Phase::Failed, "{:?}", done.status);
     assert_eq!(reason(&done), reasons::JOB_FAILED, "{:?}", done.status);
-    let err = done.status.as_ref().and_then(|s| s.result.as_ref()).and_then(|r| r.error.clone()).unwrap_or_default();
+    let err = done
+        .status
+        .as_ref()
+        .and_then(|s| s.result.as_ref())
+        .and_then(|r| r.error.clone())
+        .unwrap_or_default();
     assert!(err.contains("did not finish rolling out"), "{err}");
     assert_eq!(condition(&done, "Executed").as_deref(), Some("False"));
     // The action changed the replicas before failing: rollback info says how to undo it.
-    assert_eq!(done.status.as_ref().and_then(|s| s.rollback_info.as_ref()).and_then(|r| r.previous_replicas), Some(1));
+    assert_eq!(
+        done.status
+            .as_ref()
+            .and_then(|s| s.rollback_info.as_ref())
+            .and_then(|r| r.previous_replicas),
+        Some(1)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -213,13 +391,29 @@ async fn job_past_its_deadline_fails_with_timeout() {
 async fn rapid_re_reconciles_are_idempotent_and_spec_is_immutable() {
     let (client, ns, _) = setup("idem").await;
     deployment(&client, &ns, "web", 1, json!({}), true).await;
-    let e = create(&client, &ns, "idem", spec("ScaleDeployment", "Deployment", "web", None, &[("replicas", "2")])).await;
+    let e = create(
+        &client,
+        &ns,
+        "idem",
+        spec(
+            "ScaleDeployment",
+            "Deployment",
+            "web",
+            None,
+            &[("replicas", "2")],
+        ),
+    )
+    .await;
     let uid = e.uid().unwrap_or_default();
     let api: Api<KubernetesExecution> = Api::namespaced(client.clone(), &ns);
     // Hammer the object with metadata changes while it runs.
     for i in 0..30 {
         let _ = api
-            .patch("idem", &PatchParams::default(), &Patch::Merge(json!({ "metadata": { "annotations": { "poke": i.to_string() } } })))
+            .patch(
+                "idem",
+                &PatchParams::default(),
+                &Patch::Merge(json!({ "metadata": { "annotations": { "poke": i.to_string() } } })),
+            )
             .await;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -227,10 +421,17 @@ async fn rapid_re_reconciles_are_idempotent_and_spec_is_immutable() {
     assert_eq!(phase(&done), Phase::Completed, "{:?}", done.status);
     assert_eq!(jobs_of(&client, &uid).await.len(), 1, "exactly one Job");
     let events: Api<Event> = Api::namespaced(client.clone(), &ns);
-    let evs = events.list(&ListParams::default()).await.expect("events").items;
+    let evs = events
+        .list(&ListParams::default())
+        .await
+        .expect("events")
+        .items;
     let count = |r: &str| {
         evs.iter()
-            .filter(|ev| ev.regarding.as_ref().and_then(|x| x.name.as_deref()) == Some("idem") && ev.reason.as_deref() == Some(r))
+            .filter(|ev| {
+                ev.regarding.as_ref().and_then(|x| x.name.as_deref()) == Some("idem")
+                    && ev.reason.as_deref() == Some(r)
+            })
             .map(|ev| ev.series.as_ref().map(|s| s.count).unwrap_or(1))
             .sum::<i32>()
     };
@@ -239,7 +440,11 @@ async fn rapid_re_reconciles_are_idempotent_and_spec_is_immutable() {
 
     // The spec cannot change after Pending (CEL rule).
     let err = api
-        .patch("idem", &PatchParams::default(), &Patch::Merge(json!({ "spec": { "parameters": { "replicas": "9" } } })))
+        .patch(
+            "idem",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "parameters": { "replicas": "9" } } })),
+        )
         .await
         .expect_err("spec is immutable");
     match err {
@@ -248,10 +453,17 @@ async fn rapid_re_reconciles_are_idempotent_and_spec_is_immutable() {
     }
     // A terminal phase cannot be rewritten either.
     let err = api
-        .patch_status("idem", &PatchParams::default(), &Patch::Merge(json!({ "status": { "phase": "Executing" } })))
+        .patch_status(
+            "idem",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "status": { "phase": "Executing" } })),
+        )
         .await
         .expect_err("terminal phase is final");
-    assert!(matches!(err, kube::Error::Api(ref s) if s.code == 422), "{err:?}");
+    assert!(
+        matches!(err, kube::Error::Api(ref s) if s.code == 422),
+        "{err:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -260,15 +472,50 @@ async fn a_panicking_execution_actor_is_restarted_and_others_are_unaffected() {
     deployment(&client, &ns, "a", 1, json!({}), true).await;
     deployment(&client, &ns, "b", 1, json!({}), true).await;
     let api: Api<KubernetesExecution> = Api::namespaced(client.clone(), &ns);
-    let mut chaos = KubernetesExecution::new("chaos", spec("ScaleDeployment", "Deployment", "a", None, &[("replicas", "2")]));
-    chaos.metadata.annotations = Some([("kubernetesexecution.kubernaut.io/chaos-panic".to_string(), "Pending".to_string())].into());
-    let created = api.create(&Default::default(), &chaos).await.expect("create");
-    create(&client, &ns, "calm", spec("ScaleDeployment", "Deployment", "b", None, &[("replicas", "2")])).await;
+    let mut chaos = KubernetesExecution::new(
+        "chaos",
+        spec(
+            "ScaleDeployment",
+            "Deployment",
+            "a",
+            None,
+            &[("replicas", "2")],
+        ),
+    );
+    chaos.metadata.annotations = Some(
+        [(
+            "kubernetesexecution.kubernaut.io/chaos-panic".to_string(),
+            "Pending".to_string(),
+        )]
+        .into(),
+    );
+    let created = api
+        .create(&Default::default(), &chaos)
+        .await
+        .expect("create");
+    create(
+        &client,
+        &ns,
+        "calm",
+        spec(
+            "ScaleDeployment",
+            "Deployment",
+            "b",
+            None,
+            &[("replicas", "2")],
+        ),
+    )
+    .await;
     let done = wait_terminal(&client, &ns, "chaos").await;
     assert_eq!(phase(&done), Phase::Completed, "{:?}", done.status);
     let calm = wait_terminal(&client, &ns, "calm").await;
     assert_eq!(phase(&calm), Phase::Completed);
-    assert_eq!(jobs_of(&client, &created.uid().unwrap_or_default()).await.len(), 1);
+    assert_eq!(
+        jobs_of(&client, &created.uid().unwrap_or_default())
+            .await
+            .len(),
+        1
+    );
     let (_, m) = http_get(&metrics, "/metrics").await.expect("metrics");
     let restarts = m
         .lines()
@@ -276,5 +523,8 @@ async fn a_panicking_execution_actor_is_restarted_and_others_are_unaffected() {
         .and_then(|l| l.split_whitespace().last())
         .and_then(|v| v.parse::<f64>().ok())
         .unwrap_or(0.0);
-    assert!(restarts >= 1.0, "the supervisor restarted the actor: {restarts}");
+    assert!(
+        restarts >= 1.0,
+        "the supervisor restarted the actor: {restarts}"
+    );
 }

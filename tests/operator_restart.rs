@@ -10,8 +10,8 @@ use std::time::Duration;
 use common::*;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, ListParams};
 use kube::ResourceExt;
+use kube::api::{Api, ListParams};
 use kubernetes_executor_crds::{KubernetesExecution, Phase, labels, reasons};
 use serde_json::json;
 
@@ -27,7 +27,13 @@ async fn sigkill_at_any_phase_resumes_without_duplicates() {
     let mut op = start_operator(env, "operator-1", &[]).await;
     let mut uids = Vec::new();
     for i in 0..n {
-        let mut s = spec("ScaleDeployment", "Deployment", &format!("web-{i}"), None, &[("replicas", "2")]);
+        let mut s = spec(
+            "ScaleDeployment",
+            "Deployment",
+            &format!("web-{i}"),
+            None,
+            &[("replicas", "2")],
+        );
         if i % 4 == 3 {
             s.dry_run = true;
         }
@@ -46,22 +52,34 @@ async fn sigkill_at_any_phase_resumes_without_duplicates() {
 
     let jobs: Api<Job> = Api::namespaced(client.clone(), OPERATOR_NS);
     let events: Api<Event> = Api::namespaced(client.clone(), &ns);
-    for i in 0..n {
+    for (i, uid) in uids.iter().enumerate() {
         let name = format!("exec-{i}");
         let done: KubernetesExecution = wait_terminal(&client, &ns, &name).await;
         assert_eq!(phase(&done), Phase::Completed, "{name}: {:?}", done.status);
         let expect_jobs = if i % 4 == 3 { 0 } else { 1 };
         let js = jobs
-            .list(&ListParams::default().labels(&format!("{}={}", labels::EXECUTION_UID, uids[i])))
+            .list(&ListParams::default().labels(&format!("{}={}", labels::EXECUTION_UID, uid)))
             .await
             .expect("jobs")
             .items;
         assert_eq!(js.len(), expect_jobs, "{name}: Jobs");
-        let evs = events.list(&ListParams::default()).await.expect("events").items;
-        for r in [reasons::VALIDATING, reasons::JOB_RUNNING, reasons::VERIFYING, reasons::SUCCEEDED] {
+        let evs = events
+            .list(&ListParams::default())
+            .await
+            .expect("events")
+            .items;
+        for r in [
+            reasons::VALIDATING,
+            reasons::JOB_RUNNING,
+            reasons::VERIFYING,
+            reasons::SUCCEEDED,
+        ] {
             let count: i32 = evs
                 .iter()
-                .filter(|ev| ev.regarding.as_ref().and_then(|x| x.name.as_deref()) == Some(name.as_str()) && ev.reason.as_deref() == Some(r))
+                .filter(|ev| {
+                    ev.regarding.as_ref().and_then(|x| x.name.as_deref()) == Some(name.as_str())
+                        && ev.reason.as_deref() == Some(r)
+                })
                 .map(|ev| ev.series.as_ref().map(|s| s.count).unwrap_or(1))
                 .sum();
             assert!(count <= 1, "{name}: transition {r} recorded {count} times");

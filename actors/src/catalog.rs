@@ -138,12 +138,36 @@ pub fn kebab(name: &str) -> String {
     out
 }
 
-const fn p(name: &'static str, kind: ParamKind, required: bool, description: &'static str) -> ParamSpec {
-    ParamSpec { name, kind, required, default: None, secret: false, description }
+const fn p(
+    name: &'static str,
+    kind: ParamKind,
+    required: bool,
+    description: &'static str,
+) -> ParamSpec {
+    ParamSpec {
+        name,
+        kind,
+        required,
+        default: None,
+        secret: false,
+        description,
+    }
 }
 
-const fn d(name: &'static str, kind: ParamKind, default: &'static str, description: &'static str) -> ParamSpec {
-    ParamSpec { name, kind, required: false, default: Some(default), secret: false, description }
+const fn d(
+    name: &'static str,
+    kind: ParamKind,
+    default: &'static str,
+    description: &'static str,
+) -> ParamSpec {
+    ParamSpec {
+        name,
+        kind,
+        required: false,
+        default: Some(default),
+        secret: false,
+        description,
+    }
 }
 
 const PATCH_TYPES: &[&str] = &["merge", "json", "strategic"];
@@ -158,7 +182,11 @@ const READ_REPLICASETS: RbacRule = RbacRule {
     resources: &["replicasets"],
     verbs: &["get", "list"],
 };
-const NODE_PATCH: RbacRule = RbacRule { api_groups: &[""], resources: &["nodes"], verbs: &["get", "patch"] };
+const NODE_PATCH: RbacRule = RbacRule {
+    api_groups: &[""],
+    resources: &["nodes"],
+    verbs: &["get", "patch"],
+};
 
 /// The built-in actions.
 pub static CATALOG: &[ActionSpec] = &[
@@ -168,11 +196,20 @@ pub static CATALOG: &[ActionSpec] = &[
         description: "Set a Deployment's replica count and wait for the rollout",
         target_kind: "Deployment",
         scope: Scope::Namespaced,
-        params: &[p("replicas", ParamKind::Int { min: 0, max: 1000 }, true, "Desired replica count")],
+        params: &[p(
+            "replicas",
+            ParamKind::Int { min: 0, max: 1000 },
+            true,
+            "Desired replica count",
+        )],
         default_timeout: Duration::from_secs(300),
         mutating: true,
         rules: &[
-            RbacRule { api_groups: &["apps"], resources: &["deployments/scale"], verbs: &["get", "update", "patch"] },
+            RbacRule {
+                api_groups: &["apps"],
+                resources: &["deployments/scale"],
+                verbs: &["get", "update", "patch"],
+            },
             READ_DEPLOYMENT,
             READ_REPLICASETS,
         ],
@@ -187,7 +224,11 @@ pub static CATALOG: &[ActionSpec] = &[
         default_timeout: Duration::from_secs(600),
         mutating: true,
         rules: &[
-            RbacRule { api_groups: &["apps"], resources: &["deployments"], verbs: &["get", "list", "watch", "patch"] },
+            RbacRule {
+                api_groups: &["apps"],
+                resources: &["deployments"],
+                verbs: &["get", "list", "watch", "patch"],
+            },
             READ_REPLICASETS,
         ],
     },
@@ -197,10 +238,19 @@ pub static CATALOG: &[ActionSpec] = &[
         description: "Delete one pod (its controller replaces it)",
         target_kind: "Pod",
         scope: Scope::Namespaced,
-        params: &[d("gracePeriodSeconds", GRACE, "30", "Termination grace period")],
+        params: &[d(
+            "gracePeriodSeconds",
+            GRACE,
+            "30",
+            "Termination grace period",
+        )],
         default_timeout: Duration::from_secs(120),
         mutating: true,
-        rules: &[RbacRule { api_groups: &[""], resources: &["pods"], verbs: &["get", "delete"] }],
+        rules: &[RbacRule {
+            api_groups: &[""],
+            resources: &["pods"],
+            verbs: &["get", "delete"],
+        }],
     },
     ActionSpec {
         name: "PatchConfigMap",
@@ -210,11 +260,20 @@ pub static CATALOG: &[ActionSpec] = &[
         scope: Scope::Namespaced,
         params: &[
             p("patch", ParamKind::Patch, true, "The patch document"),
-            d("patchType", ParamKind::Enum(PATCH_TYPES), "merge", "merge, json or strategic"),
+            d(
+                "patchType",
+                ParamKind::Enum(PATCH_TYPES),
+                "merge",
+                "merge, json or strategic",
+            ),
         ],
         default_timeout: Duration::from_secs(60),
         mutating: true,
-        rules: &[RbacRule { api_groups: &[""], resources: &["configmaps"], verbs: &["get", "patch"] }],
+        rules: &[RbacRule {
+            api_groups: &[""],
+            resources: &["configmaps"],
+            verbs: &["get", "patch"],
+        }],
     },
     ActionSpec {
         name: "PatchSecret",
@@ -231,11 +290,20 @@ pub static CATALOG: &[ActionSpec] = &[
                 secret: true,
                 description: "The patch document (sensitive)",
             },
-            d("patchType", ParamKind::Enum(PATCH_TYPES), "merge", "merge, json or strategic"),
+            d(
+                "patchType",
+                ParamKind::Enum(PATCH_TYPES),
+                "merge",
+                "merge, json or strategic",
+            ),
         ],
         default_timeout: Duration::from_secs(60),
         mutating: true,
-        rules: &[RbacRule { api_groups: &[""], resources: &["secrets"], verbs: &["get", "patch"] }],
+        rules: &[RbacRule {
+            api_groups: &[""],
+            resources: &["secrets"],
+            verbs: &["get", "patch"],
+        }],
     },
     ActionSpec {
         name: "UpdateImage",
@@ -245,12 +313,21 @@ pub static CATALOG: &[ActionSpec] = &[
         scope: Scope::Namespaced,
         params: &[
             p("image", ParamKind::Image, true, "New image reference"),
-            p("container", ParamKind::Name, false, "Container name (required when the pod has more than one)"),
+            p(
+                "container",
+                ParamKind::Name,
+                false,
+                "Container name (required when the pod has more than one)",
+            ),
         ],
         default_timeout: Duration::from_secs(600),
         mutating: true,
         rules: &[
-            RbacRule { api_groups: &["apps"], resources: &["deployments"], verbs: &["get", "list", "watch", "patch"] },
+            RbacRule {
+                api_groups: &["apps"],
+                resources: &["deployments"],
+                verbs: &["get", "list", "watch", "patch"],
+            },
             READ_REPLICASETS,
         ],
     },
@@ -272,19 +349,58 @@ pub static CATALOG: &[ActionSpec] = &[
         target_kind: "Node",
         scope: Scope::Cluster,
         params: &[
-            d("timeout", ParamKind::SecondsOrDuration { max: Duration::from_secs(900) }, "300", "How long to keep evicting"),
-            p("gracePeriodSeconds", GRACE, false, "Grace period for evicted pods (pod's own when unset)"),
-            d("ignoreDaemonSets", ParamKind::Bool, "true", "Skip DaemonSet-managed pods"),
-            d("deleteEmptyDirData", ParamKind::Bool, "false", "Evict pods using emptyDir volumes"),
-            d("force", ParamKind::Bool, "false", "Evict pods without a controller"),
+            d(
+                "timeout",
+                ParamKind::SecondsOrDuration {
+                    max: Duration::from_secs(900),
+                },
+                "300",
+                "How long to keep evicting",
+            ),
+            p(
+                "gracePeriodSeconds",
+                GRACE,
+                false,
+                "Grace period for evicted pods (pod's own when unset)",
+            ),
+            d(
+                "ignoreDaemonSets",
+                ParamKind::Bool,
+                "true",
+                "Skip DaemonSet-managed pods",
+            ),
+            d(
+                "deleteEmptyDirData",
+                ParamKind::Bool,
+                "false",
+                "Evict pods using emptyDir volumes",
+            ),
+            d(
+                "force",
+                ParamKind::Bool,
+                "false",
+                "Evict pods without a controller",
+            ),
         ],
         default_timeout: Duration::from_secs(600),
         mutating: true,
         rules: &[
             NODE_PATCH,
-            RbacRule { api_groups: &[""], resources: &["pods"], verbs: &["get", "list"] },
-            RbacRule { api_groups: &[""], resources: &["pods/eviction"], verbs: &["create"] },
-            RbacRule { api_groups: &["policy"], resources: &["poddisruptionbudgets"], verbs: &["get", "list"] },
+            RbacRule {
+                api_groups: &[""],
+                resources: &["pods"],
+                verbs: &["get", "list"],
+            },
+            RbacRule {
+                api_groups: &[""],
+                resources: &["pods/eviction"],
+                verbs: &["create"],
+            },
+            RbacRule {
+                api_groups: &["policy"],
+                resources: &["poddisruptionbudgets"],
+                verbs: &["get", "list"],
+            },
         ],
     },
     ActionSpec {
@@ -320,7 +436,11 @@ pub fn lookup(name: &str) -> Option<&'static ActionSpec> {
 
 /// Canonical names of every action, comma-separated.
 pub fn action_names() -> String {
-    CATALOG.iter().map(|a| a.name).collect::<Vec<_>>().join(", ")
+    CATALOG
+        .iter()
+        .map(|a| a.name)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Why a spec was rejected: a status reason and a message naming the value.
@@ -335,7 +455,10 @@ pub struct Rejection {
 impl Rejection {
     /// A rejection with `reason` and `message`.
     pub fn new(reason: &'static str, message: impl Into<String>) -> Self {
-        Rejection { reason, message: message.into() }
+        Rejection {
+            reason,
+            message: message.into(),
+        }
     }
 }
 
@@ -382,11 +505,18 @@ pub struct ValidatedAction {
 }
 
 /// Validates `spec` (of an execution in `exec_namespace`) against the catalog.
-pub fn validate(spec: &KubernetesExecutionSpec, exec_namespace: &str) -> Result<ValidatedAction, Rejection> {
+pub fn validate(
+    spec: &KubernetesExecutionSpec,
+    exec_namespace: &str,
+) -> Result<ValidatedAction, Rejection> {
     let action = lookup(&spec.action).ok_or_else(|| {
         Rejection::new(
             reasons::UNKNOWN_ACTION,
-            format!("unknown action {:?}; valid actions: {}", spec.action, action_names()),
+            format!(
+                "unknown action {:?}; valid actions: {}",
+                spec.action,
+                action_names()
+            ),
         )
     })?;
 
@@ -403,7 +533,10 @@ pub fn validate(spec: &KubernetesExecutionSpec, exec_namespace: &str) -> Result<
     if !is_dns_subdomain(&t.name) {
         return Err(Rejection::new(
             reasons::INVALID_TARGET,
-            format!("targetResource.name {:?} is not a valid object name", t.name),
+            format!(
+                "targetResource.name {:?} is not a valid object name",
+                t.name
+            ),
         ));
     }
     let namespace = match action.scope {
@@ -411,13 +544,20 @@ pub fn validate(spec: &KubernetesExecutionSpec, exec_namespace: &str) -> Result<
             if let Some(ns) = t.namespace.as_deref().filter(|ns| !ns.is_empty()) {
                 return Err(Rejection::new(
                     reasons::INVALID_TARGET,
-                    format!("{} is cluster-scoped; targetResource.namespace must be empty, got {ns:?}", t.kind),
+                    format!(
+                        "{} is cluster-scoped; targetResource.namespace must be empty, got {ns:?}",
+                        t.kind
+                    ),
                 ));
             }
             None
         }
         Scope::Namespaced => {
-            let ns = t.namespace.clone().filter(|ns| !ns.is_empty()).unwrap_or_else(|| exec_namespace.to_string());
+            let ns = t
+                .namespace
+                .clone()
+                .filter(|ns| !ns.is_empty())
+                .unwrap_or_else(|| exec_namespace.to_string());
             if !is_dns_label(&ns) {
                 return Err(Rejection::new(
                     reasons::INVALID_TARGET,
@@ -433,8 +573,9 @@ pub fn validate(spec: &KubernetesExecutionSpec, exec_namespace: &str) -> Result<
     let timeout = match &spec.timeout {
         None => action.default_timeout,
         Some(s) => {
-            let d = parse_duration(s)
-                .map_err(|e| Rejection::new(reasons::INVALID_TIMEOUT, format!("spec.timeout: {e}")))?;
+            let d = parse_duration(s).map_err(|e| {
+                Rejection::new(reasons::INVALID_TIMEOUT, format!("spec.timeout: {e}"))
+            })?;
             if d.is_zero() || d > MAX_TIMEOUT {
                 return Err(Rejection::new(
                     reasons::INVALID_TIMEOUT,
@@ -447,7 +588,10 @@ pub fn validate(spec: &KubernetesExecutionSpec, exec_namespace: &str) -> Result<
     for c in spec.preconditions.iter().chain(&spec.postconditions) {
         if let Some(s) = &c.timeout {
             parse_duration(s).map_err(|e| {
-                Rejection::new(reasons::INVALID_TIMEOUT, format!("timeout of condition {:?}: {e}", c.name))
+                Rejection::new(
+                    reasons::INVALID_TIMEOUT,
+                    format!("timeout of condition {:?}: {e}", c.name),
+                )
             })?;
         }
     }
@@ -462,7 +606,11 @@ pub fn validate(spec: &KubernetesExecutionSpec, exec_namespace: &str) -> Result<
     Ok(ValidatedAction {
         action,
         params,
-        target: ResolvedTarget { kind: t.kind.clone(), namespace, name: t.name.clone() },
+        target: ResolvedTarget {
+            kind: t.kind.clone(),
+            namespace,
+            name: t.name.clone(),
+        },
         timeout,
         max_retries,
     })
@@ -479,9 +627,20 @@ pub fn validate_params(
             let accepted = if action.params.is_empty() {
                 "it takes no parameters".to_string()
             } else {
-                format!("accepted: {}", action.params.iter().map(|p| p.name).collect::<Vec<_>>().join(", "))
+                format!(
+                    "accepted: {}",
+                    action
+                        .params
+                        .iter()
+                        .map(|p| p.name)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
             };
-            return Err(invalid(format!("unknown parameter {name:?} for action {} ({accepted})", action.name)));
+            return Err(invalid(format!(
+                "unknown parameter {name:?} for action {} ({accepted})",
+                action.name
+            )));
         }
     }
     let mut out = BTreeMap::new();
@@ -490,19 +649,31 @@ pub fn validate_params(
             (Some(v), _) => v.clone(),
             (None, Some(default)) => default.to_string(),
             (None, None) if spec.required => {
-                return Err(invalid(format!("missing required parameter {:?} for action {}", spec.name, action.name)));
+                return Err(invalid(format!(
+                    "missing required parameter {:?} for action {}",
+                    spec.name, action.name
+                )));
             }
             (None, None) => continue,
         };
         check_value(spec, &value).map_err(|problem| {
-            let shown = if spec.secret { "<redacted>".to_string() } else { format!("{value:?}") };
+            let shown = if spec.secret {
+                "<redacted>".to_string()
+            } else {
+                format!("{value:?}")
+            };
             invalid(format!("parameter {:?} = {shown}: {problem}", spec.name))
         })?;
         out.insert(spec.name.to_string(), value);
     }
     if let (Some(kind), Some(patch)) = (out.get("patchType"), out.get("patch")) {
-        let doc: serde_json::Value = serde_json::from_str(patch).map_err(|_| invalid("parameter \"patch\" is not valid JSON".into()))?;
-        let ok = if kind == "json" { doc.is_array() } else { doc.is_object() };
+        let doc: serde_json::Value = serde_json::from_str(patch)
+            .map_err(|_| invalid("parameter \"patch\" is not valid JSON".into()))?;
+        let ok = if kind == "json" {
+            doc.is_array()
+        } else {
+            doc.is_object()
+        };
         if !ok {
             return Err(invalid(format!(
                 "parameter \"patch\" must be a JSON {} for patchType {kind:?}",
@@ -516,7 +687,10 @@ pub fn validate_params(
 fn check_value(spec: &ParamSpec, v: &str) -> Result<(), String> {
     match spec.kind {
         ParamKind::Int { min, max } => {
-            let n: i64 = v.trim().parse().map_err(|_| "must be an integer".to_string())?;
+            let n: i64 = v
+                .trim()
+                .parse()
+                .map_err(|_| "must be an integer".to_string())?;
             if n < min || n > max {
                 return Err(format!("must be between {min} and {max}"));
             }
@@ -532,7 +706,10 @@ fn check_value(spec: &ParamSpec, v: &str) -> Result<(), String> {
             }
         }
         ParamKind::Image => {
-            if v.is_empty() || v.len() > 512 || v.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            if v.is_empty()
+                || v.len() > 512
+                || v.chars().any(|c| c.is_whitespace() || c.is_control())
+            {
                 return Err("must be a non-empty image reference without whitespace".into());
             }
         }
@@ -543,9 +720,13 @@ fn check_value(spec: &ParamSpec, v: &str) -> Result<(), String> {
         }
         ParamKind::Patch => {
             if v.len() > MAX_PATCH_BYTES {
-                return Err(format!("is {} bytes, more than the {MAX_PATCH_BYTES}-byte limit", v.len()));
+                return Err(format!(
+                    "is {} bytes, more than the {MAX_PATCH_BYTES}-byte limit",
+                    v.len()
+                ));
             }
-            serde_json::from_str::<serde_json::Value>(v).map_err(|_| "must be valid JSON".to_string())?;
+            serde_json::from_str::<serde_json::Value>(v)
+                .map_err(|_| "must be valid JSON".to_string())?;
         }
         ParamKind::SecondsOrDuration { max } => {
             let d = parse_seconds_or_duration(v)?;
@@ -561,7 +742,8 @@ fn check_value(spec: &ParamSpec, v: &str) -> Result<(), String> {
 pub fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
@@ -579,8 +761,16 @@ mod tests {
     fn spec(action: &str, kind: &str, params: &[(&str, &str)]) -> KubernetesExecutionSpec {
         KubernetesExecutionSpec {
             action: action.into(),
-            parameters: params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-            target_resource: TargetResource { kind: kind.into(), name: "web".into(), namespace: None, labels: None },
+            parameters: params
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            target_resource: TargetResource {
+                kind: kind.into(),
+                name: "web".into(),
+                namespace: None,
+                labels: None,
+            },
             dry_run: false,
             timeout: None,
             max_retries: None,
@@ -603,8 +793,16 @@ mod tests {
             assert!(!a.rules.is_empty(), "{} has no RBAC rules", a.name);
             assert!(a.default_timeout <= MAX_TIMEOUT);
         }
-        assert_eq!(lookup("scale_deployment").map(|a| a.name), Some("ScaleDeployment"));
-        assert_eq!(lookup("ScaleDeployment").map(|a| a.service_account()).as_deref(), Some("kubernetes-executor-scale-deployment"));
+        assert_eq!(
+            lookup("scale_deployment").map(|a| a.name),
+            Some("ScaleDeployment")
+        );
+        assert_eq!(
+            lookup("ScaleDeployment")
+                .map(|a| a.service_account())
+                .as_deref(),
+            Some("kubernetes-executor-scale-deployment")
+        );
     }
 
     #[test]
@@ -612,24 +810,43 @@ mod tests {
         let err = validate(&spec("Reboot", "Node", &[]), "ns").expect_err("unknown");
         assert_eq!(err.reason, reasons::UNKNOWN_ACTION);
         assert!(err.message.contains("\"Reboot\""), "{}", err.message);
-        assert!(err.message.contains("ScaleDeployment") && err.message.contains("RolloutStatus"), "{}", err.message);
+        assert!(
+            err.message.contains("ScaleDeployment") && err.message.contains("RolloutStatus"),
+            "{}",
+            err.message
+        );
     }
 
     #[test]
     fn parameters_are_checked_by_name_type_and_bounds() {
         let cases: &[(&[(&str, &str)], &str)] = &[
             (&[], "missing required parameter \"replicas\""),
-            (&[("replicas", "three")], "\"replicas\" = \"three\": must be an integer"),
+            (
+                &[("replicas", "three")],
+                "\"replicas\" = \"three\": must be an integer",
+            ),
             (&[("replicas", "1001")], "must be between 0 and 1000"),
             (&[("replicas", "-1")], "must be between 0 and 1000"),
-            (&[("replicas", "3"), ("replica", "3")], "unknown parameter \"replica\""),
+            (
+                &[("replicas", "3"), ("replica", "3")],
+                "unknown parameter \"replica\"",
+            ),
         ];
         for (params, needle) in cases {
-            let err = validate(&spec("ScaleDeployment", "Deployment", params), "ns").expect_err(needle);
+            let err =
+                validate(&spec("ScaleDeployment", "Deployment", params), "ns").expect_err(needle);
             assert_eq!(err.reason, reasons::INVALID_PARAMETERS);
-            assert!(err.message.contains(needle), "{} does not contain {needle}", err.message);
+            assert!(
+                err.message.contains(needle),
+                "{} does not contain {needle}",
+                err.message
+            );
         }
-        let ok = validate(&spec("ScaleDeployment", "Deployment", &[("replicas", "0")]), "shop").expect("valid");
+        let ok = validate(
+            &spec("ScaleDeployment", "Deployment", &[("replicas", "0")]),
+            "shop",
+        )
+        .expect("valid");
         assert_eq!(ok.target.namespace.as_deref(), Some("shop"));
         assert_eq!(ok.timeout, Duration::from_secs(300));
     }
@@ -637,28 +854,61 @@ mod tests {
     #[test]
     fn defaults_are_filled_and_enums_checked() {
         let ok = validate(&spec("DeletePod", "Pod", &[]), "ns").expect("valid");
-        assert_eq!(ok.params.get("gracePeriodSeconds").map(String::as_str), Some("30"));
+        assert_eq!(
+            ok.params.get("gracePeriodSeconds").map(String::as_str),
+            Some("30")
+        );
         let ok = validate(&spec("DrainNode", "Node", &[("timeout", "2m")]), "ns").expect("valid");
-        assert_eq!(ok.params.get("ignoreDaemonSets").map(String::as_str), Some("true"));
+        assert_eq!(
+            ok.params.get("ignoreDaemonSets").map(String::as_str),
+            Some("true")
+        );
         assert_eq!(ok.target.namespace, None);
-        let err = validate(&spec("PatchConfigMap", "ConfigMap", &[("patch", "{}"), ("patchType", "yaml")]), "ns")
-            .expect_err("bad enum");
-        assert!(err.message.contains("must be one of merge, json, strategic"), "{}", err.message);
-        let err = validate(&spec("PatchConfigMap", "ConfigMap", &[("patch", "{}"), ("patchType", "json")]), "ns")
-            .expect_err("json patch must be an array");
+        let err = validate(
+            &spec(
+                "PatchConfigMap",
+                "ConfigMap",
+                &[("patch", "{}"), ("patchType", "yaml")],
+            ),
+            "ns",
+        )
+        .expect_err("bad enum");
+        assert!(
+            err.message
+                .contains("must be one of merge, json, strategic"),
+            "{}",
+            err.message
+        );
+        let err = validate(
+            &spec(
+                "PatchConfigMap",
+                "ConfigMap",
+                &[("patch", "{}"), ("patchType", "json")],
+            ),
+            "ns",
+        )
+        .expect_err("json patch must be an array");
         assert!(err.message.contains("JSON array"), "{}", err.message);
     }
 
     #[test]
     fn secret_parameters_are_never_echoed() {
-        let err = validate(&spec("PatchSecret", "Secret", &[("patch", "hunter2-not-json")]), "ns").expect_err("bad");
+        let err = validate(
+            &spec("PatchSecret", "Secret", &[("patch", "hunter2-not-json")]),
+            "ns",
+        )
+        .expect_err("bad");
         assert!(!err.message.contains("hunter2"), "{}", err.message);
         assert!(err.message.contains("<redacted>"), "{}", err.message);
     }
 
     #[test]
     fn target_kind_and_scope_are_checked() {
-        let err = validate(&spec("ScaleDeployment", "StatefulSet", &[("replicas", "1")]), "ns").expect_err("kind");
+        let err = validate(
+            &spec("ScaleDeployment", "StatefulSet", &[("replicas", "1")]),
+            "ns",
+        )
+        .expect_err("kind");
         assert_eq!(err.reason, reasons::INVALID_TARGET);
         assert!(err.message.contains("\"StatefulSet\""));
         let mut s = spec("CordonNode", "Node", &[]);
@@ -671,13 +921,19 @@ mod tests {
     fn timeout_and_retries_are_bounded() {
         let mut s = spec("RolloutStatus", "Deployment", &[]);
         s.timeout = Some("16m".into());
-        assert_eq!(validate(&s, "ns").expect_err("too long").reason, reasons::INVALID_TIMEOUT);
+        assert_eq!(
+            validate(&s, "ns").expect_err("too long").reason,
+            reasons::INVALID_TIMEOUT
+        );
         s.timeout = Some("soon".into());
         let err = validate(&s, "ns").expect_err("bad");
         assert!(err.message.contains("\"soon\""), "{}", err.message);
         s.timeout = Some("90s".into());
         s.max_retries = Some(6);
-        assert_eq!(validate(&s, "ns").expect_err("retries").reason, reasons::INVALID_PARAMETERS);
+        assert_eq!(
+            validate(&s, "ns").expect_err("retries").reason,
+            reasons::INVALID_PARAMETERS
+        );
     }
 
     #[test]

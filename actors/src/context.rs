@@ -83,7 +83,9 @@ impl ActorInfo {
             name,
             execution,
             phase: None,
-            started_at: k8s_openapi::jiff::Timestamp::try_from(SystemTime::now()).map(|t| t.to_string()).unwrap_or_default(),
+            started_at: k8s_openapi::jiff::Timestamp::try_from(SystemTime::now())
+                .map(|t| t.to_string())
+                .unwrap_or_default(),
             age_seconds: 0.0,
             restarts,
             messages: 0,
@@ -151,8 +153,12 @@ impl ActorRegistry {
                 m.values()
                     .map(|i| {
                         let mut i = i.clone();
-                        i.age_seconds = i.started.map(|s| (now - s).as_secs_f64()).unwrap_or_default();
-                        i.last_message_seconds_ago = i.last_message.map(|l| (now - l).as_secs_f64());
+                        i.age_seconds = i
+                            .started
+                            .map(|s| (now - s).as_secs_f64())
+                            .unwrap_or_default();
+                        i.last_message_seconds_ago =
+                            i.last_message.map(|l| (now - l).as_secs_f64());
                         i
                     })
                     .collect()
@@ -162,7 +168,10 @@ impl ActorRegistry {
 
     /// Number of live execution actors.
     pub fn executions(&self) -> usize {
-        self.actors.read().map(|m| m.values().filter(|i| i.kind == "execution").count()).unwrap_or_default()
+        self.actors
+            .read()
+            .map(|m| m.values().filter(|i| i.kind == "execution").count())
+            .unwrap_or_default()
     }
 }
 

@@ -14,7 +14,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     while !rest.is_empty() {
         let digits = rest.chars().take_while(char::is_ascii_digit).count();
         if digits == 0 {
-            return Err(format!("invalid duration {s:?}: expected a number at {rest:?}"));
+            return Err(format!(
+                "invalid duration {s:?}: expected a number at {rest:?}"
+            ));
         }
         let n: u64 = rest[..digits]
             .parse()
@@ -28,7 +30,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             "s" => Duration::from_secs(n),
             "m" => Duration::from_secs(n.saturating_mul(60)),
             "h" => Duration::from_secs(n.saturating_mul(3600)),
-            "" => return Err(format!("invalid duration {s:?}: missing unit (ms, s, m or h)")),
+            "" => {
+                return Err(format!(
+                    "invalid duration {s:?}: missing unit (ms, s, m or h)"
+                ));
+            }
             other => return Err(format!("invalid duration {s:?}: unknown unit {other:?}")),
         };
         total = total.saturating_add(d);
@@ -83,8 +89,14 @@ mod tests {
 
     #[test]
     fn seconds_or_duration() {
-        assert_eq!(parse_seconds_or_duration("300"), Ok(Duration::from_secs(300)));
-        assert_eq!(parse_seconds_or_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(
+            parse_seconds_or_duration("300"),
+            Ok(Duration::from_secs(300))
+        );
+        assert_eq!(
+            parse_seconds_or_duration("2m"),
+            Ok(Duration::from_secs(120))
+        );
         assert!(parse_seconds_or_duration("soon").is_err());
     }
 

@@ -14,7 +14,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kubernetes_executor_crds::{
-    ExecutionResult, KubernetesExecution, KubernetesExecutionStatus, Phase, PolicyDecision, TargetSnapshot, reasons,
+    ExecutionResult, KubernetesExecution, KubernetesExecutionStatus, Phase, PolicyDecision,
+    TargetSnapshot, reasons,
 };
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
@@ -22,7 +23,9 @@ use crate::catalog::{Rejection, ValidatedAction, validate};
 use crate::context::Ctx;
 use crate::job::{ActionOutput, build_job, job_name};
 use crate::kube_api::{ApiError, retry};
-use crate::machine::{Effect, Event, JobOutcome, MachineState, Plan, Refusal, StatusChange, transition};
+use crate::machine::{
+    Effect, Event, JobOutcome, MachineState, Plan, Refusal, StatusChange, transition,
+};
 use crate::policy::{PolicyMsg, policy_input};
 use crate::rbac::RbacMsg;
 
@@ -41,7 +44,7 @@ pub enum ExecutionMsg {
     /// The JobWatcher saw the execution's Job change.
     JobChanged(Box<Job>),
     /// A machine event produced by an effect or a timer.
-    Machine(Event),
+    Machine(Box<Event>),
 }
 
 /// Shorthand for the actor's reference.
@@ -80,18 +83,39 @@ impl Actor for ExecutionActor {
     type State = ExecutionState;
     type Arguments = ExecutionArgs;
 
-    async fn pre_start(&self, myself: ExecutionRef, args: ExecutionArgs) -> Result<ExecutionState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        myself: ExecutionRef,
+        args: ExecutionArgs,
+    ) -> Result<ExecutionState, ActorProcessingErr> {
         let exec = args.exec;
         let status = exec.status.clone().unwrap_or_default();
         let name = actor_name(&exec.namespace().unwrap_or_default(), &exec.name_any());
         let span = tracing::info_span!("execution", key = %exec.key(), uid = %exec.uid().unwrap_or_default());
-        let machine = MachineState { phase: status.phase.unwrap_or_default(), deleting: false };
-        args.ctx.metrics.live_actors.with_label_values(&["execution"]).inc();
-        let mut info = crate::context::ActorInfo::new("execution", name.clone(), Some(exec.key()), args.restarts);
+        let machine = MachineState {
+            phase: status.phase.unwrap_or_default(),
+            deleting: false,
+        };
+        args.ctx
+            .metrics
+            .live_actors
+            .with_label_values(&["execution"])
+            .inc();
+        let mut info = crate::context::ActorInfo::new(
+            "execution",
+            name.clone(),
+            Some(exec.key()),
+            args.restarts,
+        );
         info.phase = Some(machine.phase.to_string());
         args.ctx.registry.insert(info);
         let deleting = exec.metadata.deletion_timestamp.is_some();
-        myself.cast(ExecutionMsg::Machine(if deleting { Event::Deleted } else { Event::Resume }))?;
+        let first = if deleting {
+            Event::Deleted
+        } else {
+            Event::Resume
+        };
+        myself.cast(ExecutionMsg::Machine(Box::new(first)))?;
         Ok(ExecutionState {
             exec,
             status,
@@ -107,13 +131,27 @@ impl Actor for ExecutionActor {
         })
     }
 
-    async fn post_stop(&self, _myself: ExecutionRef, state: &mut ExecutionState) -> Result<(), ActorProcessingErr> {
-        state.ctx.metrics.live_actors.with_label_values(&["execution"]).dec();
+    async fn post_stop(
+        &self,
+        _myself: ExecutionRef,
+        state: &mut ExecutionState,
+    ) -> Result<(), ActorProcessingErr> {
+        state
+            .ctx
+            .metrics
+            .live_actors
+            .with_label_values(&["execution"])
+            .dec();
         state.ctx.registry.remove(&state.name);
         Ok(())
     }
 
-    async fn handle(&self, myself: ExecutionRef, msg: ExecutionMsg, state: &mut ExecutionState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ExecutionRef,
+        msg: ExecutionMsg,
+        state: &mut ExecutionState,
+    ) -> Result<(), ActorProcessingErr> {
         let span = state.span.clone();
         let _g = span.enter();
         let start = Instant::now();
@@ -121,7 +159,13 @@ impl Actor for ExecutionActor {
             ExecutionMsg::Observed(exec) => {
                 let deleting = exec.metadata.deletion_timestamp.is_some();
                 state.exec = *exec;
-                if state.ctx.settings.chaos && state.restarts == 0 && state.exec.annotations().contains_key(CHAOS_PANIC_ANNOTATION) {
+                if state.ctx.settings.chaos
+                    && state.restarts == 0
+                    && state
+                        .exec
+                        .annotations()
+                        .contains_key(CHAOS_PANIC_ANNOTATION)
+                {
                     panic!("chaos: injected panic in {}", state.name);
                 }
                 if deleting && !state.machine.deleting {
@@ -134,18 +178,34 @@ impl Actor for ExecutionActor {
                 }
             }
             ExecutionMsg::Machine(ev) => {
+                let ev = *ev;
                 if matches!(ev, Event::Resume)
                     && state.ctx.settings.chaos
                     && state.restarts == 0
-                    && state.exec.annotations().get(CHAOS_PANIC_ANNOTATION).is_some_and(|p| p == state.machine.phase.as_str())
+                    && state
+                        .exec
+                        .annotations()
+                        .get(CHAOS_PANIC_ANNOTATION)
+                        .is_some_and(|p| p == state.machine.phase.as_str())
                 {
-                    panic!("chaos: injected panic in {} at {}", state.name, state.machine.phase);
+                    panic!(
+                        "chaos: injected panic in {} at {}",
+                        state.name, state.machine.phase
+                    );
                 }
                 run(&myself, state, ev).await;
             }
         }
-        state.ctx.registry.touch(&state.name, Some(state.machine.phase.as_str()));
-        state.ctx.metrics.message_handling.with_label_values(&["execution"]).observe(start.elapsed().as_secs_f64());
+        state
+            .ctx
+            .registry
+            .touch(&state.name, Some(state.machine.phase.as_str()));
+        state
+            .ctx
+            .metrics
+            .message_handling
+            .with_label_values(&["execution"])
+            .observe(start.elapsed().as_secs_f64());
         Ok(())
     }
 }
@@ -173,7 +233,11 @@ fn uid(state: &ExecutionState) -> String {
 }
 
 fn current_job_name(state: &ExecutionState) -> String {
-    state.status.job_name.clone().unwrap_or_else(|| job_name(&uid(state), 1))
+    state
+        .status
+        .job_name
+        .clone()
+        .unwrap_or_else(|| job_name(&uid(state), 1))
 }
 
 /// Executes one effect; may produce the next machine event.
@@ -208,7 +272,14 @@ async fn execute(myself: &ExecutionRef, state: &mut ExecutionState, fx: Effect) 
                     .validated
                     .as_ref()
                     .map(|v| v.timeout)
-                    .or_else(|| validate(&state.exec.spec, &state.exec.namespace().unwrap_or_default()).ok().map(|v| v.timeout))
+                    .or_else(|| {
+                        validate(
+                            &state.exec.spec,
+                            &state.exec.namespace().unwrap_or_default(),
+                        )
+                        .ok()
+                        .map(|v| v.timeout)
+                    })
                     .unwrap_or(crate::catalog::MAX_TIMEOUT);
                 let started = state
                     .status
@@ -218,7 +289,9 @@ async fn execute(myself: &ExecutionRef, state: &mut ExecutionState, fx: Effect) 
                     .unwrap_or_else(Timestamp::now);
                 let elapsed = Timestamp::now().duration_since(started).unsigned_abs();
                 let remaining = (timeout + ctx.settings.timeout_grace).saturating_sub(elapsed);
-                myself.send_after(remaining, || ExecutionMsg::Machine(Event::TimedOut));
+                myself.send_after(remaining, || {
+                    ExecutionMsg::Machine(Box::new(Event::TimedOut))
+                });
             }
             None
         }
@@ -239,16 +312,39 @@ async fn execute(myself: &ExecutionRef, state: &mut ExecutionState, fx: Effect) 
                 .validated
                 .as_ref()
                 .map(|v| v.target.namespace.clone())
-                .unwrap_or_else(|| validate(&state.exec.spec, &state.exec.namespace().unwrap_or_default()).ok().and_then(|v| v.target.namespace));
+                .unwrap_or_else(|| {
+                    validate(
+                        &state.exec.spec,
+                        &state.exec.namespace().unwrap_or_default(),
+                    )
+                    .ok()
+                    .and_then(|v| v.target.namespace)
+                });
             let exec_uid = uid(state);
-            match ctx.rbac.call(|reply| RbacMsg::Revoke { target_ns, exec_uid, reply }, Some(Duration::from_secs(30))).await {
+            match ctx
+                .rbac
+                .call(
+                    |reply| RbacMsg::Revoke {
+                        target_ns,
+                        exec_uid,
+                        reply,
+                    },
+                    Some(Duration::from_secs(30)),
+                )
+                .await
+            {
                 Ok(ractor::rpc::CallResult::Success(Ok(()))) => {}
-                other => tracing::warn!(result = ?other.map(|_| ()), "failed to revoke the just-in-time grant"),
+                other => {
+                    tracing::warn!(result = ?other.map(|_| ()), "failed to revoke the just-in-time grant")
+                }
             }
             None
         }
         Effect::RemoveFinalizer => {
-            let (ns, name) = (state.exec.namespace().unwrap_or_default(), state.exec.name_any());
+            let (ns, name) = (
+                state.exec.namespace().unwrap_or_default(),
+                state.exec.name_any(),
+            );
             if let Err(e) = retry(5, || ctx.api.remove_finalizer(&ns, &name)).await {
                 tracing::warn!(error = %e, "failed to remove finalizer");
             }
@@ -266,7 +362,10 @@ async fn write_transition(state: &mut ExecutionState, change: &StatusChange) {
     let from = state.status.phase.unwrap_or_default();
     let generation = state.exec.metadata.generation;
     crate::status::apply(&mut state.status, change, now(), generation);
-    let (ns, name) = (state.exec.namespace().unwrap_or_default(), state.exec.name_any());
+    let (ns, name) = (
+        state.exec.namespace().unwrap_or_default(),
+        state.exec.name_any(),
+    );
     let status = state.status.clone();
     match retry(8, || ctx.api.write_status(&ns, &name, &status)).await {
         Ok(()) => {}
@@ -277,19 +376,35 @@ async fn write_transition(state: &mut ExecutionState, change: &StatusChange) {
         }
     }
     if from != change.phase {
-        ctx.metrics.phase_transitions.with_label_values(&[from.as_str(), change.phase.as_str()]).inc();
+        ctx.metrics
+            .phase_transitions
+            .with_label_values(&[from.as_str(), change.phase.as_str()])
+            .inc();
         ctx.metrics
             .reconciliation_duration
             .with_label_values(&[from.as_str()])
             .observe(state.phase_since.elapsed().as_secs_f64());
         state.phase_since = Instant::now();
-        ctx.registry.transition(&state.name, format!("{from}→{} {}", change.phase, change.reason));
+        ctx.registry.transition(
+            &state.name,
+            format!("{from}→{} {}", change.phase, change.reason),
+        );
         if change.phase.is_terminal() {
-            ctx.metrics.executions_finished.with_label_values(&[change.phase.as_str(), change.reason]).inc();
+            ctx.metrics
+                .executions_finished
+                .with_label_values(&[change.phase.as_str(), change.reason])
+                .inc();
         }
         tracing::info!(from = %from, to = %change.phase, reason = change.reason, message = %change.message, "phase transition");
         let warning = change.phase == Phase::Failed;
-        ctx.api.event(&state.exec, warning, change.reason, format!("{from} → {}: {}", change.phase, change.message)).await;
+        ctx.api
+            .event(
+                &state.exec,
+                warning,
+                change.reason,
+                format!("{from} → {}: {}", change.phase, change.message),
+            )
+            .await;
     }
 }
 
@@ -315,24 +430,54 @@ async fn validate_all(state: &mut ExecutionState) -> Result<Plan, Refusal> {
             None,
         ));
     }
-    let meta = match retry(5, || ctx.api.get_target_meta(&v.target.kind, v.target.namespace.as_deref(), &v.target.name)).await {
+    let meta = match retry(5, || {
+        ctx.api.get_target_meta(
+            &v.target.kind,
+            v.target.namespace.as_deref(),
+            &v.target.name,
+        )
+    })
+    .await
+    {
         Ok(Some(m)) => m,
         Ok(None) => {
-            return Err(with(Rejection::new(reasons::TARGET_NOT_FOUND, format!("target {target} does not exist")), None));
+            return Err(with(
+                Rejection::new(
+                    reasons::TARGET_NOT_FOUND,
+                    format!("target {target} does not exist"),
+                ),
+                None,
+            ));
         }
         Err(e) => {
-            return Err(with(Rejection::new(reasons::INTERNAL_ERROR, format!("cannot read target {target}: {e}")), None));
+            return Err(with(
+                Rejection::new(
+                    reasons::INTERNAL_ERROR,
+                    format!("cannot read target {target}: {e}"),
+                ),
+                None,
+            ));
         }
     };
     let input = policy_input(&state.exec, &v, &meta.labels, ctx.api.namespace());
     let verdict = ctx
         .policy
-        .call(|reply| PolicyMsg::Evaluate { input, action: action.clone(), reply }, Some(Duration::from_secs(10)))
+        .call(
+            |reply| PolicyMsg::Evaluate {
+                input,
+                action: action.clone(),
+                reply,
+            },
+            Some(Duration::from_secs(10)),
+        )
         .await;
     let verdict = match verdict {
         Ok(ractor::rpc::CallResult::Success(v)) => v,
         other => {
-            let msg = format!("policy evaluation unavailable ({:?}); failing closed", other.map(|_| ()));
+            let msg = format!(
+                "policy evaluation unavailable ({:?}); failing closed",
+                other.map(|_| ())
+            );
             return Err(with(Rejection::new(reasons::POLICY_UNAVAILABLE, msg), None));
         }
     };
@@ -343,13 +488,25 @@ async fn validate_all(state: &mut ExecutionState) -> Result<Plan, Refusal> {
         evaluated_at: Some(now()),
     };
     if let Some(err) = verdict.error {
-        return Err(with(Rejection::new(reasons::POLICY_UNAVAILABLE, format!("policy evaluation failed: {err}")), Some(decision)));
+        return Err(with(
+            Rejection::new(
+                reasons::POLICY_UNAVAILABLE,
+                format!("policy evaluation failed: {err}"),
+            ),
+            Some(decision),
+        ));
     }
     if !decision.allowed {
         let msg = format!("denied by policy: {}", decision.violations.join("; "));
-        return Err(with(Rejection::new(reasons::POLICY_DENIED, msg), Some(decision)));
+        return Err(with(
+            Rejection::new(reasons::POLICY_DENIED, msg),
+            Some(decision),
+        ));
     }
-    let snapshot = TargetSnapshot { uid: meta.uid.clone(), resource_version: meta.resource_version.clone() };
+    let snapshot = TargetSnapshot {
+        uid: meta.uid.clone(),
+        resource_version: meta.resource_version.clone(),
+    };
     let dry_run = state.exec.spec.dry_run;
     let output = dry_run.then(|| {
         format!(
@@ -361,16 +518,30 @@ async fn validate_all(state: &mut ExecutionState) -> Result<Plan, Refusal> {
             } else {
                 v.params
                     .iter()
-                    .map(|(k, val)| if v.action.param(k).is_some_and(|p| p.secret) { format!("{k}=<redacted>") } else { format!("{k}={val}") })
+                    .map(|(k, val)| {
+                        if v.action.param(k).is_some_and(|p| p.secret) {
+                            format!("{k}=<redacted>")
+                        } else {
+                            format!("{k}={val}")
+                        }
+                    })
                     .collect::<Vec<_>>()
                     .join(", ")
             }
         )
     });
     state.validated = Some(v);
-    Ok(Plan { dry_run, action, target, snapshot: Some(snapshot), decision: Some(decision), output })
+    Ok(Plan {
+        dry_run,
+        action,
+        target,
+        snapshot: Some(snapshot),
+        decision: Some(decision),
+        output,
+    })
 }
 
+#[allow(clippy::result_large_err)]
 async fn create_job(state: &mut ExecutionState) -> Result<String, Refusal> {
     let ctx = state.ctx.clone();
     let started = Instant::now();
@@ -378,64 +549,124 @@ async fn create_job(state: &mut ExecutionState) -> Result<String, Refusal> {
         return Err(Rejection::new(reasons::INTERNAL_ERROR, "no validated action to run").into());
     };
     let fail = |m: String| -> Refusal { Rejection::new(reasons::INTERNAL_ERROR, m).into() };
-    retry(8, || ctx.api.add_finalizer(&state.exec)).await.or_else(|e| match e {
-        // A stale resourceVersion: re-read and try once more below.
-        ApiError::Conflict { .. } => Ok(()),
-        e => Err(fail(format!("cannot add finalizer: {e}"))),
-    })?;
-    if let Ok(Some(fresh)) = ctx.api.get_execution(&state.exec.namespace().unwrap_or_default(), &state.exec.name_any()).await {
+    retry(8, || ctx.api.add_finalizer(&state.exec))
+        .await
+        .or_else(|e| match e {
+            // A stale resourceVersion: re-read and try once more below.
+            ApiError::Conflict { .. } => Ok(()),
+            e => Err(fail(format!("cannot add finalizer: {e}"))),
+        })?;
+    if let Ok(Some(fresh)) = ctx
+        .api
+        .get_execution(
+            &state.exec.namespace().unwrap_or_default(),
+            &state.exec.name_any(),
+        )
+        .await
+    {
         state.exec = fresh;
-        retry(8, || ctx.api.add_finalizer(&state.exec)).await.map_err(|e| fail(format!("cannot add finalizer: {e}")))?;
+        retry(8, || ctx.api.add_finalizer(&state.exec))
+            .await
+            .map_err(|e| fail(format!("cannot add finalizer: {e}")))?;
     }
     let exec_uid = uid(state);
     let target_ns = v.target.namespace.clone();
     let action = v.action;
     match ctx
         .rbac
-        .call(|reply| RbacMsg::Grant { action, target_ns, exec_uid, reply }, Some(Duration::from_secs(30)))
+        .call(
+            |reply| RbacMsg::Grant {
+                action,
+                target_ns,
+                exec_uid,
+                reply,
+            },
+            Some(Duration::from_secs(30)),
+        )
         .await
     {
         Ok(ractor::rpc::CallResult::Success(Ok(()))) => {}
-        Ok(ractor::rpc::CallResult::Success(Err(e))) => return Err(fail(format!("cannot grant the action's ServiceAccount: {e}"))),
-        other => return Err(fail(format!("RBAC actor unavailable: {:?}", other.map(|_| ())))),
+        Ok(ractor::rpc::CallResult::Success(Err(e))) => {
+            return Err(fail(format!(
+                "cannot grant the action's ServiceAccount: {e}"
+            )));
+        }
+        other => {
+            return Err(fail(format!(
+                "RBAC actor unavailable: {:?}",
+                other.map(|_| ())
+            )));
+        }
     }
     let expected_uid = state.status.target_snapshot.as_ref().map(|s| s.uid.clone());
     let job = build_job(&state.exec, &v, expected_uid.as_deref(), &ctx.settings.job);
-    let created = retry(8, || ctx.api.create_job(&job)).await.map_err(|e| fail(format!("cannot create Job: {e}")))?;
-    ctx.metrics.job_creation_duration.observe(started.elapsed().as_secs_f64());
+    let created = retry(8, || ctx.api.create_job(&job))
+        .await
+        .map_err(|e| fail(format!("cannot create Job: {e}")))?;
+    ctx.metrics
+        .job_creation_duration
+        .observe(started.elapsed().as_secs_f64());
     state.job_created = Some(Instant::now());
     Ok(created.name_any())
 }
 
 /// Interprets a Job's status; `Some` when it finished.
 async fn job_event(state: &mut ExecutionState, job: &Job) -> Option<Event> {
-    if job.labels().get(kubernetes_executor_crds::labels::EXECUTION_UID) != Some(&uid(state)) {
+    if job
+        .labels()
+        .get(kubernetes_executor_crds::labels::EXECUTION_UID)
+        != Some(&uid(state))
+    {
         return None;
     }
-    let conditions = job.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
-    let is = |t: &str| conditions.iter().find(|c| c.type_ == t && c.status == "True");
+    let conditions = job
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.clone())
+        .unwrap_or_default();
+    let is = |t: &str| {
+        conditions
+            .iter()
+            .find(|c| c.type_ == t && c.status == "True")
+    };
     let complete = is("Complete").is_some();
     let failed = is("Failed");
     if !complete && failed.is_none() {
         return None;
     }
     if let Some(t) = state.job_created {
-        state.ctx.metrics.job_completion_duration.observe(t.elapsed().as_secs_f64());
+        state
+            .ctx
+            .metrics
+            .job_completion_duration
+            .observe(t.elapsed().as_secs_f64());
     }
     let output = termination_output(state, &job.name_any(), complete).await;
     if complete {
         let (result, rollback) = match output {
             Some(o) => (o.result, o.rollback),
-            None => (ExecutionResult { succeeded: true, ..Default::default() }, None),
+            None => (
+                ExecutionResult {
+                    succeeded: true,
+                    ..Default::default()
+                },
+                None,
+            ),
         };
-        return Some(Event::JobFinished(JobOutcome::Succeeded { result, rollback }));
+        return Some(Event::JobFinished(JobOutcome::Succeeded {
+            result,
+            rollback,
+        }));
     }
     let failed = failed?;
     if failed.reason.as_deref() == Some("DeadlineExceeded") {
         let message = format!(
             "the action's Job {} ran past its deadline ({}s): {}",
             job.name_any(),
-            job.spec.as_ref().and_then(|s| s.active_deadline_seconds).unwrap_or_default(),
+            job.spec
+                .as_ref()
+                .and_then(|s| s.active_deadline_seconds)
+                .unwrap_or_default(),
             failed.message.clone().unwrap_or_default()
         );
         return Some(Event::JobFinished(JobOutcome::DeadlineExceeded { message }));
@@ -463,7 +694,11 @@ async fn job_event(state: &mut ExecutionState, job: &Job) -> Option<Event> {
 }
 
 /// Reads the newest pod's termination message (`run-action`'s JSON output).
-async fn termination_output(state: &ExecutionState, job: &str, succeeded: bool) -> Option<ActionOutput> {
+async fn termination_output(
+    state: &ExecutionState,
+    job: &str,
+    succeeded: bool,
+) -> Option<ActionOutput> {
     let pods = retry(5, || state.ctx.api.job_pods(job)).await.ok()?;
     let want = if succeeded { "Succeeded" } else { "Failed" };
     let pod = pods

@@ -62,6 +62,10 @@ impl Health {
                 missing.push("execution watch not synced".into());
             }
         }
-        if missing.is_empty() { Ok(()) } else { Err(missing) }
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(missing)
+        }
     }
 }

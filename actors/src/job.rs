@@ -45,11 +45,25 @@ pub struct ActionOutput {
 pub fn owner_labels(exec: &KubernetesExecution, action: &str) -> BTreeMap<String, String> {
     let mut l = BTreeMap::new();
     l.insert(labels::MANAGED_BY.into(), labels::MANAGER.into());
-    l.insert(labels::EXECUTION_NAMESPACE.into(), exec.metadata.namespace.clone().unwrap_or_default());
-    l.insert(labels::EXECUTION_NAME.into(), truncate_label(exec.metadata.name.as_deref().unwrap_or_default()));
-    l.insert(labels::EXECUTION_UID.into(), exec.metadata.uid.clone().unwrap_or_default());
+    l.insert(
+        labels::EXECUTION_NAMESPACE.into(),
+        exec.metadata.namespace.clone().unwrap_or_default(),
+    );
+    l.insert(
+        labels::EXECUTION_NAME.into(),
+        truncate_label(exec.metadata.name.as_deref().unwrap_or_default()),
+    );
+    l.insert(
+        labels::EXECUTION_UID.into(),
+        exec.metadata.uid.clone().unwrap_or_default(),
+    );
     l.insert(labels::ACTION.into(), action.to_string());
-    if let Some(w) = exec.spec.workflow_execution_ref.as_ref().and_then(|r| r.name.as_deref()) {
+    if let Some(w) = exec
+        .spec
+        .workflow_execution_ref
+        .as_ref()
+        .and_then(|r| r.name.as_deref())
+    {
         l.insert(labels::WORKFLOW.into(), truncate_label(w));
     }
     if let Some(step) = exec.spec.step_number {
@@ -68,7 +82,11 @@ fn truncate_label(s: &str) -> String {
 
 /// `run-action` arguments for a validated action. Secret parameters are not
 /// included (they travel through a Secret mounted as environment).
-pub fn run_action_args(v: &ValidatedAction, expected_uid: Option<&str>, dry_run: bool) -> Vec<String> {
+pub fn run_action_args(
+    v: &ValidatedAction,
+    expected_uid: Option<&str>,
+    dry_run: bool,
+) -> Vec<String> {
     let mut args = vec![
         "run-action".to_string(),
         "--action".into(),
@@ -99,7 +117,12 @@ pub fn run_action_args(v: &ValidatedAction, expected_uid: Option<&str>, dry_run:
 
 /// Builds the Job for `exec`: per-action ServiceAccount, deadline from the
 /// timeout, backoff from maxRetries, TTL, restricted security context.
-pub fn build_job(exec: &KubernetesExecution, v: &ValidatedAction, expected_uid: Option<&str>, cfg: &JobConfig) -> Job {
+pub fn build_job(
+    exec: &KubernetesExecution,
+    v: &ValidatedAction,
+    expected_uid: Option<&str>,
+    cfg: &JobConfig,
+) -> Job {
     let uid = exec.metadata.uid.clone().unwrap_or_default();
     let name = job_name(&uid, 1);
     let labels = owner_labels(exec, v.action.name);
@@ -174,7 +197,12 @@ mod tests {
             KubernetesExecutionSpec {
                 action: "scale_deployment".into(),
                 parameters: [("replicas".to_string(), "3".to_string())].into(),
-                target_resource: TargetResource { kind: "Deployment".into(), name: "web".into(), namespace: Some("shop".into()), labels: None },
+                target_resource: TargetResource {
+                    kind: "Deployment".into(),
+                    name: "web".into(),
+                    namespace: Some("shop".into()),
+                    labels: None,
+                },
                 dry_run: false,
                 timeout: Some("2m".into()),
                 max_retries: Some(2),
@@ -193,21 +221,37 @@ mod tests {
     fn job_has_the_contracted_shape() {
         let e = exec();
         let v = validate(&e.spec, "shop").expect("valid");
-        let cfg = JobConfig { namespace: "kubernetes-executor-system".into(), image: "img:1".into(), ttl_seconds: 600 };
+        let cfg = JobConfig {
+            namespace: "kubernetes-executor-system".into(),
+            image: "img:1".into(),
+            ttl_seconds: 600,
+        };
         let job = build_job(&e, &v, Some("target-uid"), &cfg);
         let j = serde_json::to_value(&job).expect("json");
-        assert_eq!(j["metadata"]["name"], "ke-0b5c7e1a-1111-2222-3333-444455556666-1");
+        assert_eq!(
+            j["metadata"]["name"],
+            "ke-0b5c7e1a-1111-2222-3333-444455556666-1"
+        );
         assert_eq!(j["metadata"]["namespace"], "kubernetes-executor-system");
-        assert_eq!(j["metadata"]["labels"][labels::EXECUTION_UID], "0b5c7e1a-1111-2222-3333-444455556666");
+        assert_eq!(
+            j["metadata"]["labels"][labels::EXECUTION_UID],
+            "0b5c7e1a-1111-2222-3333-444455556666"
+        );
         assert_eq!(j["metadata"]["labels"][labels::ACTION], "ScaleDeployment");
         assert_eq!(j["metadata"]["labels"][labels::STEP], "4");
         assert_eq!(j["spec"]["backoffLimit"], 2);
         assert_eq!(j["spec"]["activeDeadlineSeconds"], 120);
         assert_eq!(j["spec"]["ttlSecondsAfterFinished"], 600);
         let pod = &j["spec"]["template"]["spec"];
-        assert_eq!(pod["serviceAccountName"], "kubernetes-executor-scale-deployment");
+        assert_eq!(
+            pod["serviceAccountName"],
+            "kubernetes-executor-scale-deployment"
+        );
         assert_eq!(pod["securityContext"]["runAsUser"], 65532);
-        assert_eq!(pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault");
+        assert_eq!(
+            pod["securityContext"]["seccompProfile"]["type"],
+            "RuntimeDefault"
+        );
         let c = &pod["containers"][0];
         assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
         assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
@@ -215,7 +259,10 @@ mod tests {
         let args: Vec<String> = serde_json::from_value(c["args"].clone()).expect("args");
         assert_eq!(&args[..3], &["run-action", "--action", "ScaleDeployment"]);
         assert!(args.windows(2).any(|w| w == ["--param", "replicas=3"]));
-        assert!(args.windows(2).any(|w| w == ["--expected-uid", "target-uid"]));
+        assert!(
+            args.windows(2)
+                .any(|w| w == ["--expected-uid", "target-uid"])
+        );
     }
 
     #[test]
@@ -223,7 +270,11 @@ mod tests {
         let mut e = exec();
         e.spec.action = "PatchSecret".into();
         e.spec.target_resource.kind = "Secret".into();
-        e.spec.parameters = [("patch".to_string(), r#"{"stringData":{"password":"hunter2"}}"#.to_string())].into();
+        e.spec.parameters = [(
+            "patch".to_string(),
+            r#"{"stringData":{"password":"hunter2"}}"#.to_string(),
+        )]
+        .into();
         let v = validate(&e.spec, "shop").expect("valid");
         let args = run_action_args(&v, None, false).join(" ");
         assert!(!args.contains("hunter2"), "{args}");

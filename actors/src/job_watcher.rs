@@ -43,11 +43,22 @@ impl Actor for JobWatcherActor {
     type State = JobWatcherState;
     type Arguments = JobWatcherArgs;
 
-    async fn pre_start(&self, myself: JobWatcherRef, args: JobWatcherArgs) -> Result<JobWatcherState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        myself: JobWatcherRef,
+        args: JobWatcherArgs,
+    ) -> Result<JobWatcherState, ActorProcessingErr> {
         let api: Api<Job> = Api::namespaced(args.client, &args.namespace);
-        let cfg = watcher::Config::default().labels(&format!("{}={}", labels::MANAGED_BY, labels::MANAGER));
+        let cfg = watcher::Config::default().labels(&format!(
+            "{}={}",
+            labels::MANAGED_BY,
+            labels::MANAGER
+        ));
         let task = tokio::spawn(async move {
-            let mut stream = watcher::watcher(api, cfg).default_backoff().applied_objects().boxed();
+            let mut stream = watcher::watcher(api, cfg)
+                .default_backoff()
+                .applied_objects()
+                .boxed();
             while let Some(item) = stream.next().await {
                 match item {
                     Ok(job) => {
@@ -62,15 +73,27 @@ impl Actor for JobWatcherActor {
         Ok(JobWatcherState { task })
     }
 
-    async fn post_stop(&self, _myself: JobWatcherRef, state: &mut JobWatcherState) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(
+        &self,
+        _myself: JobWatcherRef,
+        state: &mut JobWatcherState,
+    ) -> Result<(), ActorProcessingErr> {
         state.task.abort();
         Ok(())
     }
 
-    async fn handle(&self, _myself: JobWatcherRef, msg: JobWatcherMsg, _state: &mut JobWatcherState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _myself: JobWatcherRef,
+        msg: JobWatcherMsg,
+        _state: &mut JobWatcherState,
+    ) -> Result<(), ActorProcessingErr> {
         let JobWatcherMsg::Changed(job) = msg;
         let l = job.labels();
-        if let (Some(ns), Some(name)) = (l.get(labels::EXECUTION_NAMESPACE), l.get(labels::EXECUTION_NAME)) {
+        if let (Some(ns), Some(name)) = (
+            l.get(labels::EXECUTION_NAMESPACE),
+            l.get(labels::EXECUTION_NAME),
+        ) {
             let name = actor_name(ns, name);
             if let Some(actor) = ActorRef::<ExecutionMsg>::where_is(name) {
                 let _ = actor.cast(ExecutionMsg::JobChanged(job));

@@ -66,9 +66,18 @@ impl ApiError {
         let what = what.into();
         match &e {
             kube::Error::Api(s) if s.code == 404 => ApiError::NotFound { what },
-            kube::Error::Api(s) if s.code == 409 => ApiError::Conflict { what, message: s.message.clone() },
-            kube::Error::Api(s) if s.code == 403 => ApiError::Forbidden { what, message: s.message.clone() },
-            kube::Error::Api(s) if s.code == 422 || s.code == 400 => ApiError::Invalid { what, message: s.message.clone() },
+            kube::Error::Api(s) if s.code == 409 => ApiError::Conflict {
+                what,
+                message: s.message.clone(),
+            },
+            kube::Error::Api(s) if s.code == 403 => ApiError::Forbidden {
+                what,
+                message: s.message.clone(),
+            },
+            kube::Error::Api(s) if s.code == 422 || s.code == 400 => ApiError::Invalid {
+                what,
+                message: s.message.clone(),
+            },
             _ => ApiError::Transient { what, source: e },
         }
     }
@@ -113,7 +122,10 @@ fn api_resource(kind: &str) -> Option<ApiResource> {
         "Node" => ("", "v1", "nodes"),
         _ => return None,
     };
-    Some(ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural))
+    Some(ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk(group, version, kind),
+        plural,
+    ))
 }
 
 /// The facade. Cheap to clone.
@@ -127,8 +139,15 @@ pub struct KubeApi {
 impl KubeApi {
     /// A facade for an operator running in `namespace`, reporting events as `instance`.
     pub fn new(client: Client, namespace: &str, instance: Option<String>) -> Self {
-        let reporter = Reporter { controller: "kubernetes-executor".into(), instance };
-        KubeApi { recorder: Recorder::new(client.clone(), reporter), client, namespace: namespace.to_string() }
+        let reporter = Reporter {
+            controller: "kubernetes-executor".into(),
+            instance,
+        };
+        KubeApi {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            namespace: namespace.to_string(),
+        }
     }
 
     /// The underlying client (for watchers owned by actors).
@@ -150,7 +169,11 @@ impl KubeApi {
     }
 
     /// Reads an execution (None when gone).
-    pub async fn get_execution(&self, ns: &str, name: &str) -> ApiResult<Option<KubernetesExecution>> {
+    pub async fn get_execution(
+        &self,
+        ns: &str,
+        name: &str,
+    ) -> ApiResult<Option<KubernetesExecution>> {
         self.executions(ns)
             .get_opt(name)
             .await
@@ -158,7 +181,12 @@ impl KubeApi {
     }
 
     /// Replaces the status of an execution (merge patch of the whole status).
-    pub async fn write_status(&self, ns: &str, name: &str, status: &KubernetesExecutionStatus) -> ApiResult<()> {
+    pub async fn write_status(
+        &self,
+        ns: &str,
+        name: &str,
+        status: &KubernetesExecutionStatus,
+    ) -> ApiResult<()> {
         let patch = json!({ "status": status });
         self.executions(ns)
             .patch_status(name, &PatchParams::default(), &Patch::Merge(patch))
@@ -188,24 +216,48 @@ impl KubeApi {
     /// Removes the operator's finalizer (idempotent; re-reads on conflict).
     pub async fn remove_finalizer(&self, ns: &str, name: &str) -> ApiResult<()> {
         for _ in 0..5 {
-            let Some(exec) = self.get_execution(ns, name).await? else { return Ok(()) };
+            let Some(exec) = self.get_execution(ns, name).await? else {
+                return Ok(());
+            };
             if !exec.finalizers().iter().any(|f| f == FINALIZER) {
                 return Ok(());
             }
-            let finalizers: Vec<_> = exec.finalizers().iter().filter(|f| *f != FINALIZER).cloned().collect();
+            let finalizers: Vec<_> = exec
+                .finalizers()
+                .iter()
+                .filter(|f| *f != FINALIZER)
+                .cloned()
+                .collect();
             let patch = json!({ "metadata": { "finalizers": finalizers, "resourceVersion": exec.resource_version() } });
-            match self.executions(ns).patch(name, &PatchParams::default(), &Patch::Merge(patch)).await {
+            match self
+                .executions(ns)
+                .patch(name, &PatchParams::default(), &Patch::Merge(patch))
+                .await
+            {
                 Ok(_) => return Ok(()),
                 Err(kube::Error::Api(s)) if s.code == 409 => continue,
                 Err(kube::Error::Api(s)) if s.code == 404 => return Ok(()),
-                Err(e) => return Err(ApiError::classify(format!("remove finalizer from {ns}/{name}"), e)),
+                Err(e) => {
+                    return Err(ApiError::classify(
+                        format!("remove finalizer from {ns}/{name}"),
+                        e,
+                    ));
+                }
             }
         }
-        Err(ApiError::Conflict { what: format!("finalizer of {ns}/{name}"), message: "kept conflicting".into() })
+        Err(ApiError::Conflict {
+            what: format!("finalizer of {ns}/{name}"),
+            message: "kept conflicting".into(),
+        })
     }
 
     /// Reads a target's identity and labels (metadata only: never Secret data).
-    pub async fn get_target_meta(&self, kind: &str, ns: Option<&str>, name: &str) -> ApiResult<Option<TargetMeta>> {
+    pub async fn get_target_meta(
+        &self,
+        kind: &str,
+        ns: Option<&str>,
+        name: &str,
+    ) -> ApiResult<Option<TargetMeta>> {
         let ar = api_resource(kind).ok_or_else(|| ApiError::Invalid {
             what: format!("get {kind}"),
             message: format!("unsupported kind {kind}"),
@@ -214,10 +266,16 @@ impl KubeApi {
             Some(ns) => Api::namespaced_with(self.client.clone(), ns, &ar),
             None => Api::all_with(self.client.clone(), &ar),
         };
-        let meta: Option<PartialObjectMeta<kube::api::DynamicObject>> = api
-            .get_metadata_opt(name)
-            .await
-            .map_err(|e| ApiError::classify(format!("get {kind} {}{name}", ns.map(|n| format!("{n}/")).unwrap_or_default()), e))?;
+        let meta: Option<PartialObjectMeta<kube::api::DynamicObject>> =
+            api.get_metadata_opt(name).await.map_err(|e| {
+                ApiError::classify(
+                    format!(
+                        "get {kind} {}{name}",
+                        ns.map(|n| format!("{n}/")).unwrap_or_default()
+                    ),
+                    e,
+                )
+            })?;
         Ok(meta.map(|m| TargetMeta {
             uid: m.metadata.uid.clone().unwrap_or_default(),
             resource_version: m.metadata.resource_version.clone(),
@@ -229,18 +287,34 @@ impl KubeApi {
     /// belongs to the same execution (a restart after a create).
     pub async fn create_job(&self, job: &Job) -> ApiResult<Job> {
         let name = job.name_any();
-        match self.jobs().create(&PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() }, job).await {
+        match self
+            .jobs()
+            .create(
+                &PostParams {
+                    field_manager: Some(FIELD_MANAGER.into()),
+                    ..Default::default()
+                },
+                job,
+            )
+            .await
+        {
             Ok(j) => Ok(j),
             Err(kube::Error::Api(s)) if s.code == 409 => {
-                let existing = self.get_job(&name).await?.ok_or_else(|| ApiError::Conflict {
-                    what: format!("job {name}"),
-                    message: "exists and vanished".into(),
-                })?;
+                let existing = self
+                    .get_job(&name)
+                    .await?
+                    .ok_or_else(|| ApiError::Conflict {
+                        what: format!("job {name}"),
+                        message: "exists and vanished".into(),
+                    })?;
                 let uid_label = kubernetes_executor_crds::labels::EXECUTION_UID;
                 if existing.labels().get(uid_label) == job.labels().get(uid_label) {
                     Ok(existing)
                 } else {
-                    Err(ApiError::Conflict { what: format!("job {name}"), message: "owned by another execution".into() })
+                    Err(ApiError::Conflict {
+                        what: format!("job {name}"),
+                        message: "owned by another execution".into(),
+                    })
                 }
             }
             Err(e) => Err(ApiError::classify(format!("create job {name}"), e)),
@@ -249,7 +323,10 @@ impl KubeApi {
 
     /// Reads a Job of the operator's namespace.
     pub async fn get_job(&self, name: &str) -> ApiResult<Option<Job>> {
-        self.jobs().get_opt(name).await.map_err(|e| ApiError::classify(format!("get job {name}"), e))
+        self.jobs()
+            .get_opt(name)
+            .await
+            .map_err(|e| ApiError::classify(format!("get job {name}"), e))
     }
 
     /// Deletes a Job and (in the background) its pods; absent is fine.
@@ -277,10 +354,22 @@ impl KubeApi {
     pub async fn ensure_role_binding(&self, rb: &RoleBinding) -> ApiResult<()> {
         let ns = rb.namespace().unwrap_or_default();
         let api: Api<RoleBinding> = Api::namespaced(self.client.clone(), &ns);
-        match api.create(&PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() }, rb).await {
+        match api
+            .create(
+                &PostParams {
+                    field_manager: Some(FIELD_MANAGER.into()),
+                    ..Default::default()
+                },
+                rb,
+            )
+            .await
+        {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
-            Err(e) => Err(ApiError::classify(format!("create rolebinding {ns}/{}", rb.name_any()), e)),
+            Err(e) => Err(ApiError::classify(
+                format!("create rolebinding {ns}/{}", rb.name_any()),
+                e,
+            )),
         }
     }
 
@@ -290,15 +379,28 @@ impl KubeApi {
         match api.delete(name, &DeleteParams::default()).await {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-            Err(e) => Err(ApiError::classify(format!("delete rolebinding {ns}/{name}"), e)),
+            Err(e) => Err(ApiError::classify(
+                format!("delete rolebinding {ns}/{name}"),
+                e,
+            )),
         }
     }
 
     /// Publishes a Kubernetes Event about an execution (best effort).
-    pub async fn event(&self, exec: &KubernetesExecution, warning: bool, reason: &str, note: String) {
+    pub async fn event(
+        &self,
+        exec: &KubernetesExecution,
+        warning: bool,
+        reason: &str,
+        note: String,
+    ) {
         let reference: ObjectReference = exec.object_ref(&());
         let ev = KubeEvent {
-            type_: if warning { EventType::Warning } else { EventType::Normal },
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
             reason: reason.chars().take(128).collect(),
             note: Some(note.chars().take(1000).collect()),
             action: "Reconcile".into(),

@@ -9,15 +9,15 @@
 
 pub mod catalog;
 pub mod context;
-pub mod execution;
-pub mod job_watcher;
-pub mod rbac;
 pub mod duration;
-pub mod job;
+pub mod execution;
 pub mod health;
+pub mod job;
+pub mod job_watcher;
 pub mod kube_api;
+pub mod machine;
 pub mod metrics;
 pub mod policy;
-pub mod machine;
+pub mod rbac;
 pub mod status;
 pub mod supervisor;

@@ -10,7 +10,9 @@
 //! ```
 //! `Completed` and `Failed` are terminal: nothing but deletion moves them.
 
-use kubernetes_executor_crds::{ExecutionResult, Phase, PolicyDecision, RollbackInfo, TargetSnapshot, reasons};
+use kubernetes_executor_crds::{
+    ExecutionResult, Phase, PolicyDecision, RollbackInfo, TargetSnapshot, reasons,
+};
 
 use crate::catalog::Rejection;
 
@@ -55,7 +57,12 @@ pub struct Refusal {
 
 impl From<Rejection> for Refusal {
     fn from(rejection: Rejection) -> Self {
-        Refusal { rejection, decision: None, action: None, target: None }
+        Refusal {
+            rejection,
+            decision: None,
+            action: None,
+            target: None,
+        }
     }
 }
 
@@ -154,7 +161,12 @@ pub enum Effect {
 }
 
 fn to(phase: Phase, reason: &'static str, message: impl Into<String>) -> StatusChange {
-    StatusChange { phase, reason, message: message.into(), ..Default::default() }
+    StatusChange {
+        phase,
+        reason,
+        message: message.into(),
+        ..Default::default()
+    }
 }
 
 fn tr(change: StatusChange) -> Effect {
@@ -186,12 +198,23 @@ pub fn transition(state: &MachineState, event: Event) -> (MachineState, Vec<Effe
     let fx = match (state.phase, event) {
         (Pending, Event::Resume) => {
             next.phase = Validating;
-            vec![tr(to(Validating, reasons::VALIDATING, "validating the action, target and policies")), Validate]
+            vec![
+                tr(to(
+                    Validating,
+                    reasons::VALIDATING,
+                    "validating the action, target and policies",
+                )),
+                Validate,
+            ]
         }
         (Validating, Event::Resume) => vec![Validate],
         (Validating, Event::Validated(Err(refusal))) => {
             next.phase = Failed;
-            let mut change = to(Failed, refusal.rejection.reason, refusal.rejection.message.clone());
+            let mut change = to(
+                Failed,
+                refusal.rejection.reason,
+                refusal.rejection.message.clone(),
+            );
             change.refusal = Some(refusal);
             vec![tr(change), ReleaseGrants, RemoveFinalizer, Stop]
         }
@@ -212,16 +235,25 @@ pub fn transition(state: &MachineState, event: Event) -> (MachineState, Vec<Effe
         }
         (Validating, Event::Validated(Ok(plan))) => {
             // Record the decision now; the phase changes once the Job exists.
-            let mut change = to(Validating, reasons::VALIDATING, "validated; creating the Job");
+            let mut change = to(
+                Validating,
+                reasons::VALIDATING,
+                "validated; creating the Job",
+            );
             change.plan = Some(plan);
             vec![tr(change), CreateJob]
         }
-        (Validating, Event::JobCreated { job_name }) | (Executing, Event::JobCreated { job_name }) => {
+        (Validating, Event::JobCreated { job_name })
+        | (Executing, Event::JobCreated { job_name }) => {
             let was = state.phase;
             next.phase = Executing;
             let mut fx = Vec::new();
             if was != Executing {
-                let mut change = to(Executing, reasons::JOB_RUNNING, format!("Job {job_name} is running the action"));
+                let mut change = to(
+                    Executing,
+                    reasons::JOB_RUNNING,
+                    format!("Job {job_name} is running the action"),
+                );
                 change.job_name = Some(job_name);
                 fx.push(tr(change));
             }
@@ -232,14 +264,21 @@ pub fn transition(state: &MachineState, event: Event) -> (MachineState, Vec<Effe
         (Executing, Event::JobFinished(outcome)) => match outcome {
             JobOutcome::Succeeded { result, rollback } => {
                 next.phase = Verifying;
-                let mut change = to(Verifying, reasons::VERIFYING, "the action succeeded; verifying postconditions");
+                let mut change = to(
+                    Verifying,
+                    reasons::VERIFYING,
+                    "the action succeeded; verifying postconditions",
+                );
                 change.result = Some(result);
                 change.rollback = rollback;
                 vec![tr(change), Verify]
             }
             JobOutcome::Failed { result, rollback } => {
                 next.phase = Failed;
-                let message = result.error.clone().unwrap_or_else(|| "the action's Job failed".into());
+                let message = result
+                    .error
+                    .clone()
+                    .unwrap_or_else(|| "the action's Job failed".into());
                 let mut change = to(Failed, reasons::JOB_FAILED, message);
                 change.result = Some(result);
                 change.rollback = rollback;
@@ -248,14 +287,22 @@ pub fn transition(state: &MachineState, event: Event) -> (MachineState, Vec<Effe
             JobOutcome::DeadlineExceeded { message } => {
                 next.phase = Failed;
                 let mut change = to(Failed, reasons::TIMEOUT, message.clone());
-                change.result = Some(ExecutionResult { succeeded: false, error: Some(message), ..Default::default() });
+                change.result = Some(ExecutionResult {
+                    succeeded: false,
+                    error: Some(message),
+                    ..Default::default()
+                });
                 vec![tr(change), ReleaseGrants, Stop]
             }
             JobOutcome::Missing => {
                 next.phase = Failed;
                 let message = "the action's Job disappeared before it finished".to_string();
                 let mut change = to(Failed, reasons::JOB_FAILED, message.clone());
-                change.result = Some(ExecutionResult { succeeded: false, error: Some(message), ..Default::default() });
+                change.result = Some(ExecutionResult {
+                    succeeded: false,
+                    error: Some(message),
+                    ..Default::default()
+                });
                 vec![tr(change), ReleaseGrants, Stop]
             }
         },
@@ -263,7 +310,11 @@ pub fn transition(state: &MachineState, event: Event) -> (MachineState, Vec<Effe
             next.phase = Failed;
             let message = "the execution ran past its timeout".to_string();
             let mut change = to(Failed, reasons::TIMEOUT, message.clone());
-            change.result = Some(ExecutionResult { succeeded: false, error: Some(message), ..Default::default() });
+            change.result = Some(ExecutionResult {
+                succeeded: false,
+                error: Some(message),
+                ..Default::default()
+            });
             let mut fx = vec![tr(change)];
             if state.phase == Executing {
                 fx.push(DeleteJob);
@@ -274,11 +325,23 @@ pub fn transition(state: &MachineState, event: Event) -> (MachineState, Vec<Effe
         (Verifying, Event::Resume) => vec![Verify],
         (Verifying, Event::Verified(Ok(()))) => {
             next.phase = Completed;
-            vec![tr(to(Completed, reasons::SUCCEEDED, "the action succeeded and was verified")), ReleaseGrants, Stop]
+            vec![
+                tr(to(
+                    Completed,
+                    reasons::SUCCEEDED,
+                    "the action succeeded and was verified",
+                )),
+                ReleaseGrants,
+                Stop,
+            ]
         }
         (Verifying, Event::Verified(Err(rejection))) => {
             next.phase = Failed;
-            vec![tr(to(Failed, rejection.reason, rejection.message)), ReleaseGrants, Stop]
+            vec![
+                tr(to(Failed, rejection.reason, rejection.message)),
+                ReleaseGrants,
+                Stop,
+            ]
         }
         // Anything else is stale or out of order (e.g. a Job event while
         // validating): ignore it.
@@ -293,7 +356,10 @@ mod tests {
     use Phase::*;
 
     fn st(phase: Phase) -> MachineState {
-        MachineState { phase, deleting: false }
+        MachineState {
+            phase,
+            deleting: false,
+        }
     }
 
     fn phases_written(fx: &[Effect]) -> Vec<Phase> {
@@ -306,7 +372,12 @@ mod tests {
     }
 
     fn plan(dry_run: bool) -> Plan {
-        Plan { dry_run, action: "ScaleDeployment".into(), target: "Deployment/shop/web".into(), ..Default::default() }
+        Plan {
+            dry_run,
+            action: "ScaleDeployment".into(),
+            target: "Deployment/shop/web".into(),
+            ..Default::default()
+        }
     }
 
     fn refusal(reason: &'static str) -> Refusal {
@@ -321,11 +392,22 @@ mod tests {
         let (s, fx) = transition(&s, Event::Validated(Ok(plan(false))));
         assert_eq!(s.phase, Validating);
         assert_eq!(fx.last(), Some(&Effect::CreateJob));
-        let (s, fx) = transition(&s, Event::JobCreated { job_name: "ke-1".into() });
+        let (s, fx) = transition(
+            &s,
+            Event::JobCreated {
+                job_name: "ke-1".into(),
+            },
+        );
         assert_eq!(s.phase, Executing);
         assert_eq!(phases_written(&fx), vec![Executing]);
         assert!(fx.contains(&Effect::ArmTimeout));
-        let ok = JobOutcome::Succeeded { result: ExecutionResult { succeeded: true, ..Default::default() }, rollback: None };
+        let ok = JobOutcome::Succeeded {
+            result: ExecutionResult {
+                succeeded: true,
+                ..Default::default()
+            },
+            rollback: None,
+        };
         let (s, fx) = transition(&s, Event::JobFinished(ok));
         assert_eq!(s.phase, Verifying);
         assert_eq!(fx.last(), Some(&Effect::Verify));
@@ -353,7 +435,12 @@ mod tests {
 
     #[test]
     fn validation_failures_fail_with_their_reason_and_no_job() {
-        for reason in [reasons::UNKNOWN_ACTION, reasons::INVALID_PARAMETERS, reasons::POLICY_DENIED, reasons::TARGET_NOT_FOUND] {
+        for reason in [
+            reasons::UNKNOWN_ACTION,
+            reasons::INVALID_PARAMETERS,
+            reasons::POLICY_DENIED,
+            reasons::TARGET_NOT_FOUND,
+        ] {
             let (s, fx) = transition(&st(Validating), Event::Validated(Err(refusal(reason))));
             assert_eq!(s.phase, Failed);
             assert!(!fx.contains(&Effect::CreateJob));
@@ -367,7 +454,11 @@ mod tests {
     #[test]
     fn job_failure_deadline_and_disappearance() {
         let failed = JobOutcome::Failed {
-            result: ExecutionResult { succeeded: false, error: Some("boom".into()), ..Default::default() },
+            result: ExecutionResult {
+                succeeded: false,
+                error: Some("boom".into()),
+                ..Default::default()
+            },
             rollback: None,
         };
         let (s, fx) = transition(&st(Executing), Event::JobFinished(failed));
@@ -379,7 +470,12 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        let (s, fx) = transition(&st(Executing), Event::JobFinished(JobOutcome::DeadlineExceeded { message: "late".into() }));
+        let (s, fx) = transition(
+            &st(Executing),
+            Event::JobFinished(JobOutcome::DeadlineExceeded {
+                message: "late".into(),
+            }),
+        );
         assert_eq!(s.phase, Failed);
         assert!(matches!(&fx[0], Effect::Transition(c) if c.reason == reasons::TIMEOUT));
         let (s, _) = transition(&st(Executing), Event::JobFinished(JobOutcome::Missing));
@@ -397,18 +493,40 @@ mod tests {
 
     #[test]
     fn postcondition_failure_fails() {
-        let (s, fx) = transition(&st(Verifying), Event::Verified(Err(Rejection::new(reasons::POSTCONDITION_FAILED, "crashloop"))));
+        let (s, fx) = transition(
+            &st(Verifying),
+            Event::Verified(Err(Rejection::new(
+                reasons::POSTCONDITION_FAILED,
+                "crashloop",
+            ))),
+        );
         assert_eq!(s.phase, Failed);
-        assert!(matches!(&fx[0], Effect::Transition(c) if c.reason == reasons::POSTCONDITION_FAILED));
+        assert!(
+            matches!(&fx[0], Effect::Transition(c) if c.reason == reasons::POSTCONDITION_FAILED)
+        );
     }
 
     #[test]
     fn resume_never_repeats_a_transition() {
-        assert_eq!(transition(&st(Validating), Event::Resume).1, vec![Effect::Validate]);
-        assert_eq!(transition(&st(Executing), Event::Resume).1, vec![Effect::ArmTimeout, Effect::ObserveJob]);
-        assert_eq!(transition(&st(Verifying), Event::Resume).1, vec![Effect::Verify]);
+        assert_eq!(
+            transition(&st(Validating), Event::Resume).1,
+            vec![Effect::Validate]
+        );
+        assert_eq!(
+            transition(&st(Executing), Event::Resume).1,
+            vec![Effect::ArmTimeout, Effect::ObserveJob]
+        );
+        assert_eq!(
+            transition(&st(Verifying), Event::Resume).1,
+            vec![Effect::Verify]
+        );
         // The Job found again after a restart does not re-write Executing.
-        let (_, fx) = transition(&st(Executing), Event::JobCreated { job_name: "ke-1".into() });
+        let (_, fx) = transition(
+            &st(Executing),
+            Event::JobCreated {
+                job_name: "ke-1".into(),
+            },
+        );
         assert!(phases_written(&fx).is_empty());
     }
 
@@ -419,7 +537,9 @@ mod tests {
                 Event::Resume,
                 Event::Validated(Ok(plan(false))),
                 Event::Validated(Err(refusal(reasons::POLICY_DENIED))),
-                Event::JobCreated { job_name: "x".into() },
+                Event::JobCreated {
+                    job_name: "x".into(),
+                },
                 Event::JobFinished(JobOutcome::Missing),
                 Event::Verified(Ok(())),
                 Event::TimedOut,
@@ -436,13 +556,21 @@ mod tests {
 
     #[test]
     fn out_of_order_events_are_ignored() {
-        let ok = JobOutcome::Succeeded { result: ExecutionResult::default(), rollback: None };
+        let ok = JobOutcome::Succeeded {
+            result: ExecutionResult::default(),
+            rollback: None,
+        };
         for (phase, ev) in [
             (Pending, Event::JobFinished(ok.clone())),
             (Validating, Event::JobFinished(ok.clone())),
             (Validating, Event::Verified(Ok(()))),
             (Executing, Event::Validated(Ok(plan(false)))),
-            (Verifying, Event::JobCreated { job_name: "x".into() }),
+            (
+                Verifying,
+                Event::JobCreated {
+                    job_name: "x".into(),
+                },
+            ),
             (Pending, Event::TimedOut),
         ] {
             let (s, fx) = transition(&st(phase), ev.clone());
@@ -456,8 +584,15 @@ mod tests {
         for phase in Phase::ALL {
             let (s, fx) = transition(&st(phase), Event::Deleted);
             assert!(s.deleting);
-            assert!(fx.ends_with(&[Effect::ReleaseGrants, Effect::RemoveFinalizer, Effect::Stop]), "{phase:?}: {fx:?}");
-            assert_eq!(fx.contains(&Effect::DeleteJob), phase != Pending, "{phase:?}");
+            assert!(
+                fx.ends_with(&[Effect::ReleaseGrants, Effect::RemoveFinalizer, Effect::Stop]),
+                "{phase:?}: {fx:?}"
+            );
+            assert_eq!(
+                fx.contains(&Effect::DeleteJob),
+                phase != Pending,
+                "{phase:?}"
+            );
             assert_eq!(s.phase, phase, "deletion does not rewrite the phase");
         }
     }

@@ -2,7 +2,10 @@
 //! and shared (`Arc<Metrics>`) by the actors and the HTTP server. Names are
 //! part of the API (DESIGN §5).
 
-use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
+};
 
 /// The operator's metrics.
 pub struct Metrics {
@@ -36,17 +39,26 @@ pub struct Metrics {
     pub message_handling: HistogramVec,
 }
 
-const LATENCY_BUCKETS: &[f64] = &[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0];
-const POLICY_BUCKETS: &[f64] = &[0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1];
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+];
+const POLICY_BUCKETS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1,
+];
 
 impl Metrics {
     /// Creates and registers every metric.
     pub fn new() -> Result<Metrics, prometheus::Error> {
         let registry = Registry::new();
         let h = |name: &str, help: &str, labels: &[&str], buckets: &[f64]| {
-            HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets.to_vec()), labels)
+            HistogramVec::new(
+                HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+                labels,
+            )
         };
-        let c = |name: &str, help: &str, labels: &[&str]| IntCounterVec::new(Opts::new(name, help), labels);
+        let c = |name: &str, help: &str, labels: &[&str]| {
+            IntCounterVec::new(Opts::new(name, help), labels)
+        };
         let m = Metrics {
             reconciliation_duration: h(
                 "kubernetes_execution_reconciliation_duration_seconds",
@@ -65,19 +77,39 @@ impl Metrics {
                 &["policy"],
                 POLICY_BUCKETS,
             )?,
-            policy_denials: c("policy_denials_total", "Actions denied by policy", &["policy", "action"])?,
-            policy_reload_errors: IntCounter::new("policy_reload_errors_total", "Policy sets rejected at load or reload")?,
+            policy_denials: c(
+                "policy_denials_total",
+                "Actions denied by policy",
+                &["policy", "action"],
+            )?,
+            policy_reload_errors: IntCounter::new(
+                "policy_reload_errors_total",
+                "Policy sets rejected at load or reload",
+            )?,
             policy_set_loaded: IntGauge::new("policy_set_loaded", "1 when a policy set is loaded")?,
             job_creation_duration: Histogram::with_opts(
-                HistogramOpts::new("job_creation_duration_seconds", "Time to create an action's Job (RBAC grant + create)")
-                    .buckets(LATENCY_BUCKETS.to_vec()),
+                HistogramOpts::new(
+                    "job_creation_duration_seconds",
+                    "Time to create an action's Job (RBAC grant + create)",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
             )?,
             job_completion_duration: Histogram::with_opts(
-                HistogramOpts::new("job_completion_duration_seconds", "Time from Job creation to its completion or failure")
-                    .buckets(LATENCY_BUCKETS.to_vec()),
+                HistogramOpts::new(
+                    "job_completion_duration_seconds",
+                    "Time from Job creation to its completion or failure",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
             )?,
-            live_actors: IntGaugeVec::new(Opts::new("kubernetes_executor_live_actors", "Live actors by kind"), &["kind"])?,
-            actor_restarts: c("kubernetes_executor_actor_restarts_total", "Actor restarts by kind", &["kind"])?,
+            live_actors: IntGaugeVec::new(
+                Opts::new("kubernetes_executor_live_actors", "Live actors by kind"),
+                &["kind"],
+            )?,
+            actor_restarts: c(
+                "kubernetes_executor_actor_restarts_total",
+                "Actor restarts by kind",
+                &["kind"],
+            )?,
             executions_finished: c(
                 "kubernetes_executor_executions_finished_total",
                 "Executions that reached a terminal phase",
@@ -96,17 +128,23 @@ impl Metrics {
             )?,
             registry,
         };
-        m.registry.register(Box::new(m.reconciliation_duration.clone()))?;
+        m.registry
+            .register(Box::new(m.reconciliation_duration.clone()))?;
         m.registry.register(Box::new(m.phase_transitions.clone()))?;
-        m.registry.register(Box::new(m.policy_evaluation_duration.clone()))?;
+        m.registry
+            .register(Box::new(m.policy_evaluation_duration.clone()))?;
         m.registry.register(Box::new(m.policy_denials.clone()))?;
-        m.registry.register(Box::new(m.policy_reload_errors.clone()))?;
+        m.registry
+            .register(Box::new(m.policy_reload_errors.clone()))?;
         m.registry.register(Box::new(m.policy_set_loaded.clone()))?;
-        m.registry.register(Box::new(m.job_creation_duration.clone()))?;
-        m.registry.register(Box::new(m.job_completion_duration.clone()))?;
+        m.registry
+            .register(Box::new(m.job_creation_duration.clone()))?;
+        m.registry
+            .register(Box::new(m.job_completion_duration.clone()))?;
         m.registry.register(Box::new(m.live_actors.clone()))?;
         m.registry.register(Box::new(m.actor_restarts.clone()))?;
-        m.registry.register(Box::new(m.executions_finished.clone()))?;
+        m.registry
+            .register(Box::new(m.executions_finished.clone()))?;
         m.registry.register(Box::new(m.api_requests.clone()))?;
         m.registry.register(Box::new(m.message_handling.clone()))?;
         Ok(m)
@@ -115,6 +153,8 @@ impl Metrics {
     /// The text exposition of every metric.
     pub fn render(&self) -> String {
         let encoder = prometheus::TextEncoder::new();
-        encoder.encode_to_string(&self.registry.gather()).unwrap_or_default()
+        encoder
+            .encode_to_string(&self.registry.gather())
+            .unwrap_or_default()
     }
 }

@@ -58,7 +58,10 @@ pub struct PolicySet {
 
 impl std::fmt::Debug for PolicySet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PolicySet").field("digest", &self.digest).field("files", &self.files).finish()
+        f.debug_struct("PolicySet")
+            .field("digest", &self.digest)
+            .field("files", &self.files)
+            .finish()
     }
 }
 
@@ -69,16 +72,27 @@ pub fn read_dir(dir: &Path, with_tests: bool) -> Result<Vec<(String, String)>, P
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-        Err(source) => return Err(PolicyError::Read { path: dir.display().to_string(), source }),
+        Err(source) => {
+            return Err(PolicyError::Read {
+                path: dir.display().to_string(),
+                source,
+            });
+        }
     };
     for entry in entries.flatten() {
         let path = entry.path();
         let name = entry.file_name().to_string_lossy().to_string();
         // ConfigMap mounts hold `..data` symlinked dirs and dotfiles: skip them.
-        if name.starts_with('.') || !name.ends_with(".rego") || (!with_tests && name.ends_with("_test.rego")) {
+        if name.starts_with('.')
+            || !name.ends_with(".rego")
+            || (!with_tests && name.ends_with("_test.rego"))
+        {
             continue;
         }
-        let src = std::fs::read_to_string(&path).map_err(|source| PolicyError::Read { path: path.display().to_string(), source })?;
+        let src = std::fs::read_to_string(&path).map_err(|source| PolicyError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
         out.push((name, src));
     }
     out.sort();
@@ -108,7 +122,10 @@ impl PolicySet {
         for (name, src) in sources {
             engine
                 .add_policy(name.clone(), src.clone())
-                .map_err(|e| PolicyError::Compile { path: name.clone(), message: e.to_string() })?;
+                .map_err(|e| PolicyError::Compile {
+                    path: name.clone(),
+                    message: e.to_string(),
+                })?;
         }
         if !sources.is_empty() {
             // Surface rule-level errors (e.g. conflicting definitions) at load time.
@@ -116,9 +133,16 @@ impl PolicySet {
             probe.set_input(regorus::Value::new_object());
             probe
                 .eval_rule(DENY_RULE.to_string())
-                .map_err(|e| PolicyError::Compile { path: sources[0].0.clone(), message: e.to_string() })?;
+                .map_err(|e| PolicyError::Compile {
+                    path: sources[0].0.clone(),
+                    message: e.to_string(),
+                })?;
         }
-        Ok(PolicySet { engine, digest: digest(sources), files: sources.iter().map(|(n, _)| n.clone()).collect() })
+        Ok(PolicySet {
+            engine,
+            digest: digest(sources),
+            files: sources.iter().map(|(n, _)| n.clone()).collect(),
+        })
     }
 
     /// Loads and compiles the non-test `.rego` files of `dir`.
@@ -137,14 +161,19 @@ impl PolicySet {
             return Ok(vec![FAIL_CLOSED.to_string()]);
         }
         let mut engine = self.engine.clone();
-        let input = regorus::Value::from_json_str(&input.to_string()).map_err(|e| PolicyError::Eval(e.to_string()))?;
+        let input = regorus::Value::from_json_str(&input.to_string())
+            .map_err(|e| PolicyError::Eval(e.to_string()))?;
         engine.set_input(input);
-        let value = engine.eval_rule(DENY_RULE.to_string()).map_err(|e| PolicyError::Eval(e.to_string()))?;
+        let value = engine
+            .eval_rule(DENY_RULE.to_string())
+            .map_err(|e| PolicyError::Eval(e.to_string()))?;
         let mut reasons = Vec::new();
         if value == regorus::Value::Undefined {
             return Ok(reasons);
         }
-        let set = value.as_set().map_err(|_| PolicyError::Eval(format!("{DENY_RULE} is not a set")))?;
+        let set = value
+            .as_set()
+            .map_err(|_| PolicyError::Eval(format!("{DENY_RULE} is not a set")))?;
         for v in set.iter() {
             match v.as_string() {
                 Ok(s) => reasons.push(s.to_string()),
@@ -233,7 +262,9 @@ impl PolicyState {
         match PolicySet::compile(&sources) {
             Ok(set) => {
                 tracing::info!(digest = %set.digest, files = ?set.files, "policy set loaded");
-                self.metrics.policy_set_loaded.set(i64::from(!set.is_empty()));
+                self.metrics
+                    .policy_set_loaded
+                    .set(i64::from(!set.is_empty()));
                 self.health.set_policy(!set.is_empty(), None);
                 self.set = Some(set);
             }
@@ -254,7 +285,11 @@ impl Actor for PolicyActor {
     type State = PolicyState;
     type Arguments = PolicyArgs;
 
-    async fn pre_start(&self, myself: PolicyRef, args: PolicyArgs) -> Result<PolicyState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        myself: PolicyRef,
+        args: PolicyArgs,
+    ) -> Result<PolicyState, ActorProcessingErr> {
         let mut state = PolicyState {
             dir: args.dir,
             set: None,
@@ -267,16 +302,37 @@ impl Actor for PolicyActor {
         Ok(state)
     }
 
-    async fn handle(&self, _myself: PolicyRef, msg: PolicyMsg, state: &mut PolicyState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _myself: PolicyRef,
+        msg: PolicyMsg,
+        state: &mut PolicyState,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             PolicyMsg::Reload => state.reload(),
-            PolicyMsg::Evaluate { input, action, reply } => {
+            PolicyMsg::Evaluate {
+                input,
+                action,
+                reply,
+            } => {
                 let start = Instant::now();
                 let verdict = match &state.set {
-                    None => Verdict { violations: vec![FAIL_CLOSED.to_string()], digest: String::new(), error: None },
+                    None => Verdict {
+                        violations: vec![FAIL_CLOSED.to_string()],
+                        digest: String::new(),
+                        error: None,
+                    },
                     Some(set) => match set.evaluate(&input) {
-                        Ok(violations) => Verdict { violations, digest: set.digest.clone(), error: None },
-                        Err(e) => Verdict { violations: vec![], digest: set.digest.clone(), error: Some(e.to_string()) },
+                        Ok(violations) => Verdict {
+                            violations,
+                            digest: set.digest.clone(),
+                            error: None,
+                        },
+                        Err(e) => Verdict {
+                            violations: vec![],
+                            digest: set.digest.clone(),
+                            error: Some(e.to_string()),
+                        },
                     },
                 };
                 state
@@ -285,13 +341,63 @@ impl Actor for PolicyActor {
                     .with_label_values(&["safety"])
                     .observe(start.elapsed().as_secs_f64());
                 if !verdict.allowed() {
-                    state.metrics.policy_denials.with_label_values(&["safety", &action]).inc();
+                    state
+                        .metrics
+                        .policy_denials
+                        .with_label_values(&["safety", &action])
+                        .inc();
                 }
                 let _ = reply.send(verdict);
             }
         }
         Ok(())
     }
+}
+
+/// Builds the policy input (the one schema documented in docs/policies.md)
+/// for an execution. Secret parameter values are replaced by `<redacted>`;
+/// `parameter_sizes` carries every parameter's length in bytes.
+pub fn policy_input(
+    exec: &kubernetes_executor_crds::KubernetesExecution,
+    v: &crate::catalog::ValidatedAction,
+    live_labels: &std::collections::BTreeMap<String, String>,
+    operator_namespace: &str,
+) -> serde_json::Value {
+    let mut params = serde_json::Map::new();
+    let mut sizes = serde_json::Map::new();
+    for (k, val) in &v.params {
+        let secret = v.action.param(k).is_some_and(|p| p.secret);
+        params.insert(
+            k.clone(),
+            serde_json::Value::String(if secret {
+                "<redacted>".into()
+            } else {
+                val.clone()
+            }),
+        );
+        sizes.insert(k.clone(), serde_json::Value::from(val.len()));
+    }
+    serde_json::json!({
+        "action": v.action.name,
+        "parameters": params,
+        "parameter_sizes": sizes,
+        "target_resource": {
+            "kind": v.target.kind,
+            "name": v.target.name,
+            "namespace": v.target.namespace,
+            "labels": live_labels,
+        },
+        "dry_run": exec.spec.dry_run,
+        "metadata": {
+            "execution_name": exec.metadata.name,
+            "execution_namespace": exec.metadata.namespace,
+            "workflow_execution": exec.spec.workflow_execution_ref.as_ref().and_then(|r| r.name.clone()),
+            "step_number": exec.spec.step_number,
+        },
+        "cluster": {
+            "operator_namespace": operator_namespace,
+        },
+    })
 }
 
 #[cfg(test)]
@@ -309,7 +415,9 @@ mod tests {
         let sources = read_dir(&policies_dir(), true).expect("read policies");
         let mut engine = regorus::Engine::new();
         for (name, src) in &sources {
-            engine.add_policy(name.clone(), src.clone()).unwrap_or_else(|e| panic!("{name}: {e}"));
+            engine
+                .add_policy(name.clone(), src.clone())
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
         }
         let mut ran = 0;
         let mut failed = Vec::new();
@@ -320,7 +428,11 @@ mod tests {
                 .unwrap_or_else(|| panic!("{name} has no package"))
                 .trim()
                 .to_string();
-            for rule in src.lines().filter_map(|l| l.strip_prefix("test_")).map(|l| l.split([' ', '(']).next().unwrap_or("")) {
+            for rule in src
+                .lines()
+                .filter_map(|l| l.strip_prefix("test_"))
+                .map(|l| l.split([' ', '(']).next().unwrap_or(""))
+            {
                 let path = format!("data.{pkg}.test_{rule}");
                 ran += 1;
                 match engine.eval_rule(path.clone()) {
@@ -330,7 +442,11 @@ mod tests {
             }
         }
         assert!(ran >= 10, "expected the policy tests to run, ran {ran}");
-        assert!(failed.is_empty(), "failing Rego tests:\n{}", failed.join("\n"));
+        assert!(
+            failed.is_empty(),
+            "failing Rego tests:\n{}",
+            failed.join("\n")
+        );
     }
 
     #[test]
@@ -357,53 +473,25 @@ mod tests {
     fn empty_or_missing_dir_denies_everything() {
         let set = PolicySet::load_dir(Path::new("/nonexistent/policies")).expect("empty set");
         assert!(set.is_empty());
-        assert_eq!(set.evaluate(&json!({})).expect("eval"), vec![FAIL_CLOSED.to_string()]);
+        assert_eq!(
+            set.evaluate(&json!({})).expect("eval"),
+            vec![FAIL_CLOSED.to_string()]
+        );
     }
 
     #[test]
     fn malformed_policy_names_file_and_line() {
-        let bad = vec![("broken.rego".to_string(), "package x\n\ndeny contains msg if {\n  msg := \n}\n".to_string())];
-        let err = PolicySet::compile(&bad).expect_err("must not compile").to_string();
+        let bad = vec![(
+            "broken.rego".to_string(),
+            "package x\n\ndeny contains msg if {\n  msg := \n}\n".to_string(),
+        )];
+        let err = PolicySet::compile(&bad)
+            .expect_err("must not compile")
+            .to_string();
         assert!(err.contains("broken.rego"), "{err}");
-        assert!(err.contains(":4") || err.contains("line 4") || err.contains(":5"), "names the line: {err}");
+        assert!(
+            err.contains(":4") || err.contains("line 4") || err.contains(":5"),
+            "names the line: {err}"
+        );
     }
-}
-
-/// Builds the policy input (the one schema documented in docs/policies.md)
-/// for an execution. Secret parameter values are replaced by `<redacted>`;
-/// `parameter_sizes` carries every parameter's length in bytes.
-pub fn policy_input(
-    exec: &kubernetes_executor_crds::KubernetesExecution,
-    v: &crate::catalog::ValidatedAction,
-    live_labels: &std::collections::BTreeMap<String, String>,
-    operator_namespace: &str,
-) -> serde_json::Value {
-    let mut params = serde_json::Map::new();
-    let mut sizes = serde_json::Map::new();
-    for (k, val) in &v.params {
-        let secret = v.action.param(k).is_some_and(|p| p.secret);
-        params.insert(k.clone(), serde_json::Value::String(if secret { "<redacted>".into() } else { val.clone() }));
-        sizes.insert(k.clone(), serde_json::Value::from(val.len()));
-    }
-    serde_json::json!({
-        "action": v.action.name,
-        "parameters": params,
-        "parameter_sizes": sizes,
-        "target_resource": {
-            "kind": v.target.kind,
-            "name": v.target.name,
-            "namespace": v.target.namespace,
-            "labels": live_labels,
-        },
-        "dry_run": exec.spec.dry_run,
-        "metadata": {
-            "execution_name": exec.metadata.name,
-            "execution_namespace": exec.metadata.namespace,
-            "workflow_execution": exec.spec.workflow_execution_ref.as_ref().and_then(|r| r.name.clone()),
-            "step_number": exec.spec.step_number,
-        },
-        "cluster": {
-            "operator_namespace": operator_namespace,
-        },
-    })
 }

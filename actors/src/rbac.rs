@@ -18,7 +18,12 @@ pub fn binding_name(exec_uid: &str) -> String {
 }
 
 /// Builds the just-in-time RoleBinding (pure).
-pub fn role_binding(action: &ActionSpec, target_ns: &str, exec_uid: &str, operator_ns: &str) -> RoleBinding {
+pub fn role_binding(
+    action: &ActionSpec,
+    target_ns: &str,
+    exec_uid: &str,
+    operator_ns: &str,
+) -> RoleBinding {
     let sa = action.service_account();
     serde_json::from_value(json!({
         "apiVersion": "rbac.authorization.k8s.io/v1",
@@ -78,27 +83,49 @@ impl Actor for RbacActor {
     type State = RbacState;
     type Arguments = KubeApi;
 
-    async fn pre_start(&self, _myself: RbacRef, api: KubeApi) -> Result<RbacState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        _myself: RbacRef,
+        api: KubeApi,
+    ) -> Result<RbacState, ActorProcessingErr> {
         Ok(RbacState { api })
     }
 
-    async fn handle(&self, _myself: RbacRef, msg: RbacMsg, state: &mut RbacState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _myself: RbacRef,
+        msg: RbacMsg,
+        state: &mut RbacState,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
-            RbacMsg::Grant { action, target_ns, exec_uid, reply } => {
+            RbacMsg::Grant {
+                action,
+                target_ns,
+                exec_uid,
+                reply,
+            } => {
                 let result = match (action.scope, target_ns) {
                     (Scope::Namespaced, Some(ns)) => {
                         let rb = role_binding(action, &ns, &exec_uid, state.api.namespace());
-                        retry(5, || state.api.ensure_role_binding(&rb)).await.map_err(|e: ApiError| e.to_string())
+                        retry(5, || state.api.ensure_role_binding(&rb))
+                            .await
+                            .map_err(|e: ApiError| e.to_string())
                     }
                     _ => Ok(()),
                 };
                 let _ = reply.send(result);
             }
-            RbacMsg::Revoke { target_ns, exec_uid, reply } => {
+            RbacMsg::Revoke {
+                target_ns,
+                exec_uid,
+                reply,
+            } => {
                 let result = match target_ns {
                     Some(ns) => {
                         let name = binding_name(&exec_uid);
-                        retry(5, || state.api.delete_role_binding(&ns, &name)).await.map_err(|e| e.to_string())
+                        retry(5, || state.api.delete_role_binding(&ns, &name))
+                            .await
+                            .map_err(|e| e.to_string())
                     }
                     None => Ok(()),
                 };

@@ -55,7 +55,12 @@ fn is_validation_reason(reason: &str) -> bool {
 }
 
 /// Applies `change` to `status` at time `now` for spec generation `generation`.
-pub fn apply(status: &mut KubernetesExecutionStatus, change: &StatusChange, now: Time, generation: Option<i64>) {
+pub fn apply(
+    status: &mut KubernetesExecutionStatus,
+    change: &StatusChange,
+    now: Time,
+    generation: Option<i64>,
+) {
     let previous = status.phase.unwrap_or_default();
     status.phase = Some(change.phase);
     status.reason = Some(change.reason.to_string());
@@ -73,11 +78,30 @@ pub fn apply(status: &mut KubernetesExecutionStatus, change: &StatusChange, now:
         if plan.snapshot.is_some() {
             status.target_snapshot = plan.snapshot.clone();
         }
-        set_condition(conds, ct::VALIDATED, true, "Valid", "the action, parameters and target are valid", &now, generation);
+        set_condition(
+            conds,
+            ct::VALIDATED,
+            true,
+            "Valid",
+            "the action, parameters and target are valid",
+            &now,
+            generation,
+        );
         if let Some(decision) = &plan.decision {
-            set_condition(conds, ct::POLICY_ALLOWED, true, "Allowed", "the safety policies allow the action", &now, generation);
+            set_condition(
+                conds,
+                ct::POLICY_ALLOWED,
+                true,
+                "Allowed",
+                "the safety policies allow the action",
+                &now,
+                generation,
+            );
             status.policy_violations.clear();
-            status.validation_results.get_or_insert_with(ValidationResults::default).policy_decision = Some(decision.clone());
+            status
+                .validation_results
+                .get_or_insert_with(ValidationResults::default)
+                .policy_decision = Some(decision.clone());
         }
     }
     if let Some(refusal) = &change.refusal {
@@ -91,14 +115,41 @@ pub fn apply(status: &mut KubernetesExecutionStatus, change: &StatusChange, now:
         if is_validation_reason(reason) {
             set_condition(conds, ct::VALIDATED, false, reason, msg, &now, generation);
         } else {
-            set_condition(conds, ct::VALIDATED, true, "Valid", "the action, parameters and target are valid", &now, generation);
+            set_condition(
+                conds,
+                ct::VALIDATED,
+                true,
+                "Valid",
+                "the action, parameters and target are valid",
+                &now,
+                generation,
+            );
         }
         if let Some(decision) = &refusal.decision {
             status.policy_violations = decision.violations.clone();
-            status.validation_results.get_or_insert_with(ValidationResults::default).policy_decision = Some(decision.clone());
-            set_condition(conds, ct::POLICY_ALLOWED, decision.allowed, reason, msg, &now, generation);
+            status
+                .validation_results
+                .get_or_insert_with(ValidationResults::default)
+                .policy_decision = Some(decision.clone());
+            set_condition(
+                conds,
+                ct::POLICY_ALLOWED,
+                decision.allowed,
+                reason,
+                msg,
+                &now,
+                generation,
+            );
         } else if reason == reasons::POLICY_DENIED || reason == reasons::POLICY_UNAVAILABLE {
-            set_condition(conds, ct::POLICY_ALLOWED, false, reason, msg, &now, generation);
+            set_condition(
+                conds,
+                ct::POLICY_ALLOWED,
+                false,
+                reason,
+                msg,
+                &now,
+                generation,
+            );
         }
     }
     if let Some(job) = &change.job_name {
@@ -114,13 +165,29 @@ pub fn apply(status: &mut KubernetesExecutionStatus, change: &StatusChange, now:
 
     match (change.phase, change.reason) {
         (Phase::Verifying, _) => {
-            set_condition(conds, ct::EXECUTED, true, "JobSucceeded", "the action's Job succeeded", &now, generation);
+            set_condition(
+                conds,
+                ct::EXECUTED,
+                true,
+                "JobSucceeded",
+                "the action's Job succeeded",
+                &now,
+                generation,
+            );
         }
         (Phase::Completed, r) if r == reasons::DRY_RUN_SUCCEEDED => {
             set_condition(conds, ct::SUCCEEDED, true, r, msg, &now, generation);
         }
         (Phase::Completed, r) => {
-            set_condition(conds, ct::VERIFIED, true, "PostconditionsPassed", "postconditions verified", &now, generation);
+            set_condition(
+                conds,
+                ct::VERIFIED,
+                true,
+                "PostconditionsPassed",
+                "postconditions verified",
+                &now,
+                generation,
+            );
             set_condition(conds, ct::SUCCEEDED, true, r, msg, &now, generation);
         }
         (Phase::Failed, r) => {
@@ -177,14 +244,29 @@ mod tests {
         };
         apply(&mut s, &change, now(10), Some(1));
         assert_eq!(s.phase, Some(Phase::Failed));
-        assert_eq!(s.policy_violations, vec!["namespace kube-system is protected".to_string()]);
         assert_eq!(
-            s.validation_results.as_ref().and_then(|v| v.policy_decision.as_ref()).map(|d| d.policy_set_digest.as_str()),
+            s.policy_violations,
+            vec!["namespace kube-system is protected".to_string()]
+        );
+        assert_eq!(
+            s.validation_results
+                .as_ref()
+                .and_then(|v| v.policy_decision.as_ref())
+                .map(|d| d.policy_set_digest.as_str()),
             Some("sha256:abc")
         );
-        assert_eq!(cond(&s, ct::VALIDATED).map(|c| c.status.as_str()), Some("True"));
-        assert_eq!(cond(&s, ct::POLICY_ALLOWED).map(|c| c.status.as_str()), Some("False"));
-        assert_eq!(cond(&s, ct::SUCCEEDED).map(|c| c.status.as_str()), Some("False"));
+        assert_eq!(
+            cond(&s, ct::VALIDATED).map(|c| c.status.as_str()),
+            Some("True")
+        );
+        assert_eq!(
+            cond(&s, ct::POLICY_ALLOWED).map(|c| c.status.as_str()),
+            Some("False")
+        );
+        assert_eq!(
+            cond(&s, ct::SUCCEEDED).map(|c| c.status.as_str()),
+            Some("False")
+        );
         assert!(s.completion_time.is_some());
     }
 
@@ -200,18 +282,33 @@ mod tests {
         };
         apply(&mut s, &change, now(1), Some(1));
         let v = cond(&s, ct::VALIDATED).expect("validated");
-        assert_eq!((v.status.as_str(), v.reason.as_str()), ("False", reasons::INVALID_PARAMETERS));
+        assert_eq!(
+            (v.status.as_str(), v.reason.as_str()),
+            ("False", reasons::INVALID_PARAMETERS)
+        );
         assert_eq!(v.message, "missing replicas");
     }
 
     #[test]
     fn transition_time_moves_only_on_status_change() {
         let mut s = KubernetesExecutionStatus::default();
-        let plan = Plan { action: "A".into(), target: "T".into(), ..Default::default() };
-        let v = StatusChange { phase: Phase::Validating, reason: reasons::VALIDATING, plan: Some(plan), ..Default::default() };
+        let plan = Plan {
+            action: "A".into(),
+            target: "T".into(),
+            ..Default::default()
+        };
+        let v = StatusChange {
+            phase: Phase::Validating,
+            reason: reasons::VALIDATING,
+            plan: Some(plan),
+            ..Default::default()
+        };
         apply(&mut s, &v, now(1), Some(1));
         apply(&mut s, &v, now(5), Some(1));
-        assert_eq!(cond(&s, ct::VALIDATED).map(|c| c.last_transition_time.clone()), Some(now(1)));
+        assert_eq!(
+            cond(&s, ct::VALIDATED).map(|c| c.last_transition_time.clone()),
+            Some(now(1))
+        );
         assert_eq!(s.start_time, Some(now(1)));
     }
 
@@ -221,18 +318,45 @@ mod tests {
         let plan = Plan {
             action: "A".into(),
             target: "T".into(),
-            decision: Some(PolicyDecision { allowed: true, ..Default::default() }),
+            decision: Some(PolicyDecision {
+                allowed: true,
+                ..Default::default()
+            }),
             ..Default::default()
         };
         for change in [
-            StatusChange { phase: Phase::Validating, reason: reasons::VALIDATING, plan: Some(plan), ..Default::default() },
-            StatusChange { phase: Phase::Executing, reason: reasons::JOB_RUNNING, job_name: Some("ke-x-1".into()), ..Default::default() },
-            StatusChange { phase: Phase::Verifying, reason: reasons::VERIFYING, ..Default::default() },
-            StatusChange { phase: Phase::Completed, reason: reasons::SUCCEEDED, ..Default::default() },
+            StatusChange {
+                phase: Phase::Validating,
+                reason: reasons::VALIDATING,
+                plan: Some(plan),
+                ..Default::default()
+            },
+            StatusChange {
+                phase: Phase::Executing,
+                reason: reasons::JOB_RUNNING,
+                job_name: Some("ke-x-1".into()),
+                ..Default::default()
+            },
+            StatusChange {
+                phase: Phase::Verifying,
+                reason: reasons::VERIFYING,
+                ..Default::default()
+            },
+            StatusChange {
+                phase: Phase::Completed,
+                reason: reasons::SUCCEEDED,
+                ..Default::default()
+            },
         ] {
             apply(&mut s, &change, now(2), Some(3));
         }
-        for t in [ct::VALIDATED, ct::POLICY_ALLOWED, ct::EXECUTED, ct::VERIFIED, ct::SUCCEEDED] {
+        for t in [
+            ct::VALIDATED,
+            ct::POLICY_ALLOWED,
+            ct::EXECUTED,
+            ct::VERIFIED,
+            ct::SUCCEEDED,
+        ] {
             assert_eq!(cond(&s, t).map(|c| c.status.as_str()), Some("True"), "{t}");
             assert_eq!(cond(&s, t).and_then(|c| c.observed_generation), Some(3));
         }

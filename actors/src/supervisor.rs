@@ -9,9 +9,9 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::ResourceExt;
 use kubernetes_executor_crds::{FINALIZER, KubernetesExecution};
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SupervisionEvent};
 
@@ -26,7 +26,7 @@ pub const RESTART_WINDOW: Duration = Duration::from_secs(600);
 /// Messages of the SupervisorActor.
 pub enum SupervisorMsg {
     /// An event of the execution watch.
-    Watch(watcher::Event<KubernetesExecution>),
+    Watch(Box<watcher::Event<KubernetesExecution>>),
     /// Restart the actor of `ns/name` (after a backoff).
     Respawn {
         /// Namespace.
@@ -91,22 +91,35 @@ impl SupervisorState {
             return;
         }
         if self.restarts.get(&key).is_some_and(|r| {
-            r.count > MAX_RESTARTS && r.window_start.is_some_and(|s| s.elapsed() <= RESTART_WINDOW)
+            r.count > MAX_RESTARTS
+                && r.window_start
+                    .is_some_and(|s| s.elapsed() <= RESTART_WINDOW)
         }) {
             return;
         }
         let restarts = self.restarts.get(&key).map(|r| r.count).unwrap_or(0);
         let name = actor_name(&exec.namespace().unwrap_or_default(), &exec.name_any());
-        let args = ExecutionArgs { exec, ctx: self.ctx.clone(), restarts };
-        match Actor::spawn_linked(Some(name.clone()), ExecutionActor, args, myself.get_cell()).await {
+        let args = ExecutionArgs {
+            exec,
+            ctx: self.ctx.clone(),
+            restarts,
+        };
+        match Actor::spawn_linked(Some(name.clone()), ExecutionActor, args, myself.get_cell()).await
+        {
             Ok((actor, _)) => {
                 self.children.insert(key, Child { actor, uid });
             }
             Err(e) => {
                 // The name is still registered by a stopping actor: retry shortly.
                 tracing::debug!(error = %e, actor = %name, "spawn failed; retrying");
-                let (ns, n) = key.split_once('/').map(|(a, b)| (a.to_string(), b.to_string())).unwrap_or_default();
-                myself.send_after(Duration::from_millis(200), move || SupervisorMsg::Respawn { ns, name: n });
+                let (ns, n) = key
+                    .split_once('/')
+                    .map(|(a, b)| (a.to_string(), b.to_string()))
+                    .unwrap_or_default();
+                myself.send_after(Duration::from_millis(200), move || SupervisorMsg::Respawn {
+                    ns,
+                    name: n,
+                });
             }
         }
     }
@@ -118,7 +131,10 @@ impl SupervisorState {
     }
 
     fn key_of_cell(&self, cell: &ActorCell) -> Option<String> {
-        self.children.iter().find(|(_, c)| c.actor.get_id() == cell.get_id()).map(|(k, _)| k.clone())
+        self.children
+            .iter()
+            .find(|(_, c)| c.actor.get_id() == cell.get_id())
+            .map(|(k, _)| k.clone())
     }
 }
 
@@ -127,15 +143,21 @@ impl Actor for SupervisorActor {
     type State = SupervisorState;
     type Arguments = Ctx;
 
-    async fn pre_start(&self, myself: SupervisorRef, ctx: Ctx) -> Result<SupervisorState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        myself: SupervisorRef,
+        ctx: Ctx,
+    ) -> Result<SupervisorState, ActorProcessingErr> {
         let api: Api<KubernetesExecution> = Api::all(ctx.api.client().clone());
         let me = myself.clone();
         let watch = tokio::spawn(async move {
-            let mut stream = watcher::watcher(api, watcher::Config::default()).default_backoff().boxed();
+            let mut stream = watcher::watcher(api, watcher::Config::default())
+                .default_backoff()
+                .boxed();
             while let Some(item) = stream.next().await {
                 match item {
                     Ok(ev) => {
-                        if me.cast(SupervisorMsg::Watch(ev)).is_err() {
+                        if me.cast(SupervisorMsg::Watch(Box::new(ev))).is_err() {
                             return;
                         }
                     }
@@ -143,23 +165,47 @@ impl Actor for SupervisorActor {
                 }
             }
         });
-        ctx.registry.insert(ActorInfo::new("supervisor", "supervisor".into(), None, 0));
-        ctx.metrics.live_actors.with_label_values(&["supervisor"]).set(1);
-        Ok(SupervisorState { ctx, children: HashMap::new(), restarts: HashMap::new(), init_keys: None, watch })
+        ctx.registry
+            .insert(ActorInfo::new("supervisor", "supervisor".into(), None, 0));
+        ctx.metrics
+            .live_actors
+            .with_label_values(&["supervisor"])
+            .set(1);
+        Ok(SupervisorState {
+            ctx,
+            children: HashMap::new(),
+            restarts: HashMap::new(),
+            init_keys: None,
+            watch,
+        })
     }
 
-    async fn post_stop(&self, _myself: SupervisorRef, state: &mut SupervisorState) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(
+        &self,
+        _myself: SupervisorRef,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
         state.watch.abort();
         state.ctx.health.set_watch_synced(false);
         state.ctx.registry.remove("supervisor");
-        state.ctx.metrics.live_actors.with_label_values(&["supervisor"]).set(0);
+        state
+            .ctx
+            .metrics
+            .live_actors
+            .with_label_values(&["supervisor"])
+            .set(0);
         Ok(())
     }
 
-    async fn handle(&self, myself: SupervisorRef, msg: SupervisorMsg, state: &mut SupervisorState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: SupervisorRef,
+        msg: SupervisorMsg,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
         state.ctx.registry.touch("supervisor", None);
         match msg {
-            SupervisorMsg::Watch(ev) => match ev {
+            SupervisorMsg::Watch(ev) => match *ev {
                 watcher::Event::Init => state.init_keys = Some(HashSet::new()),
                 watcher::Event::InitApply(exec) => {
                     if let Some(keys) = state.init_keys.as_mut() {
@@ -170,7 +216,12 @@ impl Actor for SupervisorActor {
                 watcher::Event::InitDone => {
                     // Re-sync: stop actors of executions the fresh list no longer has.
                     if let Some(keys) = state.init_keys.take() {
-                        let stale: Vec<String> = state.children.keys().filter(|k| !keys.contains(*k)).cloned().collect();
+                        let stale: Vec<String> = state
+                            .children
+                            .keys()
+                            .filter(|k| !keys.contains(*k))
+                            .cloned()
+                            .collect();
                         for k in stale {
                             state.stop_child(&k, "execution no longer exists");
                         }
@@ -190,7 +241,10 @@ impl Actor for SupervisorActor {
                     Ok(None) => {}
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot re-read execution for restart; retrying");
-                        myself.send_after(Duration::from_secs(2), move || SupervisorMsg::Respawn { ns, name });
+                        myself.send_after(Duration::from_secs(2), move || SupervisorMsg::Respawn {
+                            ns,
+                            name,
+                        });
                     }
                 }
             }
@@ -212,13 +266,26 @@ impl Actor for SupervisorActor {
                 }
             }
             SupervisionEvent::ActorFailed(cell, err) => {
-                let Some(key) = state.key_of_cell(&cell) else { return Ok(()) };
+                let Some(key) = state.key_of_cell(&cell) else {
+                    return Ok(());
+                };
                 state.children.remove(&key);
-                state.ctx.metrics.actor_restarts.with_label_values(&["execution"]).inc();
+                state
+                    .ctx
+                    .metrics
+                    .actor_restarts
+                    .with_label_values(&["execution"])
+                    .inc();
                 let rec = state.restarts.entry(key.clone()).or_default();
                 let now = Instant::now();
-                if rec.window_start.is_none_or(|s| now.duration_since(s) > RESTART_WINDOW) {
-                    *rec = RestartRecord { count: 0, window_start: Some(now) };
+                if rec
+                    .window_start
+                    .is_none_or(|s| now.duration_since(s) > RESTART_WINDOW)
+                {
+                    *rec = RestartRecord {
+                        count: 0,
+                        window_start: Some(now),
+                    };
                 }
                 rec.count += 1;
                 if rec.count > MAX_RESTARTS {
@@ -227,7 +294,10 @@ impl Actor for SupervisorActor {
                 }
                 let backoff = Duration::from_millis(100) * 2u32.pow(rec.count.min(8) - 1);
                 tracing::warn!(execution = %key, error = %err, restart = rec.count, ?backoff, "execution actor failed; restarting");
-                let (ns, name) = key.split_once('/').map(|(a, b)| (a.to_string(), b.to_string())).unwrap_or_default();
+                let (ns, name) = key
+                    .split_once('/')
+                    .map(|(a, b)| (a.to_string(), b.to_string()))
+                    .unwrap_or_default();
                 myself.send_after(backoff, move || SupervisorMsg::Respawn { ns, name });
             }
             _ => {}

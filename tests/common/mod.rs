@@ -8,9 +8,11 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Api, PostParams};
 use kube::Client;
-use kubernetes_executor_crds::{KubernetesExecution, KubernetesExecutionSpec, Phase, TargetResource};
+use kube::api::{Api, PostParams};
+use kubernetes_executor_crds::{
+    KubernetesExecution, KubernetesExecutionSpec, Phase, TargetResource,
+};
 use kubernetes_executor_testkit::{self as testkit, Env, eventually, proc::Proc};
 use serde_json::json;
 
@@ -31,7 +33,12 @@ pub fn env() -> &'static Env {
     let env = testkit::shared(Some(binary()));
     INSTALLED.get_or_init(|| {
         let kubectl = env.bin_dir().join("kubectl");
-        for f in ["deploy/namespace.yaml", "deploy/crds/kubernetesexecutions.yaml", "deploy/rbac/actions.yaml", "deploy/rbac/operator.yaml"] {
+        for f in [
+            "deploy/namespace.yaml",
+            "deploy/crds/kubernetesexecutions.yaml",
+            "deploy/rbac/actions.yaml",
+            "deploy/rbac/operator.yaml",
+        ] {
             let out = std::process::Command::new(&kubectl)
                 .arg("--kubeconfig")
                 .arg(env.kubeconfig())
@@ -39,15 +46,28 @@ pub fn env() -> &'static Env {
                 .arg(repo().join(f))
                 .output()
                 .expect("run kubectl");
-            assert!(out.status.success(), "kubectl apply {f}: {}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "kubectl apply {f}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         let out = std::process::Command::new(&kubectl)
             .arg("--kubeconfig")
             .arg(env.kubeconfig())
-            .args(["wait", "--for=condition=Established", "crd/kubernetesexecutions.kubernetesexecution.kubernaut.io", "--timeout=60s"])
+            .args([
+                "wait",
+                "--for=condition=Established",
+                "crd/kubernetesexecutions.kubernetesexecution.kubernaut.io",
+                "--timeout=60s",
+            ])
             .output()
             .expect("kubectl wait");
-        assert!(out.status.success(), "CRD established: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "CRD established: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     });
     env
 }
@@ -74,7 +94,10 @@ pub async fn start_operator(env: &Env, name: &str, extra: &[&str]) -> Operator {
         .expect("token");
     let kc = env.dir().join(format!("{name}.kubeconfig"));
     env.write_token_kubeconfig(&kc, &token).expect("kubeconfig");
-    let (mp, hp) = (testkit::controlplane::free_port().expect("port"), testkit::controlplane::free_port().expect("port"));
+    let (mp, hp) = (
+        testkit::controlplane::free_port().expect("port"),
+        testkit::controlplane::free_port().expect("port"),
+    );
     let mut args: Vec<String> = vec![
         "run".into(),
         "--namespace".into(),
@@ -93,13 +116,23 @@ pub async fn start_operator(env: &Env, name: &str, extra: &[&str]) -> Operator {
     args.extend(extra.iter().map(|s| s.to_string()));
     let env_vars = vec![
         ("KUBECONFIG".to_string(), kc.display().to_string()),
-        ("RUST_LOG".to_string(), "info,kubernetes_executor_actors=debug".to_string()),
+        (
+            "RUST_LOG".to_string(),
+            "info,kubernetes_executor_actors=debug".to_string(),
+        ),
     ];
-    let proc = Proc::spawn(name, binary(), &args, &env_vars, &env.dir().join("logs")).expect("spawn operator");
-    let op = Operator { proc, metrics: format!("127.0.0.1:{mp}"), health: format!("127.0.0.1:{hp}") };
-    eventually("operator ready", WAIT, || async { Ok(http_get(&op.health, "/readyz").await?.0 == 200) })
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", op.proc.log_tail(8000)));
+    let proc = Proc::spawn(name, binary(), &args, &env_vars, &env.dir().join("logs"))
+        .expect("spawn operator");
+    let op = Operator {
+        proc,
+        metrics: format!("127.0.0.1:{mp}"),
+        health: format!("127.0.0.1:{hp}"),
+    };
+    eventually("operator ready", WAIT, || async {
+        Ok(http_get(&op.health, "/readyz").await?.0 == 200)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", op.proc.log_tail(8000)));
     op
 }
 
@@ -107,12 +140,22 @@ pub async fn start_operator(env: &Env, name: &str, extra: &[&str]) -> Operator {
 pub async fn http_get(addr: &str, path: &str) -> anyhow::Result<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await?;
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes()).await?;
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).await?;
     let text = String::from_utf8_lossy(&buf).to_string();
-    let code = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     Ok((code, body))
 }
 
@@ -123,7 +166,11 @@ pub async fn shared_operator() -> &'static str {
     let env = env();
     // Blocking is fine: get_or_init runs the start on the testkit runtime's thread.
     let op = tokio::task::block_in_place(|| {
-        OP.get_or_init(|| testkit::block_on_testkit(async move { start_operator(env, "operator", &["--chaos"]).await }))
+        OP.get_or_init(|| {
+            testkit::block_on_testkit(
+                async move { start_operator(env, "operator", &["--chaos"]).await },
+            )
+        })
     });
     &op.metrics
 }
@@ -131,16 +178,30 @@ pub async fn shared_operator() -> &'static str {
 pub async fn namespace(client: &Client, prefix: &str) -> String {
     let ns = testkit::unique_name(prefix);
     let nss: Api<Namespace> = Api::all(client.clone());
-    nss.create(&PostParams::default(), &serde_json::from_value(json!({ "metadata": { "name": ns } })).expect("ns"))
-        .await
-        .expect("create namespace");
+    nss.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({ "metadata": { "name": ns } })).expect("ns"),
+    )
+    .await
+    .expect("create namespace");
     ns
 }
 
 /// A Deployment whose pods run on kwok nodes (ready at once); with
 /// `schedulable = false` its pods never schedule (rollouts never finish).
-pub async fn deployment(client: &Client, ns: &str, name: &str, replicas: i32, labels: serde_json::Value, schedulable: bool) -> Deployment {
-    let selector = if schedulable { json!({ "type": "kwok" }) } else { json!({ "type": "no-such-node" }) };
+pub async fn deployment(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    replicas: i32,
+    labels: serde_json::Value,
+    schedulable: bool,
+) -> Deployment {
+    let selector = if schedulable {
+        json!({ "type": "kwok" })
+    } else {
+        json!({ "type": "no-such-node" })
+    };
     let mut meta_labels = json!({ "app": name });
     if let (Some(m), Some(extra)) = (meta_labels.as_object_mut(), labels.as_object()) {
         for (k, v) in extra {
@@ -164,14 +225,30 @@ pub async fn deployment(client: &Client, ns: &str, name: &str, replicas: i32, la
     }))
     .expect("deployment");
     let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
-    api.create(&PostParams::default(), &d).await.expect("create deployment")
+    api.create(&PostParams::default(), &d)
+        .await
+        .expect("create deployment")
 }
 
-pub fn spec(action: &str, kind: &str, name: &str, ns: Option<&str>, params: &[(&str, &str)]) -> KubernetesExecutionSpec {
+pub fn spec(
+    action: &str,
+    kind: &str,
+    name: &str,
+    ns: Option<&str>,
+    params: &[(&str, &str)],
+) -> KubernetesExecutionSpec {
     KubernetesExecutionSpec {
         action: action.into(),
-        parameters: params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-        target_resource: TargetResource { kind: kind.into(), name: name.into(), namespace: ns.map(String::from), labels: None },
+        parameters: params
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        target_resource: TargetResource {
+            kind: kind.into(),
+            name: name.into(),
+            namespace: ns.map(String::from),
+            labels: None,
+        },
         dry_run: false,
         timeout: None,
         max_retries: None,
@@ -182,17 +259,29 @@ pub fn spec(action: &str, kind: &str, name: &str, ns: Option<&str>, params: &[(&
     }
 }
 
-pub async fn create(client: &Client, ns: &str, name: &str, spec: KubernetesExecutionSpec) -> KubernetesExecution {
+pub async fn create(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    spec: KubernetesExecutionSpec,
+) -> KubernetesExecution {
     let api: Api<KubernetesExecution> = Api::namespaced(client.clone(), ns);
-    api.create(&PostParams::default(), &KubernetesExecution::new(name, spec)).await.expect("create execution")
+    api.create(
+        &PostParams::default(),
+        &KubernetesExecution::new(name, spec),
+    )
+    .await
+    .expect("create execution")
 }
 
 /// Waits for a terminal phase and returns the execution.
 pub async fn wait_terminal(client: &Client, ns: &str, name: &str) -> KubernetesExecution {
     let api: Api<KubernetesExecution> = Api::namespaced(client.clone(), ns);
-    eventually(&format!("{ns}/{name} terminal"), WAIT, || async { Ok(api.get(name).await?.phase().is_terminal()) })
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    eventually(&format!("{ns}/{name} terminal"), WAIT, || async {
+        Ok(api.get(name).await?.phase().is_terminal())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
     api.get(name).await.expect("get")
 }
 
@@ -201,9 +290,15 @@ pub fn phase(e: &KubernetesExecution) -> Phase {
 }
 
 pub fn reason(e: &KubernetesExecution) -> String {
-    e.status.as_ref().and_then(|s| s.reason.clone()).unwrap_or_default()
+    e.status
+        .as_ref()
+        .and_then(|s| s.reason.clone())
+        .unwrap_or_default()
 }
 
 pub fn message(e: &KubernetesExecution) -> String {
-    e.status.as_ref().and_then(|s| s.message.clone()).unwrap_or_default()
+    e.status
+        .as_ref()
+        .and_then(|s| s.message.clone())
+        .unwrap_or_default()
 }

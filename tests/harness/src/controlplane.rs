@@ -100,7 +100,9 @@ impl ControlPlane {
                 (None, d.clone())
             }
             None => {
-                let t = tempfile::Builder::new().prefix("ke-controlplane-").tempdir()?;
+                let t = tempfile::Builder::new()
+                    .prefix("ke-controlplane-")
+                    .tempdir()?;
                 let p = t.path().to_path_buf();
                 (Some(t), p)
             }
@@ -182,7 +184,10 @@ impl ControlPlane {
                 s("--authorization-mode=Node,RBAC"),
                 s("--service-account-issuer=https://kubernetes.default.svc.cluster.local"),
                 format!("--service-account-key-file={}", pki.sa_pub.display()),
-                format!("--service-account-signing-key-file={}", pki.sa_key.display()),
+                format!(
+                    "--service-account-signing-key-file={}",
+                    pki.sa_key.display()
+                ),
                 s("--service-cluster-ip-range=10.0.0.0/24"),
                 s("--endpoint-reconciler-type=none"),
                 s("--allow-privileged=true"),
@@ -230,7 +235,8 @@ impl ControlPlane {
             )?;
         }
         if opts.kwok_nodes > 0 {
-            let stages = Path::new(env!("CARGO_MANIFEST_DIR")).join("../controlplane/kwok-stages.yaml");
+            let stages =
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("../controlplane/kwok-stages.yaml");
             let port = free_port()?;
             self.spawn(
                 "kwok",
@@ -254,9 +260,11 @@ impl ControlPlane {
             // The serviceaccount controller creates `default` in every namespace;
             // wait for it so pods can be admitted.
             let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), "default");
-            self.poll("default ServiceAccount", Duration::from_secs(60), || async {
-                Ok(sas.get_opt("default").await?.is_some())
-            })
+            self.poll(
+                "default ServiceAccount",
+                Duration::from_secs(60),
+                || async { Ok(sas.get_opt("default").await?.is_some()) },
+            )
             .await?;
         }
         Ok(())
@@ -272,7 +280,10 @@ impl ControlPlane {
             _ => vec![],
         };
         let p = Proc::spawn(name, &program, &args, &env, &self.dir.join("logs"))?;
-        self.procs.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.push(p);
+        self.procs
+            .lock()
+            .map_err(|_| anyhow::anyhow!("poisoned"))?
+            .push(p);
         Ok(())
     }
 

@@ -83,7 +83,10 @@ pub fn start_env(opts: Options, binary: Option<PathBuf>) -> anyhow::Result<Env> 
             ),
             None => None,
         };
-        Ok(Env { cp, _runner: runner })
+        Ok(Env {
+            cp,
+            _runner: runner,
+        })
     })
 }
 

@@ -92,9 +92,7 @@ async fn run(client: Client, cfg: Arc<RunnerConfig>) {
     let running: Running = Arc::default();
     let pods: Api<Pod> = Api::all(client.clone());
     let wc = watcher::Config::default().fields(&format!("spec.nodeName={}", cfg.node));
-    let mut stream = watcher::watcher(pods, wc)
-        .default_backoff()
-        .boxed();
+    let mut stream = watcher::watcher(pods, wc).default_backoff().boxed();
     loop {
         let ev = match stream.try_next().await {
             Ok(Some(ev)) => ev,
@@ -118,7 +116,8 @@ async fn run(client: Client, cfg: Arc<RunnerConfig>) {
             if let Some(stop) = running.lock().ok().and_then(|mut m| m.remove(&uid)) {
                 let _ = stop.send(());
             }
-            let api: Api<Pod> = Api::namespaced(client.clone(), &pod.namespace().unwrap_or_default());
+            let api: Api<Pod> =
+                Api::namespaced(client.clone(), &pod.namespace().unwrap_or_default());
             let _ = api
                 .delete(&pod.name_any(), &DeleteParams::default().grace_period(0))
                 .await;
@@ -137,7 +136,11 @@ async fn run(client: Client, cfg: Arc<RunnerConfig>) {
         let running = running.clone();
         tokio::spawn(async move {
             if let Err(e) = serve_pod(&client, &cfg, &pod, rx).await {
-                eprintln!("job runner: pod {}/{}: {e:#}", pod.namespace().unwrap_or_default(), pod.name_any());
+                eprintln!(
+                    "job runner: pod {}/{}: {e:#}",
+                    pod.namespace().unwrap_or_default(),
+                    pod.name_any()
+                );
             }
             let _ = running.lock().map(|mut m| m.remove(&uid));
         });
@@ -149,11 +152,13 @@ fn container_state_running(pod: &Pod, now: &str) -> serde_json::Value {
         .spec
         .iter()
         .flat_map(|s| s.containers.iter())
-        .map(|c| json!({
-            "name": c.name, "image": c.image.clone().unwrap_or_default(), "imageID": "",
-            "ready": true, "started": true, "restartCount": 0,
-            "state": { "running": { "startedAt": now } },
-        }))
+        .map(|c| {
+            json!({
+                "name": c.name, "image": c.image.clone().unwrap_or_default(), "imageID": "",
+                "ready": true, "started": true, "restartCount": 0,
+                "state": { "running": { "startedAt": now } },
+            })
+        })
         .collect();
     json!({ "status": {
         "phase": "Running", "startTime": now, "hostIP": "127.0.0.1", "podIP": "127.0.0.1",
@@ -166,24 +171,38 @@ fn container_state_running(pod: &Pod, now: &str) -> serde_json::Value {
     }})
 }
 
-async fn serve_pod(client: &Client, cfg: &RunnerConfig, pod: &Pod, stop: oneshot::Receiver<()>) -> Result<()> {
+async fn serve_pod(
+    client: &Client,
+    cfg: &RunnerConfig,
+    pod: &Pod,
+    stop: oneshot::Receiver<()>,
+) -> Result<()> {
     let ns = pod.namespace().unwrap_or_default();
     let name = pod.name_any();
     let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let now = Timestamp::now().to_string();
-    api.patch_status(&name, &PatchParams::default(), &Patch::Merge(container_state_running(pod, &now)))
-        .await
-        .context("mark pod Running")?;
+    api.patch_status(
+        &name,
+        &PatchParams::default(),
+        &Patch::Merge(container_state_running(pod, &now)),
+    )
+    .await
+    .context("mark pod Running")?;
 
     let spec = pod.spec.clone().unwrap_or_default();
-    let Some(container) = spec.containers.first() else { return Ok(()) };
+    let Some(container) = spec.containers.first() else {
+        return Ok(());
+    };
     let args = container.args.clone().unwrap_or_default();
     if args.first().map(String::as_str) != Some("run-action") {
         // Not an operator Job pod: keep it running, like kwok does.
         return Ok(());
     }
 
-    let sa = spec.service_account_name.clone().unwrap_or_else(|| "default".into());
+    let sa = spec
+        .service_account_name
+        .clone()
+        .unwrap_or_else(|| "default".into());
     let token = request_token(client, &ns, &sa, pod).await?;
     let dir = cfg.work_dir.join(pod.uid().unwrap_or_else(|| name.clone()));
     std::fs::create_dir_all(&dir)?;
@@ -276,7 +295,9 @@ async fn request_token(client: &Client, ns: &str, sa: &str, pod: &Pod) -> Result
         .create_token_request(sa, &PostParams::default(), &req)
         .await
         .with_context(|| format!("TokenRequest for {ns}/{sa}"))?;
-    resp.status.and_then(|s| s.token).context("TokenRequest returned no token")
+    resp.status
+        .and_then(|s| s.token)
+        .context("TokenRequest returned no token")
 }
 
 /// Waits until `f` holds, polling every 100 ms, or fails after `timeout`.

@@ -17,7 +17,10 @@ fn arg(args: &[String], name: &str) -> Option<String> {
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let dir = PathBuf::from(arg(&args, "--dir").unwrap_or_else(|| "target/cluster".into()));
-    let nodes: usize = arg(&args, "--nodes").map(|n| n.parse()).transpose()?.unwrap_or(2);
+    let nodes: usize = arg(&args, "--nodes")
+        .map(|n| n.parse())
+        .transpose()?
+        .unwrap_or(2);
     let runner = arg(&args, "--runner-binary").map(PathBuf::from);
     std::fs::create_dir_all(&dir)?;
     let dir = dir.canonicalize()?;
@@ -32,7 +35,11 @@ fn main() -> Result<()> {
     )?;
     std::fs::copy(env.kubeconfig(), dir.join("kubeconfig"))?;
     std::fs::write(dir.join("ready"), env.server())?;
-    eprintln!("control plane up at {} (kubeconfig {})", env.server(), dir.join("kubeconfig").display());
+    eprintln!(
+        "control plane up at {} (kubeconfig {})",
+        env.server(),
+        dir.join("kubeconfig").display()
+    );
     kubernetes_executor_testkit::block_on_testkit(async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
