@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# `make demo`: brings up the local control plane (kwok nodes + job runner),
+# installs the CRD, RBAC and policies from deploy/ and policies/, runs the
+# operator as its own ServiceAccount, creates a demo Deployment and a few
+# executions, prints their final status, then tears everything down.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug"
+KUBECTL="$(bash tests/controlplane/build.sh)/kubectl"
+KC="$PWD/target/cluster/kubeconfig"
+k() { "$KUBECTL" --kubeconfig "$KC" "$@"; }
+OP_PID=""
+cleanup() {
+  [ -n "$OP_PID" ] && kill "$OP_PID" 2>/dev/null && wait "$OP_PID" 2>/dev/null || true
+  make -s cluster-down >/dev/null || true
+}
+trap cleanup EXIT
+
+make -s cluster-up >/dev/null
+echo "== control plane up; nodes:"
+k get nodes
+k apply --server-side -f deploy/namespace.yaml -f deploy/crds/kubernetesexecutions.yaml -f deploy/rbac/actions.yaml -f deploy/rbac/operator.yaml >/dev/null
+k wait --for=condition=Established crd/kubernetesexecutions.kubernetesexecution.kubernaut.io --timeout=60s >/dev/null
+
+# The operator runs with its own ServiceAccount's token (least privilege).
+TOKEN="$(k -n kubernetes-executor-system create token kubernetes-executor --duration=2h)"
+OPKC="$PWD/target/cluster/operator.kubeconfig"
+k config view --raw --minify -o json | python3 -c '
+import json, sys
+c = json.load(sys.stdin); token = sys.argv[1]
+c["users"] = [{"name": "operator", "user": {"token": token}}]
+c["contexts"][0]["context"]["user"] = "operator"
+print(json.dumps(c))' "$TOKEN" > "$OPKC"
+KUBECONFIG="$OPKC" "$BIN/kubernetes-executor" run --namespace kubernetes-executor-system \
+  --policy-dir policies --metrics-bind-address 127.0.0.1:18080 --health-probe-bind-address 127.0.0.1:18081 \
+  --image kubernetes-executor:dev --log-format text > target/cluster/operator.log 2>&1 &
+OP_PID=$!
+for _ in $(seq 1 100); do curl -sf http://127.0.0.1:18081/readyz >/dev/null && break; sleep 0.2; done
+echo "== operator ready (logs: target/cluster/operator.log)"
+
+k create namespace shop >/dev/null
+k apply -f - >/dev/null <<'YAML'
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: shop, labels: {app: web}}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      nodeSelector: {type: kwok}
+      tolerations: [{key: kwok.x-k8s.io/node, operator: Exists, effect: NoSchedule}]
+      containers: [{name: web, image: nginx:1.27}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: payments, namespace: shop, labels: {app: payments, critical: "true"}}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: payments}}
+  template:
+    metadata: {labels: {app: payments}}
+    spec:
+      nodeSelector: {type: kwok}
+      tolerations: [{key: kwok.x-k8s.io/node, operator: Exists, effect: NoSchedule}]
+      containers: [{name: payments, image: payments:1.0}]
+YAML
+k apply -f - >/dev/null <<'YAML'
+apiVersion: kubernetesexecution.kubernaut.io/v1alpha1
+kind: KubernetesExecution
+metadata: {name: scale-web, namespace: shop}
+spec:
+  action: ScaleDeployment
+  parameters: {replicas: "3"}
+  targetResource: {kind: Deployment, name: web}
+---
+apiVersion: kubernetesexecution.kubernaut.io/v1alpha1
+kind: KubernetesExecution
+metadata: {name: rollout-web, namespace: shop}
+spec:
+  action: rollout_status
+  targetResource: {kind: Deployment, name: web}
+---
+apiVersion: kubernetesexecution.kubernaut.io/v1alpha1
+kind: KubernetesExecution
+metadata: {name: dry-run-scale, namespace: shop}
+spec:
+  action: ScaleDeployment
+  dryRun: true
+  parameters: {replicas: "10"}
+  targetResource: {kind: Deployment, name: web}
+---
+apiVersion: kubernetesexecution.kubernaut.io/v1alpha1
+kind: KubernetesExecution
+metadata: {name: zero-payments, namespace: shop}
+spec:
+  action: ScaleDeployment
+  parameters: {replicas: "0"}
+  targetResource: {kind: Deployment, name: payments}
+---
+apiVersion: kubernetesexecution.kubernaut.io/v1alpha1
+kind: KubernetesExecution
+metadata: {name: typo, namespace: shop}
+spec:
+  action: ScaleDeployment
+  parameters: {replica: "3"}
+  targetResource: {kind: Deployment, name: web}
+YAML
+echo "== 5 executions created; waiting for them to finish"
+for _ in $(seq 1 150); do
+  pending=$(k -n shop get kexec -o jsonpath='{range .items[*]}{.status.phase}{"\n"}{end}' | grep -cvE '^(Completed|Failed)$' || true)
+  [ "$pending" = 0 ] && break
+  sleep 0.4
+done
+echo
+k -n shop get kexec -o custom-columns='NAME:.metadata.name,ACTION:.spec.action,DRYRUN:.spec.dryRun,PHASE:.status.phase,REASON:.status.reason,JOB:.status.jobName,ROLLBACK:.status.rollbackInfo.previousReplicas,MESSAGE:.status.message'
+echo
+echo "deployment shop/web now has $(k -n shop get deploy web -o jsonpath='{.spec.replicas}') replicas"
+echo "policy violations of zero-payments: $(k -n shop get kexec zero-payments -o jsonpath='{.status.policyViolations}')"
