@@ -426,15 +426,7 @@ async fn rapid_re_reconciles_are_idempotent_and_spec_is_immutable() {
         .await
         .expect("events")
         .items;
-    let count = |r: &str| {
-        evs.iter()
-            .filter(|ev| {
-                ev.regarding.as_ref().and_then(|x| x.name.as_deref()) == Some("idem")
-                    && ev.reason.as_deref() == Some(r)
-            })
-            .map(|ev| ev.series.as_ref().map(|s| s.count).unwrap_or(1))
-            .sum::<i32>()
-    };
+    let count = |r: &str| event_count(&evs, "idem", r);
     assert_eq!(count(reasons::JOB_RUNNING), 1, "Executing entered once");
     assert_eq!(count(reasons::SUCCEEDED), 1, "Completed entered once");
 

@@ -74,14 +74,7 @@ async fn sigkill_at_any_phase_resumes_without_duplicates() {
             reasons::VERIFYING,
             reasons::SUCCEEDED,
         ] {
-            let count: i32 = evs
-                .iter()
-                .filter(|ev| {
-                    ev.regarding.as_ref().and_then(|x| x.name.as_deref()) == Some(name.as_str())
-                        && ev.reason.as_deref() == Some(r)
-                })
-                .map(|ev| ev.series.as_ref().map(|s| s.count).unwrap_or(1))
-                .sum();
+            let count = event_count(&evs, &name, r);
             assert!(count <= 1, "{name}: transition {r} recorded {count} times");
         }
     }

@@ -232,6 +232,18 @@ fn uid(state: &ExecutionState) -> String {
     state.exec.uid().unwrap_or_default()
 }
 
+/// The validated action: from this actor's validation, or (after a restart
+/// past Validating) re-derived from the immutable spec.
+fn validated(state: &ExecutionState) -> Option<ValidatedAction> {
+    state.validated.clone().or_else(|| {
+        validate(
+            &state.exec.spec,
+            &state.exec.namespace().unwrap_or_default(),
+        )
+        .ok()
+    })
+}
+
 fn current_job_name(state: &ExecutionState) -> String {
     state
         .status
@@ -268,18 +280,8 @@ async fn execute(myself: &ExecutionRef, state: &mut ExecutionState, fx: Effect) 
         Effect::ArmTimeout => {
             if !state.timeout_armed {
                 state.timeout_armed = true;
-                let timeout = state
-                    .validated
-                    .as_ref()
+                let timeout = validated(state)
                     .map(|v| v.timeout)
-                    .or_else(|| {
-                        validate(
-                            &state.exec.spec,
-                            &state.exec.namespace().unwrap_or_default(),
-                        )
-                        .ok()
-                        .map(|v| v.timeout)
-                    })
                     .unwrap_or(crate::catalog::MAX_TIMEOUT);
                 let started = state
                     .status
@@ -308,18 +310,7 @@ async fn execute(myself: &ExecutionRef, state: &mut ExecutionState, fx: Effect) 
             None
         }
         Effect::ReleaseGrants => {
-            let target_ns = state
-                .validated
-                .as_ref()
-                .map(|v| v.target.namespace.clone())
-                .unwrap_or_else(|| {
-                    validate(
-                        &state.exec.spec,
-                        &state.exec.namespace().unwrap_or_default(),
-                    )
-                    .ok()
-                    .and_then(|v| v.target.namespace)
-                });
+            let target_ns = validated(state).and_then(|v| v.target.namespace);
             let exec_uid = uid(state);
             match ctx
                 .rbac

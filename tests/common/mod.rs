@@ -302,3 +302,20 @@ pub fn message(e: &KubernetesExecution) -> String {
         .and_then(|s| s.message.clone())
         .unwrap_or_default()
 }
+
+/// How many times an Event with `reason` was recorded about execution `name`
+/// (counting event series).
+pub fn event_count(
+    events: &[k8s_openapi::api::events::v1::Event],
+    name: &str,
+    reason: &str,
+) -> i32 {
+    events
+        .iter()
+        .filter(|ev| {
+            ev.regarding.as_ref().and_then(|x| x.name.as_deref()) == Some(name)
+                && ev.reason.as_deref() == Some(reason)
+        })
+        .map(|ev| ev.series.as_ref().map(|s| s.count).unwrap_or(1))
+        .sum()
+}
