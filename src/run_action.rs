@@ -6,16 +6,23 @@
 //! Exit codes: 0 success, 1 failure worth a Job retry, 2 permanent failure
 //! (the Job's podFailurePolicy fails the Job at once).
 
+// The error side of an action's outcome carries the rollback information
+// gathered so far; it is built once per process, so its size does not matter.
+#![allow(clippy::result_large_err)]
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
 use kube::api::{Api, Patch, PatchParams};
+use kube::api::{DeleteParams, Preconditions};
 use kube::{Client, ResourceExt};
 use kubernetes_executor_actors::catalog::{self, ValidatedAction};
 use kubernetes_executor_actors::job::ActionOutput;
 use kubernetes_executor_crds::{ExecutionResult, RollbackInfo};
 use serde_json::json;
+use sha2::{Digest, Sha256};
 
 use crate::config::RunActionArgs;
 
@@ -115,6 +122,12 @@ async fn execute(args: &RunActionArgs) -> Outcome {
     match v.action.name {
         "ScaleDeployment" => scale_deployment(client, &v, args, deadline).await,
         "RolloutStatus" => rollout_status(client, &v, args, deadline).await,
+        "CordonNode" => set_unschedulable(client, &v, args, true).await,
+        "UncordonNode" => set_unschedulable(client, &v, args, false).await,
+        "DeletePod" => delete_pod(client, &v, args).await,
+        "RestartDeployment" => restart_deployment(client, &v, args, deadline).await,
+        "UpdateImage" => update_image(client, &v, args, deadline).await,
+        "PatchConfigMap" => patch_config_map(client, &v, args).await,
         other => Err((
             ActionError::Permanent(format!(
                 "action {other} is not implemented by this version of run-action"
@@ -263,4 +276,309 @@ async fn wait_rollout(
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+fn done(output: String, affected: String, rollback: RollbackInfo) -> Outcome {
+    Ok(ActionOutput {
+        result: ExecutionResult {
+            succeeded: true,
+            output: Some(output),
+            error: None,
+            resources_affected: vec![affected],
+        },
+        rollback: Some(rollback),
+    })
+}
+
+fn patch_params(args: &RunActionArgs) -> PatchParams {
+    let pp = PatchParams::default();
+    if args.dry_run { pp.dry_run() } else { pp }
+}
+
+async fn set_unschedulable(
+    client: Client,
+    v: &ValidatedAction,
+    args: &RunActionArgs,
+    cordon: bool,
+) -> Outcome {
+    let api: Api<Node> = Api::all(client);
+    let node = api
+        .get(&v.target.name)
+        .await
+        .map_err(|e| (e.into(), None))?;
+    check_uid(node.uid(), args, &format!("Node {}", v.target.name)).map_err(|e| (e, None))?;
+    let was = node
+        .spec
+        .as_ref()
+        .and_then(|s| s.unschedulable)
+        .unwrap_or(false);
+    let rollback = RollbackInfo {
+        restorable: true,
+        was_unschedulable: Some(was),
+        ..Default::default()
+    };
+    let key = format!("Node/{}", v.target.name);
+    if was == cordon {
+        let state = if cordon {
+            "already cordoned"
+        } else {
+            "already schedulable"
+        };
+        return done(format!("{key} {state} (no-op)"), key, rollback);
+    }
+    let patch = json!({ "metadata": { "uid": node.uid() }, "spec": { "unschedulable": cordon } });
+    api.patch(&v.target.name, &patch_params(args), &Patch::Merge(patch))
+        .await
+        .map_err(|e| (e.into(), Some(rollback.clone())))?;
+    let verb = if cordon { "cordoned" } else { "uncordoned" };
+    done(format!("{verb} {key}"), key, rollback)
+}
+
+async fn delete_pod(client: Client, v: &ValidatedAction, args: &RunActionArgs) -> Outcome {
+    let ns = v.target.namespace.clone().unwrap_or_default();
+    let api: Api<Pod> = Api::namespaced(client, &ns);
+    let key = format!("Pod/{ns}/{}", v.target.name);
+    let pod = match api
+        .get_opt(&v.target.name)
+        .await
+        .map_err(|e| (e.into(), None))?
+    {
+        Some(p) => p,
+        None if args.expected_uid.is_some() => {
+            // Already gone: the desired state holds.
+            let rb = RollbackInfo {
+                restorable: false,
+                reason: Some("the pod was already deleted".into()),
+                ..Default::default()
+            };
+            return done(format!("{key} was already deleted (no-op)"), key, rb);
+        }
+        None => return Err((ActionError::Permanent(format!("{key} not found")), None)),
+    };
+    check_uid(pod.uid(), args, &key).map_err(|e| (e, None))?;
+    let grace: u32 = v
+        .params
+        .get("gracePeriodSeconds")
+        .and_then(|g| g.parse().ok())
+        .unwrap_or(30);
+    let dp = DeleteParams {
+        grace_period_seconds: Some(grace),
+        dry_run: args.dry_run,
+        preconditions: Some(Preconditions {
+            uid: pod.uid(),
+            resource_version: None,
+        }),
+        ..Default::default()
+    };
+    let rollback = RollbackInfo {
+        restorable: false,
+        reason: Some(
+            "a deleted pod cannot be restored; its controller (if any) replaces it".into(),
+        ),
+        evicted_pods: vec![format!("{ns}/{}", v.target.name)],
+        ..Default::default()
+    };
+    api.delete(&v.target.name, &dp)
+        .await
+        .map_err(|e| (e.into(), Some(rollback.clone())))?;
+    done(format!("deleted {key} (grace {grace}s)"), key, rollback)
+}
+
+async fn restart_deployment(
+    client: Client,
+    v: &ValidatedAction,
+    args: &RunActionArgs,
+    deadline: tokio::time::Instant,
+) -> Outcome {
+    let (api, d) = get_deployment(&client, v, args)
+        .await
+        .map_err(|e| (e, None))?;
+    const ANNOTATION: &str = "kubectl.kubernetes.io/restartedAt";
+    let previous = d
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.metadata.as_ref())
+        .and_then(|m| m.annotations.as_ref())
+        .and_then(|a| a.get(ANNOTATION).cloned());
+    let rollback = RollbackInfo {
+        restorable: false,
+        reason: Some("a restart cannot be undone (pods were replaced)".into()),
+        previous_restarted_at: previous,
+        ..Default::default()
+    };
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    let patch = json!({ "metadata": { "uid": d.uid() }, "spec": { "template": { "metadata": { "annotations": { ANNOTATION: now } } } } });
+    api.patch(&v.target.name, &patch_params(args), &Patch::Merge(patch))
+        .await
+        .map_err(|e| (e.into(), Some(rollback.clone())))?;
+    let key = format!(
+        "Deployment/{}/{}",
+        v.target.namespace.clone().unwrap_or_default(),
+        v.target.name
+    );
+    if !args.dry_run {
+        wait_rollout(&api, &v.target.name, deadline)
+            .await
+            .map_err(|e| (e, Some(rollback.clone())))?;
+    }
+    done(format!("restarted {key}"), key, rollback)
+}
+
+async fn update_image(
+    client: Client,
+    v: &ValidatedAction,
+    args: &RunActionArgs,
+    deadline: tokio::time::Instant,
+) -> Outcome {
+    let (api, d) = get_deployment(&client, v, args)
+        .await
+        .map_err(|e| (e, None))?;
+    let containers = d
+        .spec
+        .as_ref()
+        .map(|s| s.template.spec.clone().unwrap_or_default().containers)
+        .unwrap_or_default();
+    let previous: BTreeMap<String, String> = containers
+        .iter()
+        .map(|c| (c.name.clone(), c.image.clone().unwrap_or_default()))
+        .collect();
+    let name = match (v.params.get("container"), containers.len()) {
+        (Some(c), _) if previous.contains_key(c) => c.clone(),
+        (Some(c), _) => {
+            return Err((
+                ActionError::Permanent(format!(
+                    "container {c:?} not found; containers: {}",
+                    previous.keys().cloned().collect::<Vec<_>>().join(", ")
+                )),
+                None,
+            ));
+        }
+        (None, 1) => containers[0].name.clone(),
+        (None, n) => {
+            return Err((
+                ActionError::Permanent(format!(
+                    "the pod has {n} containers; parameter \"container\" is required ({})",
+                    previous.keys().cloned().collect::<Vec<_>>().join(", ")
+                )),
+                None,
+            ));
+        }
+    };
+    let image = v.params.get("image").cloned().unwrap_or_default();
+    let rollback = RollbackInfo {
+        restorable: true,
+        previous_images: Some(previous.clone()),
+        ..Default::default()
+    };
+    let key = format!(
+        "Deployment/{}/{}",
+        v.target.namespace.clone().unwrap_or_default(),
+        v.target.name
+    );
+    if previous.get(&name) == Some(&image) {
+        return done(
+            format!("{key} container {name} already runs {image} (no-op)"),
+            key,
+            rollback,
+        );
+    }
+    let patch = json!({ "metadata": { "uid": d.uid() }, "spec": { "template": { "spec": { "containers": [{ "name": name, "image": image }] } } } });
+    api.patch(
+        &v.target.name,
+        &patch_params(args),
+        &Patch::Strategic(patch),
+    )
+    .await
+    .map_err(|e| (e.into(), Some(rollback.clone())))?;
+    if !args.dry_run {
+        wait_rollout(&api, &v.target.name, deadline)
+            .await
+            .map_err(|e| (e, Some(rollback.clone())))?;
+    }
+    done(
+        format!("set image of {key} container {name} to {image}"),
+        key,
+        rollback,
+    )
+}
+
+fn data_digest(data: &BTreeMap<String, String>) -> String {
+    let mut h = Sha256::new();
+    for (k, v) in data {
+        h.update(k.as_bytes());
+        h.update([0]);
+        h.update(v.as_bytes());
+        h.update([0]);
+    }
+    format!("sha256:{}", hex::encode(h.finalize()))
+}
+
+async fn patch_config_map(client: Client, v: &ValidatedAction, args: &RunActionArgs) -> Outcome {
+    let ns = v.target.namespace.clone().unwrap_or_default();
+    let api: Api<ConfigMap> = Api::namespaced(client, &ns);
+    let key = format!("ConfigMap/{ns}/{}", v.target.name);
+    let cm = api
+        .get(&v.target.name)
+        .await
+        .map_err(|e| (e.into(), None))?;
+    check_uid(cm.uid(), args, &key).map_err(|e| (e, None))?;
+    let data = cm.data.clone().unwrap_or_default();
+    let rollback = RollbackInfo {
+        restorable: true,
+        previous_data_digest: Some(data_digest(&data)),
+        previous_data: Some(data),
+        ..Default::default()
+    };
+    let doc: serde_json::Value = serde_json::from_str(
+        v.params.get("patch").map(String::as_str).unwrap_or("{}"),
+    )
+    .map_err(|e| {
+        (
+            ActionError::Permanent(format!("patch is not JSON: {e}")),
+            None,
+        )
+    })?;
+    let patch = match v
+        .params
+        .get("patchType")
+        .map(String::as_str)
+        .unwrap_or("merge")
+    {
+        "json" => Patch::Json::<serde_json::Value>(serde_json::from_value(doc).map_err(|e| {
+            (
+                ActionError::Permanent(format!("invalid JSON patch: {e}")),
+                None,
+            )
+        })?),
+        "strategic" => Patch::Strategic(doc),
+        _ => Patch::Merge(doc),
+    };
+    // The resourceVersion read above makes the patch fail if the ConfigMap
+    // changed in between.
+    let guarded = PatchParams {
+        dry_run: args.dry_run,
+        ..Default::default()
+    };
+    if let Patch::Merge(doc) | Patch::Strategic(doc) = &patch {
+        let mut doc = doc.clone();
+        if let Some(o) = doc.as_object_mut() {
+            o.insert(
+                "metadata".into(),
+                json!({ "resourceVersion": cm.resource_version(), "uid": cm.uid() }),
+            );
+        }
+        let p = if matches!(patch, Patch::Merge(_)) {
+            Patch::Merge(doc)
+        } else {
+            Patch::Strategic(doc)
+        };
+        api.patch(&v.target.name, &guarded, &p)
+            .await
+            .map_err(|e| (e.into(), Some(rollback.clone())))?;
+    } else {
+        api.patch(&v.target.name, &guarded, &patch)
+            .await
+            .map_err(|e| (e.into(), Some(rollback.clone())))?;
+    }
+    done(format!("patched {key}"), key, rollback)
 }
