@@ -77,6 +77,14 @@ spec:
 ---
 apiVersion: kubernetesexecution.kubernaut.io/v1alpha1
 kind: KubernetesExecution
+metadata: {name: image-web, namespace: shop}
+spec:
+  action: UpdateImage
+  parameters: {image: "nginx:1.28"}
+  targetResource: {kind: Deployment, name: web}
+---
+apiVersion: kubernetesexecution.kubernaut.io/v1alpha1
+kind: KubernetesExecution
 metadata: {name: rollout-web, namespace: shop}
 spec:
   action: rollout_status
@@ -107,14 +115,14 @@ spec:
   parameters: {replica: "3"}
   targetResource: {kind: Deployment, name: web}
 YAML
-echo "== 5 executions created; waiting for them to finish"
+echo "== 6 executions created; waiting for them to finish"
 for _ in $(seq 1 150); do
   pending=$(k -n shop get kexec -o jsonpath='{range .items[*]}{.status.phase}{"\n"}{end}' | grep -cvE '^(Completed|Failed)$' || true)
   [ "$pending" = 0 ] && break
   sleep 0.4
 done
 echo
-k -n shop get kexec -o custom-columns='NAME:.metadata.name,ACTION:.spec.action,DRYRUN:.spec.dryRun,PHASE:.status.phase,REASON:.status.reason,JOB:.status.jobName,ROLLBACK:.status.rollbackInfo.previousReplicas,MESSAGE:.status.message'
+k -n shop get kexec -o custom-columns='NAME:.metadata.name,ACTION:.spec.action,DRYRUN:.spec.dryRun,PHASE:.status.phase,REASON:.status.reason,JOB:.status.jobName,PREV_REPLICAS:.status.rollbackInfo.previousReplicas,PREV_IMAGES:.status.rollbackInfo.previousImages,MESSAGE:.status.message'
 echo
-echo "deployment shop/web now has $(k -n shop get deploy web -o jsonpath='{.spec.replicas}') replicas"
+echo "deployment shop/web now has $(k -n shop get deploy web -o jsonpath='{.spec.replicas}') replicas of $(k -n shop get deploy web -o jsonpath='{.spec.template.spec.containers[0].image}')"
 echo "policy violations of zero-payments: $(k -n shop get kexec zero-payments -o jsonpath='{.status.policyViolations}')"

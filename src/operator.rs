@@ -58,9 +58,13 @@ async fn shutdown_signal() {
 /// Runs the operator until SIGTERM or SIGINT.
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     init_tracing(&args.log_format);
-    let client = kube::Client::try_default()
+    // Our actors retry transient errors themselves (bounded, with backoff);
+    // kube's default retry layer could hold an actor for minutes on a 429.
+    let mut config = kube::Config::infer()
         .await
-        .context("cannot build a Kubernetes client")?;
+        .context("cannot load Kubernetes configuration")?;
+    config.default_retry = false;
+    let client = kube::Client::try_from(config).context("cannot build a Kubernetes client")?;
     let metrics = Arc::new(Metrics::new()?);
     let health = Arc::new(Health::default());
     let registry = Arc::new(ActorRegistry::default());

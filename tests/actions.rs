@@ -242,3 +242,444 @@ async fn patch_config_map_records_previous_data_and_the_inverse_restores_it() {
         Some("slow")
     );
 }
+
+/// A kwok node of its own, with `replicas` pods of a Deployment pinned to it
+/// and a DaemonSet pod on it.
+async fn node_with_pods(client: &Client, ns: &str, replicas: i32) -> String {
+    let node = testkit::unique_name("drain");
+    testkit::controlplane::create_ready_node(client, &node, true)
+        .await
+        .expect("node");
+    let d: Deployment = serde_json::from_value(json!({
+        "metadata": { "name": "app", "labels": { "app": "app" } },
+        "spec": {
+            "replicas": replicas,
+            "selector": { "matchLabels": { "app": "app" } },
+            "template": {
+                "metadata": { "labels": { "app": "app" } },
+                "spec": {
+                    "nodeSelector": { "kubernetes.io/hostname": node },
+                    "tolerations": [{ "key": testkit::KWOK_TAINT_KEY, "operator": "Exists" }],
+                    "containers": [{ "name": "app", "image": "nginx:1.27" }],
+                },
+            },
+        },
+    }))
+    .expect("deployment");
+    Api::<Deployment>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &d)
+        .await
+        .expect("create");
+    let ds: k8s_openapi::api::apps::v1::DaemonSet = serde_json::from_value(json!({
+        "metadata": { "name": "agent" },
+        "spec": {
+            "selector": { "matchLabels": { "app": "agent" } },
+            "template": {
+                "metadata": { "labels": { "app": "agent" } },
+                "spec": {
+                    "nodeSelector": { "kubernetes.io/hostname": node },
+                    "tolerations": [{ "operator": "Exists" }],
+                    "containers": [{ "name": "agent", "image": "agent:1" }],
+                },
+            },
+        },
+    }))
+    .expect("daemonset");
+    Api::<k8s_openapi::api::apps::v1::DaemonSet>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &ds)
+        .await
+        .expect("create ds");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let want = replicas as usize + 1;
+    eventually("pods running on the node", WAIT, || async {
+        let list = pods.list(&Default::default()).await?;
+        Ok(list
+            .items
+            .iter()
+            .filter(|p| {
+                p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node.as_str())
+                    && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+            })
+            .count()
+            == want)
+    })
+    .await
+    .expect("pods scheduled and running");
+    node
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn drain_evicts_everything_but_daemonset_pods() {
+    let (client, ns) = setup("drain").await;
+    let node = node_with_pods(&client, &ns, 2).await;
+    let rb = run_to_completion(
+        &client,
+        &ns,
+        "drain",
+        spec("DrainNode", "Node", &node, None, &[("timeout", "60")]),
+    )
+    .await;
+    assert_eq!(rb.evicted_pods.len(), 2, "{:?}", rb.evicted_pods);
+    assert!(
+        rb.evicted_pods
+            .iter()
+            .all(|p| p.starts_with(&format!("{ns}/app-"))),
+        "{:?}",
+        rb.evicted_pods
+    );
+    assert_eq!(rb.was_unschedulable, Some(false));
+    let nodes: Api<Node> = Api::all(client.clone());
+    assert_eq!(
+        nodes
+            .get(&node)
+            .await
+            .expect("node")
+            .spec
+            .and_then(|s| s.unschedulable),
+        Some(true)
+    );
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let left: Vec<String> = pods
+        .list(&Default::default())
+        .await
+        .expect("pods")
+        .items
+        .into_iter()
+        .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node.as_str()))
+        .map(|p| p.metadata.name.unwrap_or_default())
+        .collect();
+    assert_eq!(left.len(), 1, "only the DaemonSet pod stays: {left:?}");
+    assert!(left[0].starts_with("agent-"), "{left:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn drain_blocked_by_a_pdb_fails_naming_it() {
+    let (client, ns) = setup("drainpdb").await;
+    let node = node_with_pods(&client, &ns, 2).await;
+    let pdb: k8s_openapi::api::policy::v1::PodDisruptionBudget = serde_json::from_value(json!({
+        "metadata": { "name": "app-pdb" },
+        "spec": { "minAvailable": 2, "selector": { "matchLabels": { "app": "app" } } },
+    }))
+    .expect("pdb");
+    let pdbs: Api<k8s_openapi::api::policy::v1::PodDisruptionBudget> =
+        Api::namespaced(client.clone(), &ns);
+    pdbs.create(&PostParams::default(), &pdb)
+        .await
+        .expect("create pdb");
+    eventually("PDB observed", WAIT, || async {
+        Ok(pdbs
+            .get("app-pdb")
+            .await?
+            .status
+            .is_some_and(|s| s.observed_generation.is_some() && s.current_healthy == Some(2)))
+    })
+    .await
+    .expect("disruption controller computed the PDB");
+    let mut s = spec("DrainNode", "Node", &node, None, &[("timeout", "8")]);
+    s.timeout = Some("40s".into());
+    create(&client, &ns, "drain", s).await;
+    let done = wait_terminal(&client, &ns, "drain").await;
+    assert_eq!(phase(&done), Phase::Failed, "{:?}", done.status);
+    let err = done
+        .status
+        .as_ref()
+        .and_then(|s| s.result.as_ref())
+        .and_then(|r| r.error.clone())
+        .unwrap_or_default();
+    assert!(
+        err.contains(&format!("PodDisruptionBudget {ns}/app-pdb")),
+        "{err}"
+    );
+    assert!(
+        message(&done).contains("app-pdb"),
+        "status message names the PDB: {}",
+        message(&done)
+    );
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let app_pods = pods
+        .list(&kube::api::ListParams::default().labels("app=app"))
+        .await
+        .expect("pods")
+        .items;
+    assert_eq!(app_pods.len(), 2, "nothing was evicted");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn patch_secret_never_exposes_values() {
+    let (client, ns) = setup("secret").await;
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), &ns);
+    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(
+        json!({ "metadata": { "name": "db" }, "stringData": { "password": "old-s3cret-value" } }),
+    )
+    .expect("secret");
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("create secret");
+    let e = create(
+        &client,
+        &ns,
+        "rotate",
+        spec(
+            "PatchSecret",
+            "Secret",
+            "db",
+            None,
+            &[("patch", r#"{"stringData":{"password":"new-s3cret-value"}}"#)],
+        ),
+    )
+    .await;
+    let done = wait_terminal(&client, &ns, "rotate").await;
+    assert_eq!(phase(&done), Phase::Completed, "{:?}", done.status);
+    let data = secrets
+        .get("db")
+        .await
+        .expect("get")
+        .data
+        .unwrap_or_default();
+    assert_eq!(
+        data.get("password").map(|b| b.0.as_slice()),
+        Some(b"new-s3cret-value".as_slice())
+    );
+    let rb = done
+        .status
+        .clone()
+        .and_then(|s| s.rollback_info)
+        .expect("rollback");
+    assert!(
+        rb.previous_data_digest
+            .is_some_and(|d| d.starts_with("sha256:"))
+    );
+    assert!(rb.previous_data.is_none());
+    // No value anywhere: status, events, the Job.
+    let status = serde_json::to_string(&done.status).expect("json");
+    assert!(!status.contains("s3cret"), "{status}");
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), &ns);
+    let evs = serde_json::to_string(
+        &events
+            .list(&Default::default())
+            .await
+            .expect("events")
+            .items,
+    )
+    .expect("json");
+    assert!(!evs.contains("s3cret"));
+    let jobs: Api<k8s_openapi::api::batch::v1::Job> = Api::namespaced(client.clone(), OPERATOR_NS);
+    let uid = e.metadata.uid.clone().unwrap_or_default();
+    let js = jobs
+        .list(&kube::api::ListParams::default().labels(&format!(
+            "kubernetesexecution.kubernaut.io/execution-uid={uid}"
+        )))
+        .await
+        .expect("jobs")
+        .items;
+    assert_eq!(js.len(), 1);
+    assert!(
+        !serde_json::to_string(&js[0])
+            .expect("json")
+            .contains("s3cret")
+    );
+    // The params Secret is gone once the execution ended.
+    let op_secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(client.clone(), OPERATOR_NS);
+    eventually("params secret deleted", WAIT, || async {
+        Ok(op_secrets
+            .get_opt(&format!("ke-{uid}-params"))
+            .await?
+            .is_none())
+    })
+    .await
+    .expect("params secret removed");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn run_action_refuses_a_recreated_target() {
+    let (client, ns) = setup("stale").await;
+    deployment(&client, &ns, "web", 1, json!({}), true).await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let term = dir.path().join("termination-log");
+    let out = std::process::Command::new(binary())
+        .args([
+            "run-action",
+            "--action",
+            "ScaleDeployment",
+            "--kind",
+            "Deployment",
+            "--name",
+            "web",
+            "--namespace",
+            &ns,
+        ])
+        .args([
+            "--expected-uid",
+            "00000000-0000-0000-0000-000000000000",
+            "--param",
+            "replicas=5",
+            "--timeout-seconds",
+            "30",
+        ])
+        .env("KUBECONFIG", env().kubeconfig())
+        .env("KE_TERMINATION_LOG", &term)
+        .output()
+        .expect("run-action");
+    assert_eq!(out.status.code(), Some(2), "permanent failure");
+    let msg = std::fs::read_to_string(&term).expect("termination log");
+    assert!(msg.contains("recreated since validation"), "{msg}");
+    let d = Api::<Deployment>::namespaced(client.clone(), &ns)
+        .get("web")
+        .await
+        .expect("get");
+    assert_eq!(
+        d.spec.and_then(|s| s.replicas),
+        Some(1),
+        "the target was not touched"
+    );
+}
+
+async fn allowed(
+    client: &Client,
+    user: &str,
+    ns: Option<&str>,
+    group: &str,
+    resource: &str,
+    verb: &str,
+) -> bool {
+    use k8s_openapi::api::authorization::v1::{
+        ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+    };
+    let (resource, sub) = match resource.split_once('/') {
+        Some((r, s)) => (r.to_string(), Some(s.to_string())),
+        None => (resource.to_string(), None),
+    };
+    let sar = SubjectAccessReview {
+        spec: SubjectAccessReviewSpec {
+            user: Some(user.to_string()),
+            groups: Some(vec![
+                "system:serviceaccounts".into(),
+                "system:authenticated".into(),
+            ]),
+            resource_attributes: Some(ResourceAttributes {
+                namespace: ns.map(String::from),
+                group: Some(group.to_string()),
+                resource: Some(resource),
+                subresource: sub,
+                verb: Some(verb.to_string()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let api: Api<SubjectAccessReview> = Api::all(client.clone());
+    api.create(&PostParams::default(), &sar)
+        .await
+        .expect("SAR")
+        .status
+        .map(|s| s.allowed)
+        .unwrap_or(false)
+}
+
+/// Writes that matter, none of which an action may hold unless its rules say so.
+const SENSITIVE: &[(&str, &str, &str)] = &[
+    ("apps", "deployments", "delete"),
+    ("apps", "deployments", "patch"),
+    ("apps", "deployments/scale", "update"),
+    ("", "pods", "create"),
+    ("", "pods", "delete"),
+    ("", "pods/eviction", "create"),
+    ("", "secrets", "get"),
+    ("", "secrets", "patch"),
+    ("", "configmaps", "patch"),
+    ("", "nodes", "patch"),
+    ("", "nodes", "delete"),
+    ("rbac.authorization.k8s.io", "rolebindings", "create"),
+];
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_action_service_account_holds_exactly_its_grant() {
+    use kubernetes_executor_actors::catalog::{CATALOG, Scope};
+    use kubernetes_executor_actors::rbac::role_binding;
+    let (client, ns) = setup("rbac").await;
+    let other = namespace(&client, "rbac-other").await;
+    for action in CATALOG {
+        let sa = format!(
+            "system:serviceaccount:{OPERATOR_NS}:{}",
+            action.service_account()
+        );
+        let target_ns = match action.scope {
+            Scope::Namespaced => {
+                // The just-in-time grant the RbacActor makes for one execution.
+                let rb = role_binding(
+                    action,
+                    &ns,
+                    &format!("test-{}", action.kebab()),
+                    OPERATOR_NS,
+                );
+                Api::<k8s_openapi::api::rbac::v1::RoleBinding>::namespaced(client.clone(), &ns)
+                    .create(&PostParams::default(), &rb)
+                    .await
+                    .expect("create JIT binding");
+                Some(ns.as_str())
+            }
+            Scope::Cluster => None,
+        };
+        let mut granted = Vec::new();
+        for rule in action.rules {
+            for g in rule.api_groups {
+                for r in rule.resources {
+                    for v in rule.verbs {
+                        granted.push((g.to_string(), r.to_string(), v.to_string()));
+                        let ns_for = if *r == "nodes" { None } else { target_ns };
+                        let ok = eventually(
+                            "grant visible",
+                            std::time::Duration::from_secs(10),
+                            || async { Ok(allowed(&client, &sa, ns_for, g, r, v).await) },
+                        )
+                        .await;
+                        assert!(ok.is_ok(), "{}: {v} {g}/{r} must be allowed", action.name);
+                        if action.scope == Scope::Namespaced {
+                            assert!(
+                                !allowed(&client, &sa, Some(&other), g, r, v).await,
+                                "{}: {v} {g}/{r} must not reach another namespace",
+                                action.name
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        for (g, r, v) in SENSITIVE {
+            if granted
+                .iter()
+                .any(|(gg, rr, vv)| gg == g && rr == r && vv == v)
+            {
+                continue;
+            }
+            let ns_for = if *r == "nodes" {
+                None
+            } else {
+                Some(ns.as_str())
+            };
+            assert!(
+                !allowed(&client, &sa, ns_for, g, r, v).await,
+                "{}: {v} {g}/{r} must be forbidden",
+                action.name
+            );
+        }
+    }
+    // The operator itself can run none of the actions' writes.
+    let operator = format!("system:serviceaccount:{OPERATOR_NS}:kubernetes-executor");
+    for (g, r, v) in SENSITIVE.iter().filter(|(_, r, v)| {
+        !(*r == "rolebindings" && *v == "create") && !(*r == "secrets" && *v == "get")
+    }) {
+        let ns_for = if *r == "nodes" {
+            None
+        } else {
+            Some(ns.as_str())
+        };
+        assert!(
+            !allowed(&client, &operator, ns_for, g, r, v).await,
+            "operator: {v} {g}/{r} must be forbidden"
+        );
+    }
+}

@@ -310,6 +310,10 @@ async fn execute(myself: &ExecutionRef, state: &mut ExecutionState, fx: Effect) 
             None
         }
         Effect::ReleaseGrants => {
+            let params_secret = crate::job::params_secret_name(&uid(state));
+            if let Err(e) = retry(5, || ctx.api.delete_params_secret(&params_secret)).await {
+                tracing::warn!(error = %e, "failed to delete the params secret");
+            }
             let target_ns = validated(state).and_then(|v| v.target.namespace);
             let exec_uid = uid(state);
             match ctx
@@ -588,6 +592,14 @@ async fn create_job(state: &mut ExecutionState) -> Result<String, Refusal> {
                 other.map(|_| ())
             )));
         }
+    }
+    let secrets = crate::job::secret_params(&v);
+    if !secrets.is_empty() {
+        let name = crate::job::params_secret_name(&uid(state));
+        let labels = crate::job::owner_labels(&state.exec, v.action.name);
+        retry(8, || ctx.api.ensure_params_secret(&name, &labels, &secrets))
+            .await
+            .map_err(|e| fail(format!("cannot store the secret parameters: {e}")))?;
     }
     let expected_uid = state.status.target_snapshot.as_ref().map(|s| s.uid.clone());
     let job = build_job(&state.exec, &v, expected_uid.as_deref(), &ctx.settings.job);

@@ -24,6 +24,24 @@ pub struct JobConfig {
     pub ttl_seconds: i32,
 }
 
+/// Prefix of the environment variables that carry secret parameters
+/// (`KE_SECRET_PARAM_<name>`) into the Job, from the params Secret.
+pub const SECRET_PARAM_ENV: &str = "KE_SECRET_PARAM_";
+
+/// Name of the per-execution Secret holding secret parameters.
+pub fn params_secret_name(uid: &str) -> String {
+    format!("ke-{uid}-params")
+}
+
+/// The secret parameters of a validated action (name → value).
+pub fn secret_params(v: &ValidatedAction) -> BTreeMap<String, String> {
+    v.params
+        .iter()
+        .filter(|(k, _)| v.action.param(k).is_some_and(|p| p.secret))
+        .map(|(k, val)| (k.clone(), val.clone()))
+        .collect()
+}
+
 /// The deterministic Job name of an execution: `ke-<uid>-<attempt>`. A
 /// restarted actor finds the Job it (maybe) created instead of making another.
 pub fn job_name(uid: &str, attempt: u32) -> String {
@@ -126,6 +144,13 @@ pub fn build_job(
     let uid = exec.metadata.uid.clone().unwrap_or_default();
     let name = job_name(&uid, 1);
     let labels = owner_labels(exec, v.action.name);
+    let mut env = vec![json!({ "name": "RUST_LOG", "value": "info" })];
+    for k in secret_params(v).keys() {
+        env.push(json!({
+            "name": format!("{SECRET_PARAM_ENV}{k}"),
+            "valueFrom": { "secretKeyRef": { "name": params_secret_name(&uid), "key": k } },
+        }));
+    }
     let job = json!({
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -164,7 +189,7 @@ pub fn build_job(
                         "name": "action",
                         "image": cfg.image,
                         "args": run_action_args(v, expected_uid, false),
-                        "env": [{ "name": "RUST_LOG", "value": "info" }],
+                        "env": env,
                         "terminationMessagePath": "/dev/termination-log",
                         "terminationMessagePolicy": "File",
                         "resources": {
@@ -279,5 +304,19 @@ mod tests {
         let args = run_action_args(&v, None, false).join(" ");
         assert!(!args.contains("hunter2"), "{args}");
         assert!(args.contains("patchType=merge"));
+        let cfg = JobConfig {
+            namespace: "ops".into(),
+            image: "img".into(),
+            ttl_seconds: 60,
+        };
+        let job = serde_json::to_string(&build_job(&e, &v, None, &cfg)).expect("json");
+        assert!(
+            !job.contains("hunter2"),
+            "the Job never holds secret values: {job}"
+        );
+        assert!(
+            job.contains("KE_SECRET_PARAM_patch")
+                && job.contains(&params_secret_name("0b5c7e1a-1111-2222-3333-444455556666"))
+        );
     }
 }

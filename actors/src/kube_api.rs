@@ -350,6 +350,56 @@ impl KubeApi {
         Ok(list)
     }
 
+    /// Creates (or keeps) the per-execution Secret carrying secret parameters.
+    pub async fn ensure_params_secret(
+        &self,
+        name: &str,
+        labels: &std::collections::BTreeMap<String, String>,
+        data: &std::collections::BTreeMap<String, String>,
+    ) -> ApiResult<()> {
+        let api: Api<k8s_openapi::api::core::v1::Secret> =
+            Api::namespaced(self.client.clone(), &self.namespace);
+        let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+            "metadata": { "name": name, "namespace": self.namespace, "labels": labels },
+            "type": "Opaque",
+            "stringData": data,
+        }))
+        .map_err(|e| ApiError::Invalid {
+            what: format!("secret {name}"),
+            message: e.to_string(),
+        })?;
+        match api
+            .create(
+                &PostParams {
+                    field_manager: Some(FIELD_MANAGER.into()),
+                    ..Default::default()
+                },
+                &secret,
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+            // Never include the server message: it could quote the data.
+            Err(kube::Error::Api(s)) => Err(ApiError::Invalid {
+                what: format!("create secret {name}"),
+                message: format!("{} {}", s.code, s.reason),
+            }),
+            Err(e) => Err(ApiError::classify(format!("create secret {name}"), e)),
+        }
+    }
+
+    /// Deletes the per-execution params Secret; absent is fine.
+    pub async fn delete_params_secret(&self, name: &str) -> ApiResult<()> {
+        let api: Api<k8s_openapi::api::core::v1::Secret> =
+            Api::namespaced(self.client.clone(), &self.namespace);
+        match api.delete(name, &DeleteParams::default()).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            Err(e) => Err(ApiError::classify(format!("delete secret {name}"), e)),
+        }
+    }
+
     /// Creates (or keeps) a RoleBinding.
     pub async fn ensure_role_binding(&self, rb: &RoleBinding) -> ApiResult<()> {
         let ns = rb.namespace().unwrap_or_default();

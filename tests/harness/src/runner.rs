@@ -225,6 +225,24 @@ async fn serve_pod(
     for e in container.env.iter().flatten() {
         if let Some(v) = &e.value {
             cmd.env(&e.name, v);
+        } else if let Some(r) = e
+            .value_from
+            .as_ref()
+            .and_then(|v| v.secret_key_ref.as_ref())
+        {
+            // As the kubelet does: read the referenced Secret key.
+            let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+                Api::namespaced(client.clone(), &ns);
+            let secret = secrets
+                .get(&r.name)
+                .await
+                .with_context(|| format!("secret {} for env {}", r.name, e.name))?;
+            let value = secret
+                .data
+                .and_then(|d| d.get(&r.key).cloned())
+                .map(|b| String::from_utf8_lossy(&b.0).to_string())
+                .with_context(|| format!("key {} of secret {}", r.key, r.name))?;
+            cmd.env(&e.name, value);
         } else if let Some(f) = e.value_from.as_ref().and_then(|v| v.field_ref.as_ref()) {
             let v = match f.field_path.as_str() {
                 "metadata.name" => name.clone(),

@@ -19,16 +19,19 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::api::{DeleteParams, Preconditions};
 use kube::{Client, ResourceExt};
 use kubernetes_executor_actors::catalog::{self, ValidatedAction};
-use kubernetes_executor_actors::job::ActionOutput;
+use kubernetes_executor_actors::job::{ActionOutput, SECRET_PARAM_ENV};
 use kubernetes_executor_crds::{ExecutionResult, RollbackInfo};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::config::RunActionArgs;
 
+mod drain;
+mod secret;
+
 /// Why an action failed.
 #[derive(Debug, thiserror::Error)]
-enum ActionError {
+pub(crate) enum ActionError {
     /// Retrying cannot help (bad target, forbidden, not found, changed).
     #[error("{0}")]
     Permanent(String),
@@ -48,7 +51,7 @@ impl From<kube::Error> for ActionError {
     }
 }
 
-type Outcome = Result<ActionOutput, (ActionError, Option<RollbackInfo>)>;
+pub(crate) type Outcome = Result<ActionOutput, (ActionError, Option<RollbackInfo>)>;
 
 /// Runs the action and returns the process exit code.
 pub async fn main(args: RunActionArgs) -> i32 {
@@ -92,6 +95,12 @@ fn validated(args: &RunActionArgs) -> Result<ValidatedAction, ActionError> {
             .ok_or_else(|| ActionError::Permanent(format!("malformed --param {p:?}")))?;
         given.insert(k.to_string(), v.to_string());
     }
+    // Secret parameters come from the environment (the params Secret), never argv.
+    for p in action.params.iter().filter(|p| p.secret) {
+        if let Ok(val) = std::env::var(format!("{SECRET_PARAM_ENV}{}", p.name)) {
+            given.insert(p.name.to_string(), val);
+        }
+    }
     let params =
         catalog::validate_params(action, &given).map_err(|r| ActionError::Permanent(r.message))?;
     Ok(ValidatedAction {
@@ -107,9 +116,20 @@ fn validated(args: &RunActionArgs) -> Result<ValidatedAction, ActionError> {
     })
 }
 
+/// A client without kube's built-in 429/503 retry layer: actions decide
+/// themselves how long to retry (an eviction blocked by a PodDisruptionBudget
+/// answers 429, and must give up at the drain timeout, not minutes later).
+pub(crate) async fn client() -> Result<Client, kube::Error> {
+    let mut config = kube::Config::infer()
+        .await
+        .map_err(kube::Error::InferConfig)?;
+    config.default_retry = false;
+    Client::try_from(config)
+}
+
 async fn execute(args: &RunActionArgs) -> Outcome {
     let v = validated(args).map_err(|e| (e, None))?;
-    let client = Client::try_default().await.map_err(|e| {
+    let client = client().await.map_err(|e| {
         (
             ActionError::Transient(format!("no Kubernetes client: {e}")),
             None,
@@ -128,6 +148,8 @@ async fn execute(args: &RunActionArgs) -> Outcome {
         "RestartDeployment" => restart_deployment(client, &v, args, deadline).await,
         "UpdateImage" => update_image(client, &v, args, deadline).await,
         "PatchConfigMap" => patch_config_map(client, &v, args).await,
+        "PatchSecret" => secret::patch_secret(client, &v, args).await,
+        "DrainNode" => drain::drain_node(client, &v, args, deadline).await,
         other => Err((
             ActionError::Permanent(format!(
                 "action {other} is not implemented by this version of run-action"
@@ -141,7 +163,11 @@ async fn execute(args: &RunActionArgs) -> Outcome {
     }
 }
 
-fn check_uid(obj_uid: Option<String>, args: &RunActionArgs, what: &str) -> Result<(), ActionError> {
+pub(crate) fn check_uid(
+    obj_uid: Option<String>,
+    args: &RunActionArgs,
+    what: &str,
+) -> Result<(), ActionError> {
     if let Some(expected) = &args.expected_uid
         && obj_uid.as_deref() != Some(expected.as_str())
     {
@@ -278,7 +304,7 @@ async fn wait_rollout(
     }
 }
 
-fn done(output: String, affected: String, rollback: RollbackInfo) -> Outcome {
+pub(crate) fn done(output: String, affected: String, rollback: RollbackInfo) -> Outcome {
     Ok(ActionOutput {
         result: ExecutionResult {
             succeeded: true,
@@ -290,7 +316,7 @@ fn done(output: String, affected: String, rollback: RollbackInfo) -> Outcome {
     })
 }
 
-fn patch_params(args: &RunActionArgs) -> PatchParams {
+pub(crate) fn patch_params(args: &RunActionArgs) -> PatchParams {
     let pp = PatchParams::default();
     if args.dry_run { pp.dry_run() } else { pp }
 }
@@ -502,7 +528,7 @@ async fn update_image(
     )
 }
 
-fn data_digest(data: &BTreeMap<String, String>) -> String {
+pub(crate) fn data_digest(data: &BTreeMap<String, String>) -> String {
     let mut h = Sha256::new();
     for (k, v) in data {
         h.update(k.as_bytes());
