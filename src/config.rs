@@ -67,6 +67,9 @@ pub struct RunArgs {
     /// Log format: `json`, `text`, or `auto` (text on a terminal).
     #[arg(long, env = "KE_LOG_FORMAT", default_value = "auto")]
     pub log_format: String,
+    /// Name of this replica's pod (Event reporter instance, lease holder).
+    #[arg(long, env = "POD_NAME")]
+    pub pod_name: Option<String>,
     /// Testing knob: executions annotated `kubernetesexecution.kubernaut.io/chaos-panic`
     /// make their actor panic once. Never enable in production.
     #[arg(long, env = "KE_CHAOS", default_value_t = false, hide = true)]

@@ -105,11 +105,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     health.set_leader(true);
 
-    let api = KubeApi::new(
-        client.clone(),
-        &args.namespace,
-        std::env::var("POD_NAME").ok(),
-    );
+    let api = KubeApi::new(client.clone(), &args.namespace, args.pod_name.clone());
     let (policy, _) = Actor::spawn(
         Some("policy".into()),
         PolicyActor,
@@ -118,6 +114,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             reload_interval: Duration::from_secs(args.policy_reload_seconds.max(1)),
             metrics: metrics.clone(),
             health: health.clone(),
+            events: Some(api.clone()),
         },
     )
     .await?;

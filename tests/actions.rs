@@ -669,9 +669,10 @@ async fn every_action_service_account_holds_exactly_its_grant() {
     }
     // The operator itself can run none of the actions' writes.
     let operator = format!("system:serviceaccount:{OPERATOR_NS}:kubernetes-executor");
-    for (g, r, v) in SENSITIVE.iter().filter(|(_, r, v)| {
-        !(*r == "rolebindings" && *v == "create") && !(*r == "secrets" && *v == "get")
-    }) {
+    for (g, r, v) in SENSITIVE
+        .iter()
+        .filter(|(_, r, v)| !matches!((*r, *v), ("rolebindings", "create") | ("secrets", "get")))
+    {
         let ns_for = if *r == "nodes" {
             None
         } else {

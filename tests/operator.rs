@@ -520,3 +520,162 @@ async fn a_panicking_execution_actor_is_restarted_and_others_are_unaffected() {
         "the supervisor restarted the actor: {restarts}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_executions_on_one_target_run_one_at_a_time() {
+    let (client, ns, _) = setup("lock").await;
+    deployment(&client, &ns, "web", 1, json!({}), true).await;
+    let n = 20;
+    let mut handles = Vec::new();
+    for i in 0..n {
+        let client = client.clone();
+        let ns = ns.clone();
+        handles.push(tokio::spawn(async move {
+            let replicas = if i % 2 == 0 { "2" } else { "3" };
+            create(
+                &client,
+                &ns,
+                &format!("s-{i}"),
+                spec(
+                    "ScaleDeployment",
+                    "Deployment",
+                    "web",
+                    None,
+                    &[("replicas", replicas)],
+                ),
+            )
+            .await;
+        }));
+    }
+    for h in handles {
+        h.await.expect("create");
+    }
+    // A Fail-policy execution arriving while the target is busy fails at once.
+    let mut impatient = spec(
+        "ScaleDeployment",
+        "Deployment",
+        "web",
+        None,
+        &[("replicas", "4")],
+    );
+    impatient.on_target_busy = Some(kubernetes_executor_crds::TargetBusyPolicy::Fail);
+    for i in 0..n {
+        let done = wait_terminal(&client, &ns, &format!("s-{i}")).await;
+        assert_eq!(phase(&done), Phase::Completed, "s-{i}: {:?}", done.status);
+        if i == 0 {
+            create(&client, &ns, "impatient", impatient.clone()).await;
+        }
+    }
+    let jobs: Api<Job> = Api::namespaced(client.clone(), OPERATOR_NS);
+    let mut js = jobs
+        .list(&ListParams::default().labels(&format!("{}={ns}", labels::EXECUTION_NAMESPACE)))
+        .await
+        .expect("jobs")
+        .items;
+    js.retain(|j| {
+        j.labels()
+            .get(labels::EXECUTION_NAME)
+            .is_some_and(|n| n.starts_with("s-"))
+    });
+    assert_eq!(js.len(), n, "one Job per execution");
+    js.sort_by_key(|j| j.metadata.creation_timestamp.clone());
+    for pair in js.windows(2) {
+        let prev_done = pair[0]
+            .status
+            .as_ref()
+            .and_then(|s| s.completion_time.clone())
+            .expect("completed");
+        let next_created = pair[1]
+            .metadata
+            .creation_timestamp
+            .clone()
+            .expect("created");
+        assert!(
+            next_created.0 >= prev_done.0,
+            "{} was created at {:?} before {} completed at {:?}",
+            pair[1].name_any(),
+            next_created,
+            pair[0].name_any(),
+            prev_done
+        );
+    }
+    let impatient = wait_terminal(&client, &ns, "impatient").await;
+    if phase(&impatient) == Phase::Failed {
+        assert_eq!(
+            reason(&impatient),
+            reasons::TARGET_BUSY,
+            "{:?}",
+            impatient.status
+        );
+        assert!(
+            message(&impatient).contains(&format!("{ns}/s-")),
+            "names the holder: {}",
+            message(&impatient)
+        );
+    }
+    // Every lock was released.
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(client.clone(), OPERATOR_NS);
+    eventually("locks released", WAIT, || async {
+        Ok(!leases
+            .list(&ListParams::default())
+            .await?
+            .items
+            .iter()
+            .any(|l| {
+                l.annotations()
+                    .get("kubernetesexecution.kubernaut.io/holder")
+                    .is_some_and(|h| h.starts_with(&format!("{ns}/")))
+            }))
+    })
+    .await
+    .expect("no lock left behind");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_paused_namespace_holds_new_executions_until_resumed() {
+    let (client, ns, _) = setup("pause").await;
+    deployment(&client, &ns, "web", 1, json!({}), true).await;
+    let nss: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    let annotate = |v: Option<&str>| json!({ "metadata": { "annotations": { "kubernetesexecution.kubernaut.io/paused": v } } });
+    nss.patch(
+        &ns,
+        &PatchParams::default(),
+        &Patch::Merge(annotate(Some("true"))),
+    )
+    .await
+    .expect("pause");
+    let e = create(
+        &client,
+        &ns,
+        "held",
+        spec(
+            "ScaleDeployment",
+            "Deployment",
+            "web",
+            None,
+            &[("replicas", "2")],
+        ),
+    )
+    .await;
+    let api: Api<KubernetesExecution> = Api::namespaced(client.clone(), &ns);
+    eventually("held as Paused", WAIT, || async {
+        Ok(reason(&api.get("held").await?) == reasons::PAUSED)
+    })
+    .await
+    .expect("paused");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let held = api.get("held").await.expect("get");
+    assert_eq!(phase(&held), Phase::Pending, "{:?}", held.status);
+    assert!(message(&held).contains(&ns), "{}", message(&held));
+    assert!(
+        jobs_of(&client, &e.uid().unwrap_or_default())
+            .await
+            .is_empty()
+    );
+    nss.patch(&ns, &PatchParams::default(), &Patch::Merge(annotate(None)))
+        .await
+        .expect("resume");
+    let done = wait_terminal(&client, &ns, "held").await;
+    assert_eq!(phase(&done), Phase::Completed, "{:?}", done.status);
+}

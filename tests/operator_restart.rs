@@ -17,6 +17,7 @@ use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigkill_at_any_phase_resumes_without_duplicates() {
+    let _serial = exclusive().await;
     let env = env();
     let client = env.client().await.expect("client");
     let ns = namespace(&client, "crash").await;
@@ -78,4 +79,70 @@ async fn sigkill_at_any_phase_resumes_without_duplicates() {
             assert!(count <= 1, "{name}: transition {r} recorded {count} times");
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lock_whose_holder_is_gone_does_not_block_forever() {
+    let _serial = exclusive().await;
+    let env = env();
+    let client = env.client().await.expect("client");
+    let ns = namespace(&client, "lockgone").await;
+    // Pods never schedule, so the first execution sits in Executing holding the lock.
+    deployment(&client, &ns, "web", 1, json!({}), false).await;
+    let op = start_operator(env, "operator-lock-1", &[]).await;
+    let mut s = spec(
+        "ScaleDeployment",
+        "Deployment",
+        "web",
+        None,
+        &[("replicas", "2")],
+    );
+    s.timeout = Some("10m".into());
+    create(&client, &ns, "holder", s).await;
+    let api: Api<KubernetesExecution> = Api::namespaced(client.clone(), &ns);
+    kubernetes_executor_testkit::eventually("holder executing", WAIT, || async {
+        Ok(api.get("holder").await?.phase() == Phase::Executing)
+    })
+    .await
+    .expect("executing");
+    let mut op = op;
+    op.proc.signal("KILL").expect("SIGKILL operator");
+    // The holder disappears while no operator runs (finalizer stripped by hand).
+    api.patch(
+        "holder",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(json!({ "metadata": { "finalizers": null } })),
+    )
+    .await
+    .expect("strip finalizer");
+    api.delete("holder", &Default::default())
+        .await
+        .expect("delete holder");
+    // Make the next execution's target schedulable so it can finish.
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(client.clone(), &ns);
+    deployments
+        .patch(
+            "web",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({ "spec": { "template": { "spec": { "nodeSelector": { "type": "kwok" } } } } })),
+        )
+        .await
+        .expect("fix scheduling");
+    create(
+        &client,
+        &ns,
+        "next",
+        spec(
+            "ScaleDeployment",
+            "Deployment",
+            "web",
+            None,
+            &[("replicas", "3")],
+        ),
+    )
+    .await;
+    let _op = start_operator(env, "operator-lock-2", &[]).await;
+    let done = wait_terminal(&client, &ns, "next").await;
+    assert_eq!(phase(&done), Phase::Completed, "{:?}", done.status);
 }

@@ -777,6 +777,7 @@ mod tests {
             preconditions: vec![],
             postconditions: vec![],
             workflow_execution_ref: None,
+            on_target_busy: None,
             step_number: None,
         }
     }

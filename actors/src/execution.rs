@@ -193,7 +193,12 @@ impl Actor for ExecutionActor {
                         state.name, state.machine.phase
                     );
                 }
-                run(&myself, state, ev).await;
+                let held = matches!(ev, Event::Resume)
+                    && state.machine.phase == Phase::Pending
+                    && paused(&myself, state).await;
+                if !held {
+                    run(&myself, state, ev).await;
+                }
             }
         }
         state
@@ -262,7 +267,8 @@ async fn execute(myself: &ExecutionRef, state: &mut ExecutionState, fx: Effect) 
         }
         Effect::Validate => Some(Event::Validated(validate_all(state).await)),
         Effect::CreateJob => match create_job(state).await {
-            Ok(name) => Some(Event::JobCreated { job_name: name }),
+            Ok(Created::Job(name)) => Some(Event::JobCreated { job_name: name }),
+            Ok(Created::Busy(holder)) => busy(myself, state, holder).await,
             // Could not create the Job for a permanent reason: fail as validation does.
             Err(refusal) => Some(Event::Validated(Err(refusal))),
         },
@@ -310,6 +316,12 @@ async fn execute(myself: &ExecutionRef, state: &mut ExecutionState, fx: Effect) 
             None
         }
         Effect::ReleaseGrants => {
+            if let Some(name) = validated(state).and_then(|v| lock_name(state, &v)) {
+                let exec_uid = uid(state);
+                if let Err(e) = retry(5, || ctx.api.release_lock(&name, &exec_uid)).await {
+                    tracing::warn!(error = %e, "failed to release the target lock (it expires)");
+                }
+            }
             let params_secret = crate::job::params_secret_name(&uid(state));
             if let Err(e) = retry(5, || ctx.api.delete_params_secret(&params_secret)).await {
                 tracing::warn!(error = %e, "failed to delete the params secret");
@@ -401,6 +413,89 @@ async fn write_transition(state: &mut ExecutionState, change: &StatusChange) {
             )
             .await;
     }
+}
+
+/// Kill switch: a Pending execution does not start while new executions are
+/// paused (globally or in its namespace); it looks again every 2 s.
+async fn paused(myself: &ExecutionRef, state: &mut ExecutionState) -> bool {
+    let ns = state.exec.namespace().unwrap_or_default();
+    let why = match retry(3, || state.ctx.api.paused(&ns)).await {
+        Ok(why) => why,
+        Err(e) => Some(format!("cannot read the kill switch ({e}); not starting")),
+    };
+    let Some(why) = why else { return false };
+    if state.status.reason.as_deref() != Some(reasons::PAUSED)
+        || state.status.message.as_deref() != Some(why.as_str())
+    {
+        let change = StatusChange {
+            phase: Phase::Pending,
+            reason: reasons::PAUSED,
+            message: why,
+            ..Default::default()
+        };
+        write_transition(state, &change).await;
+    }
+    myself.send_after(Duration::from_secs(2), || {
+        ExecutionMsg::Machine(Box::new(Event::Resume))
+    });
+    true
+}
+
+/// The target lock is held by another execution: wait (bounded by the
+/// timeout) or fail, per `spec.onTargetBusy`.
+async fn busy(
+    myself: &ExecutionRef,
+    state: &mut ExecutionState,
+    holder: crate::lock::Holder,
+) -> Option<Event> {
+    let target = state.status.target.clone().unwrap_or_default();
+    let timeout = validated(state)
+        .map(|v| v.timeout)
+        .unwrap_or(crate::catalog::MAX_TIMEOUT);
+    let started = state
+        .status
+        .start_time
+        .as_ref()
+        .map(|t| t.0)
+        .unwrap_or_else(Timestamp::now);
+    let waited = Timestamp::now().duration_since(started).unsigned_abs();
+    let policy = state.exec.spec.on_target_busy.unwrap_or_default();
+    if policy == kubernetes_executor_crds::TargetBusyPolicy::Fail || waited >= timeout {
+        let message = if policy == kubernetes_executor_crds::TargetBusyPolicy::Fail {
+            format!(
+                "target {target} is being changed by execution {}",
+                holder.key
+            )
+        } else {
+            format!(
+                "target {target} stayed locked by execution {} for {}s (the timeout)",
+                holder.key,
+                waited.as_secs()
+            )
+        };
+        return Some(Event::Validated(Err(Refusal {
+            rejection: Rejection::new(reasons::TARGET_BUSY, message),
+            decision: None,
+            action: state.status.resolved_action.clone(),
+            target: Some(target),
+        })));
+    }
+    if state.status.reason.as_deref() != Some(reasons::WAITING_FOR_TARGET) {
+        let change = StatusChange {
+            phase: Phase::Validating,
+            reason: reasons::WAITING_FOR_TARGET,
+            message: format!(
+                "waiting for execution {} to release target {target}",
+                holder.key
+            ),
+            ..Default::default()
+        };
+        write_transition(state, &change).await;
+    }
+    myself.send_after(Duration::from_millis(500), || {
+        ExecutionMsg::Machine(Box::new(Event::RetryCreateJob))
+    });
+    None
 }
 
 /// Catalog, target and policy validation. Produces the plan or the refusal.
@@ -537,32 +632,86 @@ async fn validate_all(state: &mut ExecutionState) -> Result<Plan, Refusal> {
 }
 
 #[allow(clippy::result_large_err)]
-async fn create_job(state: &mut ExecutionState) -> Result<String, Refusal> {
+/// What creating the Job came to.
+enum Created {
+    /// The Job exists.
+    Job(String),
+    /// Another execution holds the target lock.
+    Busy(crate::lock::Holder),
+}
+
+/// Name of this execution's target lock, for mutating non-dry-run actions.
+fn lock_name(state: &ExecutionState, v: &ValidatedAction) -> Option<String> {
+    if !v.action.mutating || state.exec.spec.dry_run {
+        return None;
+    }
+    let target_uid = state
+        .status
+        .target_snapshot
+        .as_ref()
+        .map(|s| s.uid.clone())
+        .unwrap_or_default();
+    Some(crate::lock::lease_name(
+        &v.target.kind,
+        v.target.namespace.as_deref(),
+        &v.target.name,
+        &target_uid,
+    ))
+}
+
+/// Adds the finalizer to the freshest version of the execution.
+async fn ensure_finalizer(state: &mut ExecutionState) -> Result<(), ApiError> {
+    let ctx = state.ctx.clone();
+    let (ns, name) = (
+        state.exec.namespace().unwrap_or_default(),
+        state.exec.name_any(),
+    );
+    let mut last = None;
+    for _ in 0..5 {
+        if let Some(fresh) = retry(5, || ctx.api.get_execution(&ns, &name)).await? {
+            state.exec = fresh;
+        }
+        match retry(5, || ctx.api.add_finalizer(&state.exec)).await {
+            Ok(()) => return Ok(()),
+            Err(e @ ApiError::Conflict { .. }) => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or(ApiError::Conflict {
+        what: format!("finalizer of {ns}/{name}"),
+        message: "kept conflicting".into(),
+    }))
+}
+
+#[allow(clippy::result_large_err)]
+async fn create_job(state: &mut ExecutionState) -> Result<Created, Refusal> {
     let ctx = state.ctx.clone();
     let started = Instant::now();
     let Some(v) = state.validated.clone() else {
         return Err(Rejection::new(reasons::INTERNAL_ERROR, "no validated action to run").into());
     };
     let fail = |m: String| -> Refusal { Rejection::new(reasons::INTERNAL_ERROR, m).into() };
-    retry(8, || ctx.api.add_finalizer(&state.exec))
+    ensure_finalizer(state)
         .await
-        .or_else(|e| match e {
-            // A stale resourceVersion: re-read and try once more below.
-            ApiError::Conflict { .. } => Ok(()),
-            e => Err(fail(format!("cannot add finalizer: {e}"))),
-        })?;
-    if let Ok(Some(fresh)) = ctx
-        .api
-        .get_execution(
-            &state.exec.namespace().unwrap_or_default(),
-            &state.exec.name_any(),
-        )
-        .await
-    {
-        state.exec = fresh;
-        retry(8, || ctx.api.add_finalizer(&state.exec))
-            .await
-            .map_err(|e| fail(format!("cannot add finalizer: {e}")))?;
+        .map_err(|e| fail(format!("cannot add finalizer: {e}")))?;
+    if let Some(name) = lock_name(state, &v) {
+        let duration = i32::try_from((v.timeout + ctx.settings.timeout_grace).as_secs() + 60)
+            .unwrap_or(i32::MAX);
+        let lease = crate::lock::lease(
+            &name,
+            ctx.api.namespace(),
+            &v.target.display(),
+            &uid(state),
+            &state.exec.key(),
+            duration,
+            Timestamp::now(),
+        );
+        let exec_uid = uid(state);
+        match retry(5, || ctx.api.acquire_lock(&lease, &exec_uid)).await {
+            Ok(crate::kube_api::LockOutcome::Acquired) => {}
+            Ok(crate::kube_api::LockOutcome::Busy(h)) => return Ok(Created::Busy(h)),
+            Err(e) => return Err(fail(format!("cannot take the target lock: {e}"))),
+        }
     }
     let exec_uid = uid(state);
     let target_ns = v.target.namespace.clone();
@@ -610,7 +759,7 @@ async fn create_job(state: &mut ExecutionState) -> Result<String, Refusal> {
         .job_creation_duration
         .observe(started.elapsed().as_secs_f64());
     state.job_created = Some(Instant::now());
-    Ok(created.name_any())
+    Ok(Created::Job(created.name_any()))
 }
 
 /// Interprets a Job's status; `Some` when it finished.

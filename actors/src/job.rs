@@ -234,6 +234,7 @@ mod tests {
                 preconditions: vec![],
                 postconditions: vec![],
                 workflow_execution_ref: None,
+                on_target_busy: None,
                 step_number: Some(4),
             },
         );

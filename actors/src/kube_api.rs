@@ -436,6 +436,30 @@ impl KubeApi {
         }
     }
 
+    /// Publishes a Kubernetes Event about any object (best effort).
+    pub async fn event_about(
+        &self,
+        reference: &ObjectReference,
+        warning: bool,
+        reason: &str,
+        note: String,
+    ) {
+        let ev = KubeEvent {
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: reason.chars().take(128).collect(),
+            note: Some(note.chars().take(1000).collect()),
+            action: "LoadPolicies".into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&ev, reference).await {
+            tracing::debug!(error = %e, "failed to publish event");
+        }
+    }
+
     /// Publishes a Kubernetes Event about an execution (best effort).
     pub async fn event(
         &self,
@@ -480,6 +504,157 @@ where
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
             other => return other,
+        }
+    }
+}
+
+/// Name of the ConfigMap (operator namespace) whose `data.paused: "true"`
+/// pauses every new execution.
+pub const CONTROL_CONFIGMAP: &str = "kubernetes-executor-control";
+/// Namespace annotation that pauses new executions in that namespace.
+pub const PAUSE_ANNOTATION: &str = "kubernetesexecution.kubernaut.io/paused";
+
+impl KubeApi {
+    /// Why new executions in `ns` are paused, if they are (kill switch).
+    pub async fn paused(&self, ns: &str) -> ApiResult<Option<String>> {
+        let cms: Api<k8s_openapi::api::core::v1::ConfigMap> =
+            Api::namespaced(self.client.clone(), &self.namespace);
+        let cm = cms
+            .get_opt(CONTROL_CONFIGMAP)
+            .await
+            .map_err(|e| ApiError::classify(format!("get configmap {CONTROL_CONFIGMAP}"), e))?;
+        if cm
+            .and_then(|c| c.data)
+            .and_then(|d| d.get("paused").cloned())
+            .as_deref()
+            == Some("true")
+        {
+            return Ok(Some(format!(
+                "new executions are paused cluster-wide (ConfigMap {}/{CONTROL_CONFIGMAP} has paused=\"true\")",
+                self.namespace
+            )));
+        }
+        let nss: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(self.client.clone());
+        let meta = nss
+            .get_metadata_opt(ns)
+            .await
+            .map_err(|e| ApiError::classify(format!("get namespace {ns}"), e))?;
+        if meta
+            .and_then(|m| m.metadata.annotations)
+            .and_then(|a| a.get(PAUSE_ANNOTATION).cloned())
+            .as_deref()
+            == Some("true")
+        {
+            return Ok(Some(format!(
+                "new executions in namespace {ns} are paused (annotation {PAUSE_ANNOTATION}=\"true\")"
+            )));
+        }
+        Ok(None)
+    }
+}
+
+/// Outcome of trying to take a target lock.
+#[derive(Clone, Debug, PartialEq)]
+pub enum LockOutcome {
+    /// This execution holds the lock.
+    Acquired,
+    /// Another live execution holds it.
+    Busy(crate::lock::Holder),
+}
+
+impl KubeApi {
+    /// Takes the target Lease for `exec_uid`, or reports its live holder.
+    /// An expired Lease, or one whose holder execution is gone or finished,
+    /// is taken over (compare-and-swap on resourceVersion).
+    pub async fn acquire_lock(
+        &self,
+        lease: &k8s_openapi::api::coordination::v1::Lease,
+        exec_uid: &str,
+    ) -> ApiResult<LockOutcome> {
+        use k8s_openapi::api::coordination::v1::Lease;
+        let api: Api<Lease> = Api::namespaced(self.client.clone(), &self.namespace);
+        let name = lease.name_any();
+        match api
+            .create(
+                &PostParams {
+                    field_manager: Some(FIELD_MANAGER.into()),
+                    ..Default::default()
+                },
+                lease,
+            )
+            .await
+        {
+            Ok(_) => return Ok(LockOutcome::Acquired),
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) => return Err(ApiError::classify(format!("create lease {name}"), e)),
+        }
+        let Some(existing) = api
+            .get_opt(&name)
+            .await
+            .map_err(|e| ApiError::classify(format!("get lease {name}"), e))?
+        else {
+            return Err(ApiError::Conflict {
+                what: format!("lease {name}"),
+                message: "vanished".into(),
+            });
+        };
+        let h = crate::lock::holder(&existing, k8s_openapi::jiff::Timestamp::now());
+        if h.uid == exec_uid {
+            return Ok(LockOutcome::Acquired);
+        }
+        let gone = if h.expired {
+            true
+        } else {
+            let (ns, n) = h.key.split_once('/').unwrap_or_default();
+            match self.get_execution(ns, n).await? {
+                None => true,
+                Some(e) => {
+                    e.metadata.uid.as_deref() != Some(h.uid.as_str()) || e.phase().is_terminal()
+                }
+            }
+        };
+        if !gone {
+            return Ok(LockOutcome::Busy(h));
+        }
+        let mut next = lease.clone();
+        next.metadata.resource_version = existing.metadata.resource_version.clone();
+        match api.replace(&name, &PostParams::default(), &next).await {
+            Ok(_) => Ok(LockOutcome::Acquired),
+            Err(kube::Error::Api(s)) if s.code == 409 => Ok(LockOutcome::Busy(h)),
+            Err(e) => Err(ApiError::classify(format!("take over lease {name}"), e)),
+        }
+    }
+
+    /// Releases the target Lease if `exec_uid` holds it.
+    pub async fn release_lock(&self, name: &str, exec_uid: &str) -> ApiResult<()> {
+        use k8s_openapi::api::coordination::v1::Lease;
+        let api: Api<Lease> = Api::namespaced(self.client.clone(), &self.namespace);
+        let Some(existing) = api
+            .get_opt(name)
+            .await
+            .map_err(|e| ApiError::classify(format!("get lease {name}"), e))?
+        else {
+            return Ok(());
+        };
+        if existing
+            .spec
+            .as_ref()
+            .and_then(|s| s.holder_identity.as_deref())
+            != Some(exec_uid)
+        {
+            return Ok(());
+        }
+        let dp = DeleteParams {
+            preconditions: Some(kube::api::Preconditions {
+                resource_version: existing.metadata.resource_version.clone(),
+                uid: None,
+            }),
+            ..Default::default()
+        };
+        match api.delete(name, &dp).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
+            Err(e) => Err(ApiError::classify(format!("delete lease {name}"), e)),
         }
     }
 }

@@ -15,6 +15,7 @@ pub mod health;
 pub mod job;
 pub mod job_watcher;
 pub mod kube_api;
+pub mod lock;
 pub mod machine;
 pub mod metrics;
 pub mod policy;

@@ -104,6 +104,8 @@ pub enum Event {
         /// Its name.
         job_name: String,
     },
+    /// The target lock was busy and the wait continues: try creating the Job again.
+    RetryCreateJob,
     /// The Job finished.
     JobFinished(JobOutcome),
     /// Postcondition verification ended.
@@ -243,6 +245,7 @@ pub fn transition(state: &MachineState, event: Event) -> (MachineState, Vec<Effe
             change.plan = Some(plan);
             vec![tr(change), CreateJob]
         }
+        (Validating, Event::RetryCreateJob) => vec![CreateJob],
         (Validating, Event::JobCreated { job_name })
         | (Executing, Event::JobCreated { job_name }) => {
             let was = state.phase;
@@ -483,6 +486,13 @@ mod tests {
     }
 
     #[test]
+    fn a_busy_target_retries_job_creation_without_a_transition() {
+        let (s, fx) = transition(&st(Validating), Event::RetryCreateJob);
+        assert_eq!(s.phase, Validating);
+        assert_eq!(fx, vec![Effect::CreateJob]);
+    }
+
+    #[test]
     fn own_timeout_fails_and_deletes_a_running_job() {
         let (s, fx) = transition(&st(Executing), Event::TimedOut);
         assert_eq!(s.phase, Failed);
@@ -572,6 +582,8 @@ mod tests {
                 },
             ),
             (Pending, Event::TimedOut),
+            (Executing, Event::RetryCreateJob),
+            (Pending, Event::RetryCreateJob),
         ] {
             let (s, fx) = transition(&st(phase), ev.clone());
             assert_eq!(s.phase, phase, "{ev:?}");

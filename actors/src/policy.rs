@@ -231,7 +231,13 @@ pub struct PolicyArgs {
     pub metrics: Arc<Metrics>,
     /// Readiness flags.
     pub health: Arc<Health>,
+    /// Where to report rejected policy sets as Events (regarding the
+    /// policies ConfigMap), when running against a cluster.
+    pub events: Option<crate::kube_api::KubeApi>,
 }
+
+/// Name of the ConfigMap the policies are mounted from (Events refer to it).
+pub const POLICY_CONFIGMAP: &str = "kubernetes-executor-policies";
 
 /// State of the PolicyActor.
 pub struct PolicyState {
@@ -240,6 +246,8 @@ pub struct PolicyState {
     source_digest: Option<String>,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
+    events: Option<crate::kube_api::KubeApi>,
+    pending_event: Option<String>,
 }
 
 /// The PolicyActor.
@@ -274,9 +282,32 @@ impl PolicyState {
 
     fn reject(&mut self, e: &PolicyError) {
         self.metrics.policy_reload_errors.inc();
+        self.pending_event = Some(e.to_string());
         tracing::error!(error = %e, kept = ?self.set.as_ref().map(|s| &s.digest), "policy set rejected; keeping the last good set");
         let loaded = self.set.as_ref().is_some_and(|s| !s.is_empty());
         self.health.set_policy(loaded, Some(e.to_string()));
+    }
+}
+
+impl PolicyState {
+    /// Publishes the last rejection as a Warning Event (once).
+    async fn publish(&mut self) {
+        let (Some(api), Some(error)) = (&self.events, self.pending_event.take()) else {
+            return;
+        };
+        let reference = k8s_openapi::api::core::v1::ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("ConfigMap".into()),
+            name: Some(POLICY_CONFIGMAP.into()),
+            namespace: Some(api.namespace().to_string()),
+            ..Default::default()
+        };
+        let kept = match &self.set {
+            Some(s) if !s.is_empty() => format!("; keeping policy set {}", s.digest),
+            _ => "; no policy set is active: every action is denied".into(),
+        };
+        api.event_about(&reference, true, "PolicyRejected", format!("{error}{kept}"))
+            .await;
     }
 }
 
@@ -296,8 +327,11 @@ impl Actor for PolicyActor {
             source_digest: None,
             metrics: args.metrics,
             health: args.health,
+            events: args.events,
+            pending_event: None,
         };
         state.reload();
+        state.publish().await;
         myself.send_interval(args.reload_interval, || PolicyMsg::Reload);
         Ok(state)
     }
@@ -309,7 +343,10 @@ impl Actor for PolicyActor {
         state: &mut PolicyState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            PolicyMsg::Reload => state.reload(),
+            PolicyMsg::Reload => {
+                state.reload();
+                state.publish().await;
+            }
             PolicyMsg::Evaluate {
                 input,
                 action,

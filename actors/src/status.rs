@@ -49,7 +49,6 @@ fn is_validation_reason(reason: &str) -> bool {
         reasons::INVALID_TIMEOUT,
         reasons::TARGET_NOT_FOUND,
         reasons::TARGET_CHANGED,
-        reasons::TARGET_BUSY,
     ]
     .contains(&reason)
 }

@@ -120,10 +120,26 @@ pub struct KubernetesExecutionSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workflow_execution_ref: Option<ObjectReference>,
 
+    /// What to do when another live execution is mutating the same target:
+    /// `Wait` (the default; bounded by `timeout`) or `Fail` at once with
+    /// reason `TargetBusy`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_target_busy: Option<TargetBusyPolicy>,
+
     /// Position of this execution within its workflow.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub step_number: Option<i32>,
+}
+
+/// Behaviour when the target is locked by another execution.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum TargetBusyPolicy {
+    /// Wait for the lock, at most until the execution's timeout.
+    #[default]
+    Wait,
+    /// Fail at once with reason `TargetBusy`.
+    Fail,
 }
 
 /// The object an action acts on.

@@ -13,6 +13,8 @@ pub const INVALID_TIMEOUT: &str = "InvalidTimeout";
 pub const TARGET_NOT_FOUND: &str = "TargetNotFound";
 /// The target changed (UID) between validation and execution.
 pub const TARGET_CHANGED: &str = "TargetChanged";
+/// Waiting for another execution to release the target.
+pub const WAITING_FOR_TARGET: &str = "WaitingForTarget";
 /// Another live execution holds the target.
 pub const TARGET_BUSY: &str = "TargetBusy";
 /// The safety policies denied the action.
@@ -31,6 +33,8 @@ pub const POSTCONDITION_FAILED: &str = "PostconditionFailed";
 pub const DRY_RUN_SUCCEEDED: &str = "DryRunSucceeded";
 /// The action ran and was verified.
 pub const SUCCEEDED: &str = "Succeeded";
+/// New executions are paused by the kill switch.
+pub const PAUSED: &str = "Paused";
 /// Accepted, waiting for the operator.
 pub const ACCEPTED: &str = "Accepted";
 /// Validation in progress.

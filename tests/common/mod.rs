@@ -102,8 +102,6 @@ pub async fn start_operator(env: &Env, name: &str, extra: &[&str]) -> Operator {
         "run".into(),
         "--namespace".into(),
         OPERATOR_NS.into(),
-        "--policy-dir".into(),
-        repo().join("policies").display().to_string(),
         "--metrics-bind-address".into(),
         format!("127.0.0.1:{mp}"),
         "--health-probe-bind-address".into(),
@@ -113,6 +111,12 @@ pub async fn start_operator(env: &Env, name: &str, extra: &[&str]) -> Operator {
         "--log-format".into(),
         "text".into(),
     ];
+    if !extra.contains(&"--policy-dir") {
+        args.extend([
+            "--policy-dir".to_string(),
+            repo().join("policies").display().to_string(),
+        ]);
+    }
     args.extend(extra.iter().map(|s| s.to_string()));
     let env_vars = vec![
         ("KUBECONFIG".to_string(), kc.display().to_string()),
@@ -255,6 +259,7 @@ pub fn spec(
         preconditions: vec![],
         postconditions: vec![],
         workflow_execution_ref: None,
+        on_target_busy: None,
         step_number: None,
     }
 }
@@ -318,4 +323,11 @@ pub fn event_count(
         })
         .map(|ev| ev.series.as_ref().map(|s| s.count).unwrap_or(1))
         .sum()
+}
+
+/// Serializes tests of one binary that start their own operators (two
+/// operators at once would both act: there is no leader election yet).
+pub async fn exclusive() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
 }
