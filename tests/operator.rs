@@ -679,3 +679,177 @@ async fn a_paused_namespace_holds_new_executions_until_resumed() {
     let done = wait_terminal(&client, &ns, "held").await;
     assert_eq!(phase(&done), Phase::Completed, "{:?}", done.status);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_required_precondition_creates_no_job() {
+    let (client, ns, _) = setup("precond").await;
+    deployment(&client, &ns, "web", 1, json!({}), true).await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    deployments
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "template": { "spec": { "imagePullSecrets": [{ "name": "missing-regcred" }] } } } })),
+        )
+        .await
+        .expect("reference a missing pull secret");
+    let e = create(
+        &client,
+        &ns,
+        "pre",
+        spec(
+            "ScaleDeployment",
+            "Deployment",
+            "web",
+            None,
+            &[("replicas", "2")],
+        ),
+    )
+    .await;
+    let done = wait_terminal(&client, &ns, "pre").await;
+    assert_eq!(phase(&done), Phase::Failed, "{:?}", done.status);
+    assert_eq!(reason(&done), reasons::PRECONDITION_FAILED);
+    assert!(
+        message(&done).contains("missing-regcred"),
+        "{}",
+        message(&done)
+    );
+    let results = done
+        .status
+        .clone()
+        .and_then(|s| s.validation_results)
+        .expect("results")
+        .conditions;
+    let pull = results
+        .iter()
+        .find(|r| r.name == "image_pull_secrets_valid")
+        .expect("recorded");
+    assert!(!pull.passed && pull.required);
+    assert_eq!(pull.outcome.as_deref(), Some("Failed"));
+    assert!(
+        results
+            .iter()
+            .any(|r| r.name == "node_selector_matches" && r.passed)
+    );
+    assert!(
+        jobs_of(&client, &e.uid().unwrap_or_default())
+            .await
+            .is_empty()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn crash_looping_pods_fail_the_postcondition_and_keep_rollback_info() {
+    let (client, ns, _) = setup("postcond").await;
+    deployment(&client, &ns, "web", 1, json!({}), true).await;
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), &ns);
+    eventually("pod running", WAIT, || async {
+        Ok(pods
+            .list(&ListParams::default().labels("app=web"))
+            .await?
+            .items
+            .iter()
+            .any(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")))
+    })
+    .await
+    .expect("running");
+    // The existing pod starts crash-looping (as a kubelet would report it).
+    let pod = pods
+        .list(&ListParams::default().labels("app=web"))
+        .await
+        .expect("pods")
+        .items
+        .remove(0);
+    pods.patch_status(
+        &pod.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "status": { "containerStatuses": [{
+            "name": "app", "image": "nginx:1.27", "imageID": "", "ready": false, "restartCount": 7,
+            "state": { "waiting": { "reason": "CrashLoopBackOff", "message": "back-off restarting failed container" } },
+        }]}})),
+    )
+    .await
+    .expect("crashloop");
+    let mut s = spec(
+        "ScaleDeployment",
+        "Deployment",
+        "web",
+        None,
+        &[("replicas", "2")],
+    );
+    s.postconditions = vec![kubernetes_executor_crds::ActionCondition {
+        name: "no_crashloop_pods".into(),
+        policy: "no_crashloop_pods".into(),
+        required: true,
+        timeout: Some("4s".into()),
+    }];
+    create(&client, &ns, "post", s).await;
+    let done = wait_terminal(&client, &ns, "post").await;
+    assert_eq!(phase(&done), Phase::Failed, "{:?}", done.status);
+    assert_eq!(reason(&done), reasons::POSTCONDITION_FAILED);
+    assert!(
+        message(&done).contains("CrashLoopBackOff"),
+        "{}",
+        message(&done)
+    );
+    let st = done.status.clone().expect("status");
+    let post = st
+        .validation_results
+        .expect("results")
+        .conditions
+        .into_iter()
+        .find(|r| r.name == "no_crashloop_pods")
+        .expect("post");
+    assert_eq!(post.outcome.as_deref(), Some("Failed"));
+    assert_eq!(
+        st.rollback_info.and_then(|r| r.previous_replicas),
+        Some(1),
+        "rollback info kept"
+    );
+    assert_eq!(condition(&done, "Executed").as_deref(), Some("True"));
+    assert_eq!(condition(&done, "Verified").as_deref(), Some("False"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_undecidable_postcondition_ends_inconclusive_never_passed() {
+    let (client, ns, _) = setup("inconclusive").await;
+    deployment(&client, &ns, "web", 1, json!({}), true).await;
+    let mut s = spec(
+        "ScaleDeployment",
+        "Deployment",
+        "web",
+        None,
+        &[("replicas", "2")],
+    );
+    s.postconditions = vec![kubernetes_executor_crds::ActionCondition {
+        name: "latency-slo".into(),
+        policy: "package custom.latency\n\ninconclusive contains \"no latency metrics are available\" if { true }\n".into(),
+        required: false,
+        timeout: Some("3s".into()),
+    }];
+    create(&client, &ns, "maybe", s).await;
+    let done = wait_terminal(&client, &ns, "maybe").await;
+    assert_eq!(
+        phase(&done),
+        Phase::Completed,
+        "an optional condition only warns: {:?}",
+        done.status
+    );
+    let results = done
+        .status
+        .and_then(|s| s.validation_results)
+        .expect("results")
+        .conditions;
+    let slo = results
+        .iter()
+        .find(|r| r.name == "latency-slo")
+        .expect("recorded");
+    assert_eq!(slo.outcome.as_deref(), Some("Inconclusive"));
+    assert!(!slo.passed, "never silently passed");
+    assert!(
+        results
+            .iter()
+            .any(|r| r.name == "no_crashloop_pods" && r.passed),
+        "catalog defaults verified too"
+    );
+}

@@ -125,7 +125,7 @@ async fn a_lock_whose_holder_is_gone_does_not_block_forever() {
         .patch(
             "web",
             &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(json!({ "spec": { "template": { "spec": { "nodeSelector": { "type": "kwok" } } } } })),
+            &kube::api::Patch::Merge(json!({ "spec": { "template": { "spec": { "nodeSelector": { "kubernetes.io/hostname": null, "type": "kwok" } } } } })),
         )
         .await
         .expect("fix scheduling");

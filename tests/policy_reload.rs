@@ -42,11 +42,16 @@ async fn reload_keeps_the_last_good_set_and_an_empty_set_denies_everything() {
     )
     .await;
     let dir = tempfile::tempdir().expect("tmp");
-    std::fs::copy(
-        repo().join("policies/safety.rego"),
-        dir.path().join("safety.rego"),
-    )
-    .expect("copy");
+    for entry in std::fs::read_dir(repo().join("policies")).expect("policies") {
+        let path = entry.expect("entry").path();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        if name.ends_with(".rego") && !name.ends_with("_test.rego") {
+            std::fs::copy(&path, dir.path().join(&name)).expect("copy");
+        }
+    }
     let dir_arg = dir.path().display().to_string();
     let op = start_operator(
         env,
@@ -108,14 +113,13 @@ async fn reload_keeps_the_last_good_set_and_an_empty_set_denies_everything() {
         "decided by the last good set"
     );
     create(&client, &ns, "allow-2", dry("2", "web")).await;
-    assert_eq!(
-        phase(&wait_terminal(&client, &ns, "allow-2").await),
-        Phase::Completed
-    );
+    let a2 = wait_terminal(&client, &ns, "allow-2").await;
+    assert_eq!(phase(&a2), Phase::Completed, "{:?}", a2.status);
 
     // Every policy removed: nothing is allowed, and the operator is not ready.
-    std::fs::remove_file(dir.path().join("broken.rego")).expect("rm");
-    std::fs::remove_file(dir.path().join("safety.rego")).expect("rm");
+    for entry in std::fs::read_dir(dir.path()).expect("dir") {
+        std::fs::remove_file(entry.expect("entry").path()).expect("rm");
+    }
     eventually("readyz 503", WAIT, || async {
         Ok(http_get(&op.health, "/readyz").await?.0 == 503)
     })

@@ -103,6 +103,51 @@ pub struct ActionSpec {
     pub mutating: bool,
     /// Everything the action's Job may do, and nothing more.
     pub rules: &'static [RbacRule],
+    /// Conditions checked before every execution of this action.
+    pub preconditions: &'static [DefaultCondition],
+    /// Conditions verified after every execution of this action.
+    pub postconditions: &'static [DefaultCondition],
+}
+
+/// A catalog-default pre/postcondition (a named module in the policy set).
+#[derive(Clone, Copy, Debug)]
+pub struct DefaultCondition {
+    /// Condition module name (package `kubernetes_executor.conditions.<name>`).
+    pub name: &'static str,
+    /// Whether failing it fails the execution.
+    pub required: bool,
+    /// How long a postcondition may take to hold.
+    pub timeout: &'static str,
+}
+
+/// The conditions of an execution: the catalog defaults of its action, then
+/// the spec's (a spec condition replaces a default of the same name).
+pub fn effective_conditions(
+    action: &ActionSpec,
+    spec: &KubernetesExecutionSpec,
+) -> (
+    Vec<kubernetes_executor_crds::ActionCondition>,
+    Vec<kubernetes_executor_crds::ActionCondition>,
+) {
+    let merge = |defaults: &[DefaultCondition],
+                 given: &[kubernetes_executor_crds::ActionCondition]| {
+        let mut out: Vec<kubernetes_executor_crds::ActionCondition> = defaults
+            .iter()
+            .filter(|d| !given.iter().any(|g| g.name == d.name))
+            .map(|d| kubernetes_executor_crds::ActionCondition {
+                name: d.name.into(),
+                policy: d.name.into(),
+                required: d.required,
+                timeout: Some(d.timeout.into()),
+            })
+            .collect();
+        out.extend(given.iter().cloned());
+        out
+    };
+    (
+        merge(action.preconditions, &spec.preconditions),
+        merge(action.postconditions, &spec.postconditions),
+    )
 }
 
 impl ActionSpec {
@@ -213,6 +258,30 @@ pub static CATALOG: &[ActionSpec] = &[
             READ_DEPLOYMENT,
             READ_REPLICASETS,
         ],
+        preconditions: &[
+            DefaultCondition {
+                name: "image_pull_secrets_valid",
+                required: true,
+                timeout: "30s",
+            },
+            DefaultCondition {
+                name: "node_selector_matches",
+                required: true,
+                timeout: "30s",
+            },
+        ],
+        postconditions: &[
+            DefaultCondition {
+                name: "no_crashloop_pods",
+                required: true,
+                timeout: "60s",
+            },
+            DefaultCondition {
+                name: "resource_usage_acceptable",
+                required: false,
+                timeout: "30s",
+            },
+        ],
     },
     ActionSpec {
         name: "RestartDeployment",
@@ -231,6 +300,8 @@ pub static CATALOG: &[ActionSpec] = &[
             },
             READ_REPLICASETS,
         ],
+        preconditions: &[],
+        postconditions: &[],
     },
     ActionSpec {
         name: "DeletePod",
@@ -251,6 +322,8 @@ pub static CATALOG: &[ActionSpec] = &[
             resources: &["pods"],
             verbs: &["get", "delete"],
         }],
+        preconditions: &[],
+        postconditions: &[],
     },
     ActionSpec {
         name: "PatchConfigMap",
@@ -274,6 +347,8 @@ pub static CATALOG: &[ActionSpec] = &[
             resources: &["configmaps"],
             verbs: &["get", "patch"],
         }],
+        preconditions: &[],
+        postconditions: &[],
     },
     ActionSpec {
         name: "PatchSecret",
@@ -304,6 +379,8 @@ pub static CATALOG: &[ActionSpec] = &[
             resources: &["secrets"],
             verbs: &["get", "patch"],
         }],
+        preconditions: &[],
+        postconditions: &[],
     },
     ActionSpec {
         name: "UpdateImage",
@@ -330,6 +407,8 @@ pub static CATALOG: &[ActionSpec] = &[
             },
             READ_REPLICASETS,
         ],
+        preconditions: &[],
+        postconditions: &[],
     },
     ActionSpec {
         name: "CordonNode",
@@ -341,6 +420,8 @@ pub static CATALOG: &[ActionSpec] = &[
         default_timeout: Duration::from_secs(60),
         mutating: true,
         rules: &[NODE_PATCH],
+        preconditions: &[],
+        postconditions: &[],
     },
     ActionSpec {
         name: "DrainNode",
@@ -402,6 +483,8 @@ pub static CATALOG: &[ActionSpec] = &[
                 verbs: &["get", "list"],
             },
         ],
+        preconditions: &[],
+        postconditions: &[],
     },
     ActionSpec {
         name: "UncordonNode",
@@ -413,6 +496,8 @@ pub static CATALOG: &[ActionSpec] = &[
         default_timeout: Duration::from_secs(60),
         mutating: true,
         rules: &[NODE_PATCH],
+        preconditions: &[],
+        postconditions: &[],
     },
     ActionSpec {
         name: "RolloutStatus",
@@ -424,6 +509,8 @@ pub static CATALOG: &[ActionSpec] = &[
         default_timeout: Duration::from_secs(300),
         mutating: false,
         rules: &[READ_DEPLOYMENT, READ_REPLICASETS],
+        preconditions: &[],
+        postconditions: &[],
     },
 ];
 
@@ -935,6 +1022,29 @@ mod tests {
             validate(&s, "ns").expect_err("retries").reason,
             reasons::INVALID_PARAMETERS
         );
+    }
+
+    #[test]
+    fn scale_has_default_conditions_and_spec_overrides_them() {
+        let a = lookup("ScaleDeployment").expect("scale");
+        let mut s = spec("ScaleDeployment", "Deployment", &[("replicas", "1")]);
+        s.postconditions = vec![kubernetes_executor_crds::ActionCondition {
+            name: "no_crashloop_pods".into(),
+            policy: "no_crashloop_pods".into(),
+            required: false,
+            timeout: Some("5s".into()),
+        }];
+        let (pre, post) = effective_conditions(a, &s);
+        assert_eq!(
+            pre.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
+            vec!["image_pull_secrets_valid", "node_selector_matches"]
+        );
+        assert_eq!(post.len(), 2);
+        let crash = post
+            .iter()
+            .find(|c| c.name == "no_crashloop_pods")
+            .expect("override");
+        assert!(!crash.required, "the spec's version replaces the default");
     }
 
     #[test]

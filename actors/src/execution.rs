@@ -14,8 +14,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kubernetes_executor_crds::{
-    ExecutionResult, KubernetesExecution, KubernetesExecutionStatus, Phase, PolicyDecision,
-    TargetSnapshot, reasons,
+    ActionCondition, ConditionPhase, ConditionResult, ExecutionResult, KubernetesExecution,
+    KubernetesExecutionStatus, Phase, PolicyDecision, TargetSnapshot, reasons,
 };
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
@@ -26,7 +26,7 @@ use crate::kube_api::{ApiError, retry};
 use crate::machine::{
     Effect, Event, JobOutcome, MachineState, Plan, Refusal, StatusChange, transition,
 };
-use crate::policy::{PolicyMsg, policy_input};
+use crate::policy::{ConditionOutcome, PolicyMsg, policy_input};
 use crate::rbac::RbacMsg;
 
 /// Annotation read by the chaos knob (see [`crate::context::Settings::chaos`]).
@@ -45,6 +45,8 @@ pub enum ExecutionMsg {
     JobChanged(Box<Job>),
     /// A machine event produced by an effect or a timer.
     Machine(Box<Event>),
+    /// The postcondition verification task finished.
+    PostconditionsDone(Vec<ConditionResult>),
 }
 
 /// Shorthand for the actor's reference.
@@ -68,6 +70,7 @@ pub struct ExecutionState {
     validated: Option<ValidatedAction>,
     phase_since: Instant,
     timeout_armed: bool,
+    verifying: bool,
     job_created: Option<Instant>,
     restarts: u32,
     ctx: Ctx,
@@ -123,6 +126,7 @@ impl Actor for ExecutionActor {
             validated: None,
             phase_since: Instant::now(),
             timeout_armed: false,
+            verifying: false,
             job_created: None,
             restarts: args.restarts,
             ctx: args.ctx,
@@ -171,6 +175,34 @@ impl Actor for ExecutionActor {
                 if deleting && !state.machine.deleting {
                     run(&myself, state, Event::Deleted).await;
                 }
+            }
+            ExecutionMsg::PostconditionsDone(results) => {
+                state.verifying = false;
+                record_conditions(&mut state.status, ConditionPhase::Post, results.clone());
+                let failed: Vec<String> = results
+                    .iter()
+                    .filter(|r| r.required && !r.passed)
+                    .map(|r| {
+                        format!(
+                            "{} ({}): {}",
+                            r.name,
+                            r.outcome.clone().unwrap_or_default(),
+                            r.message.clone().unwrap_or_default()
+                        )
+                    })
+                    .collect();
+                let outcome = if failed.is_empty() {
+                    Ok(())
+                } else {
+                    Err(Rejection::new(
+                        reasons::POSTCONDITION_FAILED,
+                        format!(
+                            "required postconditions did not hold: {}",
+                            failed.join("; ")
+                        ),
+                    ))
+                };
+                run(&myself, state, Event::Verified(outcome)).await;
             }
             ExecutionMsg::JobChanged(job) => {
                 if let Some(ev) = job_event(state, &job).await {
@@ -304,9 +336,22 @@ async fn execute(myself: &ExecutionRef, state: &mut ExecutionState, fx: Effect) 
             None
         }
         Effect::Verify => {
-            // Postconditions are evaluated by the PolicyActor (safety issue);
-            // an execution declaring none is verified by the Job's success.
-            Some(Event::Verified(Ok(())))
+            let v = validated(state)?;
+            let (_, post) = crate::catalog::effective_conditions(v.action, &state.exec.spec);
+            if post.is_empty() {
+                // Nothing declared: the Job's success is the verification.
+                return Some(Event::Verified(Ok(())));
+            }
+            if !state.verifying {
+                state.verifying = true;
+                // Polling can take minutes: run it in a task that messages back.
+                let (ctx, me, exec) = (state.ctx.clone(), myself.clone(), state.exec.clone());
+                tokio::spawn(async move {
+                    let results = verify_postconditions(&ctx, &exec, &v, &post).await;
+                    let _ = me.cast(ExecutionMsg::PostconditionsDone(results));
+                });
+            }
+            None
         }
         Effect::DeleteJob => {
             let name = current_job_name(state);
@@ -511,15 +556,6 @@ async fn validate_all(state: &mut ExecutionState) -> Result<Plan, Refusal> {
         action: Some(action.clone()),
         target: Some(target.clone()),
     };
-    if !state.exec.spec.preconditions.is_empty() || !state.exec.spec.postconditions.is_empty() {
-        return Err(with(
-            Rejection::new(
-                reasons::INVALID_PARAMETERS,
-                "spec.preconditions/postconditions are not supported by this operator version yet; remove them",
-            ),
-            None,
-        ));
-    }
     let meta = match retry(5, || {
         ctx.api.get_target_meta(
             &v.target.kind,
@@ -592,6 +628,36 @@ async fn validate_all(state: &mut ExecutionState) -> Result<Plan, Refusal> {
             Rejection::new(reasons::POLICY_DENIED, msg),
             Some(decision),
         ));
+    }
+    let (pre, _) = crate::catalog::effective_conditions(v.action, &state.exec.spec);
+    if !pre.is_empty() {
+        let input = condition_input(&ctx, &state.exec, &v, &meta.labels)
+            .await
+            .map_err(|e| {
+                with(
+                    Rejection::new(
+                        reasons::PRECONDITION_FAILED,
+                        format!("cannot read cluster state for preconditions: {e}"),
+                    ),
+                    Some(decision.clone()),
+                )
+            })?;
+        let mut results = Vec::new();
+        for c in &pre {
+            results.push(evaluate_once(&ctx, c, &input, ConditionPhase::Pre).await);
+        }
+        record_conditions(&mut state.status, ConditionPhase::Pre, results.clone());
+        if let Some(failed) = results.iter().find(|r| r.required && !r.passed) {
+            let msg = format!(
+                "required precondition {} did not hold: {}",
+                failed.name,
+                failed.message.clone().unwrap_or_default()
+            );
+            return Err(with(
+                Rejection::new(reasons::PRECONDITION_FAILED, msg),
+                Some(decision),
+            ));
+        }
     }
     let snapshot = TargetSnapshot {
         uid: meta.uid.clone(),
@@ -883,4 +949,126 @@ async fn termination_output(
 /// Convenience for tests and the supervisor: an `Arc` clone of the context.
 pub fn ctx_of(state: &ExecutionState) -> Ctx {
     Arc::clone(&state.ctx)
+}
+
+/// Policy input with live cluster state, for pre/postconditions.
+async fn condition_input(
+    ctx: &Ctx,
+    exec: &KubernetesExecution,
+    v: &ValidatedAction,
+    labels: &std::collections::BTreeMap<String, String>,
+) -> Result<serde_json::Value, ApiError> {
+    let mut input = policy_input(exec, v, labels, ctx.api.namespace());
+    let cluster = retry(3, || {
+        ctx.api.cluster_state(
+            &v.target.kind,
+            v.target.namespace.as_deref(),
+            &v.target.name,
+        )
+    })
+    .await?;
+    input["cluster"] = cluster;
+    Ok(input)
+}
+
+/// Evaluates one condition once.
+async fn evaluate_once(
+    ctx: &Ctx,
+    c: &ActionCondition,
+    input: &serde_json::Value,
+    phase: ConditionPhase,
+) -> ConditionResult {
+    let reply = ctx
+        .policy
+        .call(
+            |reply| PolicyMsg::Condition {
+                policy: c.policy.clone(),
+                input: input.clone(),
+                reply,
+            },
+            Some(Duration::from_secs(10)),
+        )
+        .await;
+    let (passed, outcome, message) = match reply {
+        Ok(ractor::rpc::CallResult::Success(Ok(ConditionOutcome::Holds))) => {
+            (true, "Verified", "the condition holds".to_string())
+        }
+        Ok(ractor::rpc::CallResult::Success(Ok(ConditionOutcome::Fails(r)))) => {
+            (false, "Failed", r.join("; "))
+        }
+        Ok(ractor::rpc::CallResult::Success(Ok(ConditionOutcome::Inconclusive(r)))) => {
+            (false, "Inconclusive", r.join("; "))
+        }
+        Ok(ractor::rpc::CallResult::Success(Err(e))) => {
+            (false, "Inconclusive", format!("evaluation failed: {e}"))
+        }
+        _ => (
+            false,
+            "Inconclusive",
+            "the policy engine did not answer".to_string(),
+        ),
+    };
+    ConditionResult {
+        name: c.name.clone(),
+        phase,
+        passed,
+        required: c.required,
+        outcome: Some(outcome.to_string()),
+        message: Some(message),
+        evaluated_at: Some(now()),
+    }
+}
+
+/// Verifies postconditions, each polled with backoff until it holds or its
+/// timeout passes; a condition that never decides ends Inconclusive.
+async fn verify_postconditions(
+    ctx: &Ctx,
+    exec: &KubernetesExecution,
+    v: &ValidatedAction,
+    post: &[ActionCondition],
+) -> Vec<ConditionResult> {
+    let mut results = Vec::new();
+    for c in post {
+        let timeout = c
+            .timeout
+            .as_deref()
+            .and_then(|t| crate::duration::parse_duration(t).ok())
+            .unwrap_or(Duration::from_secs(60));
+        let deadline = Instant::now() + timeout;
+        let mut delay = Duration::from_millis(500);
+        let result = loop {
+            let r = match condition_input(ctx, exec, v, &Default::default()).await {
+                Ok(input) => evaluate_once(ctx, c, &input, ConditionPhase::Post).await,
+                Err(e) => ConditionResult {
+                    name: c.name.clone(),
+                    phase: ConditionPhase::Post,
+                    passed: false,
+                    required: c.required,
+                    outcome: Some("Inconclusive".into()),
+                    message: Some(format!("cannot read cluster state: {e}")),
+                    evaluated_at: Some(now()),
+                },
+            };
+            if r.passed || Instant::now() + delay > deadline {
+                break r;
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(4));
+        };
+        results.push(result);
+    }
+    results
+}
+
+/// Replaces the results of one phase in status.
+fn record_conditions(
+    status: &mut KubernetesExecutionStatus,
+    phase: ConditionPhase,
+    results: Vec<ConditionResult>,
+) {
+    let vr = status
+        .validation_results
+        .get_or_insert_with(Default::default);
+    vr.conditions.retain(|c| c.phase != phase);
+    vr.conditions.extend(results);
 }

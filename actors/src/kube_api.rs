@@ -658,3 +658,127 @@ impl KubeApi {
         }
     }
 }
+
+/// Millicores of a CPU quantity (`2`, `500m`, `1.5`); 0 when unparsable.
+pub fn cpu_millis(q: &str) -> i64 {
+    let q = q.trim();
+    if let Some(m) = q.strip_suffix('m') {
+        return m.parse().unwrap_or(0);
+    }
+    q.parse::<f64>()
+        .map(|c| (c * 1000.0).round() as i64)
+        .unwrap_or(0)
+}
+
+impl KubeApi {
+    /// Live cluster state for pre/postconditions (`input.cluster`): the target
+    /// object, its pods (Deployments), the nodes, and which imagePullSecrets
+    /// exist. Secret targets contribute metadata only.
+    pub async fn cluster_state(
+        &self,
+        kind: &str,
+        ns: Option<&str>,
+        name: &str,
+    ) -> ApiResult<serde_json::Value> {
+        use k8s_openapi::api::apps::v1::Deployment;
+        use k8s_openapi::api::core::v1::{Node, Secret};
+        let mut state = serde_json::Map::new();
+        state.insert("operator_namespace".into(), json!(self.namespace));
+        let nodes: Api<Node> = Api::all(self.client.clone());
+        let node_list = nodes
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| ApiError::classify("list nodes", e))?;
+        let nodes_json: Vec<_> = node_list
+            .items
+            .iter()
+            .map(|n| {
+                let st = n.status.clone().unwrap_or_default();
+                json!({
+                    "name": n.name_any(),
+                    "labels": n.labels(),
+                    "unschedulable": n.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false),
+                    "ready": st.conditions.iter().flatten().any(|c| c.type_ == "Ready" && c.status == "True"),
+                    "allocatable_cpu_millis": st.allocatable.as_ref().and_then(|a| a.get("cpu")).map(|q| cpu_millis(&q.0)).unwrap_or(0),
+                })
+            })
+            .collect();
+        state.insert("nodes".into(), json!(nodes_json));
+        if kind == "Deployment" {
+            let ns = ns.unwrap_or_default();
+            let api: Api<Deployment> = Api::namespaced(self.client.clone(), ns);
+            let Some(d) = api
+                .get_opt(name)
+                .await
+                .map_err(|e| ApiError::classify(format!("get deployment {ns}/{name}"), e))?
+            else {
+                return Ok(serde_json::Value::Object(state));
+            };
+            let spec = d.spec.clone().unwrap_or_default();
+            let selector: Vec<String> = spec
+                .selector
+                .match_labels
+                .clone()
+                .unwrap_or_default()
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            let pods: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+            let pod_list = if selector.is_empty() {
+                vec![]
+            } else {
+                pods.list(&ListParams::default().labels(&selector.join(",")))
+                    .await
+                    .map_err(|e| ApiError::classify(format!("list pods of {ns}/{name}"), e))?
+                    .items
+            };
+            let pods_json: Vec<_> = pod_list
+                .iter()
+                .map(|p| {
+                    let st = p.status.clone().unwrap_or_default();
+                    let statuses = st.container_statuses.clone().unwrap_or_default();
+                    let cpu: i64 = p
+                        .spec
+                        .iter()
+                        .flat_map(|s| s.containers.iter())
+                        .filter_map(|c| c.resources.as_ref()?.requests.as_ref()?.get("cpu").map(|q| cpu_millis(&q.0)))
+                        .sum();
+                    json!({
+                        "name": p.name_any(),
+                        "phase": st.phase,
+                        "node": p.spec.as_ref().and_then(|s| s.node_name.clone()),
+                        "ready": st.conditions.iter().flatten().any(|c| c.type_ == "Ready" && c.status == "True"),
+                        "restarts": statuses.iter().map(|c| c.restart_count).sum::<i32>(),
+                        "waiting_reasons": statuses.iter().filter_map(|c| c.state.as_ref()?.waiting.as_ref()?.reason.clone()).collect::<Vec<_>>(),
+                        "cpu_request_millis": cpu,
+                    })
+                })
+                .collect();
+            state.insert("pods".into(), json!(pods_json));
+            let mut secrets_exist = serde_json::Map::new();
+            let secrets: Api<Secret> = Api::namespaced(self.client.clone(), ns);
+            for r in spec
+                .template
+                .spec
+                .iter()
+                .flat_map(|s| s.image_pull_secrets.iter().flatten())
+            {
+                let exists = secrets
+                    .get_metadata_opt(&r.name)
+                    .await
+                    .map_err(|e| ApiError::classify(format!("get secret {ns}/{}", r.name), e))?
+                    .is_some();
+                secrets_exist.insert(r.name.clone(), json!(exists));
+            }
+            state.insert(
+                "image_pull_secrets".into(),
+                serde_json::Value::Object(secrets_exist),
+            );
+            state.insert(
+                "target".into(),
+                serde_json::to_value(&d).unwrap_or_default(),
+            );
+        }
+        Ok(serde_json::Value::Object(state))
+    }
+}

@@ -54,6 +54,8 @@ pub struct PolicySet {
     pub digest: String,
     /// Loaded file names.
     pub files: Vec<String>,
+    /// Packages the modules declare.
+    pub packages: Vec<String>,
 }
 
 impl std::fmt::Debug for PolicySet {
@@ -138,10 +140,19 @@ impl PolicySet {
                     message: e.to_string(),
                 })?;
         }
+        let packages = sources
+            .iter()
+            .filter_map(|(_, src)| {
+                src.lines()
+                    .find_map(|l| l.trim().strip_prefix("package "))
+                    .map(|p| p.trim().to_string())
+            })
+            .collect();
         Ok(PolicySet {
             engine,
             digest: digest(sources),
             files: sources.iter().map(|(n, _)| n.clone()).collect(),
+            packages,
         })
     }
 
@@ -185,6 +196,122 @@ impl PolicySet {
     }
 }
 
+/// Package of a named condition module.
+pub fn condition_package(name: &str) -> String {
+    format!("kubernetes_executor.conditions.{name}")
+}
+
+/// What a pre/postcondition evaluation concluded.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ConditionOutcome {
+    /// `deny` and `inconclusive` are empty: the condition holds.
+    Holds,
+    /// `deny` gave these reasons.
+    Fails(Vec<String>),
+    /// `inconclusive` gave these reasons (and `deny` none).
+    Inconclusive(Vec<String>),
+}
+
+fn string_set(value: &regorus::Value, rule: &str) -> Result<Vec<String>, PolicyError> {
+    if *value == regorus::Value::Undefined {
+        return Ok(vec![]);
+    }
+    let set = value
+        .as_set()
+        .map_err(|_| PolicyError::Eval(format!("{rule} is not a set")))?;
+    let mut out: Vec<String> = set
+        .iter()
+        .map(|v| {
+            v.as_string()
+                .map(|s| s.to_string())
+                .unwrap_or_else(|_| v.to_json_str().unwrap_or_default())
+        })
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+fn eval_condition(
+    engine: &mut regorus::Engine,
+    package: &str,
+    input: &serde_json::Value,
+) -> Result<ConditionOutcome, PolicyError> {
+    let input = regorus::Value::from_json_str(&input.to_string())
+        .map_err(|e| PolicyError::Eval(e.to_string()))?;
+    engine.set_input(input);
+    // A query (not eval_rule): a module may leave `deny` or `inconclusive` undefined.
+    let mut query = |rule: &str| -> Result<Vec<String>, PolicyError> {
+        let r = engine
+            .eval_query(rule.to_string(), false)
+            .map_err(|e| PolicyError::Eval(e.to_string()))?;
+        let v = r
+            .result
+            .first()
+            .and_then(|x| x.expressions.first())
+            .map(|e| e.value.clone())
+            .unwrap_or(regorus::Value::Undefined);
+        string_set(&v, rule)
+    };
+    let deny = query(&format!("data.{package}.deny"))?;
+    if !deny.is_empty() {
+        return Ok(ConditionOutcome::Fails(deny));
+    }
+    let inc = query(&format!("data.{package}.inconclusive"))?;
+    Ok(if inc.is_empty() {
+        ConditionOutcome::Holds
+    } else {
+        ConditionOutcome::Inconclusive(inc)
+    })
+}
+
+impl PolicySet {
+    /// Evaluates a pre/postcondition: `policy` is the name of a condition
+    /// module of this set (package `kubernetes_executor.conditions.<name>`) or
+    /// inline Rego (a whole module with its own package).
+    pub fn evaluate_condition(
+        &self,
+        policy: &str,
+        input: &serde_json::Value,
+    ) -> Result<ConditionOutcome, PolicyError> {
+        if policy.contains("package ") {
+            let package = policy
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("package "))
+                .map(|p| p.trim().to_string())
+                .ok_or_else(|| PolicyError::Compile {
+                    path: "inline".into(),
+                    message: "no package".into(),
+                })?;
+            let mut engine = regorus::Engine::new();
+            engine.set_execution_timer_config(regorus::utils::limits::ExecutionTimerConfig {
+                limit: EVAL_LIMIT,
+                check_interval: NonZeroU32::new(64).unwrap_or(NonZeroU32::MIN),
+            });
+            engine
+                .add_policy("inline.rego".into(), policy.to_string())
+                .map_err(|e| PolicyError::Compile {
+                    path: "inline".into(),
+                    message: e.to_string(),
+                })?;
+            return eval_condition(&mut engine, &package, input);
+        }
+        let package = condition_package(policy);
+        let known = self
+            .engine
+            .get_packages()
+            .unwrap_or_default()
+            .iter()
+            .any(|p| p == &format!("data.{package}") || p == &package);
+        if !known {
+            return Err(PolicyError::Eval(format!(
+                "unknown condition policy {policy:?} (no module with package {package} is loaded)"
+            )));
+        }
+        let mut engine = self.engine.clone();
+        eval_condition(&mut engine, &package, input)
+    }
+}
+
 /// The outcome of one evaluation.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Verdict {
@@ -213,6 +340,15 @@ pub enum PolicyMsg {
         action: String,
         /// Where the verdict goes.
         reply: RpcReplyPort<Verdict>,
+    },
+    /// Evaluate one pre/postcondition (named module or inline Rego).
+    Condition {
+        /// Module name or inline Rego.
+        policy: String,
+        /// Policy input with live cluster state.
+        input: serde_json::Value,
+        /// Where the outcome goes (an error is a message).
+        reply: RpcReplyPort<Result<ConditionOutcome, String>>,
     },
     /// Re-read the policy directory and swap in a changed, valid set.
     Reload,
@@ -346,6 +482,25 @@ impl Actor for PolicyActor {
             PolicyMsg::Reload => {
                 state.reload();
                 state.publish().await;
+            }
+            PolicyMsg::Condition {
+                policy,
+                input,
+                reply,
+            } => {
+                let start = Instant::now();
+                let out = match &state.set {
+                    None => Err(FAIL_CLOSED.to_string()),
+                    Some(set) => set
+                        .evaluate_condition(&policy, &input)
+                        .map_err(|e| e.to_string()),
+                };
+                state
+                    .metrics
+                    .policy_evaluation_duration
+                    .with_label_values(&["condition"])
+                    .observe(start.elapsed().as_secs_f64());
+                let _ = reply.send(out);
             }
             PolicyMsg::Evaluate {
                 input,
@@ -504,6 +659,29 @@ mod tests {
         let v = set.evaluate(&denied).expect("eval");
         assert_eq!(v.len(), 1);
         assert!(v[0].contains("kube-system"), "{v:?}");
+    }
+
+    #[test]
+    fn named_and_inline_conditions() {
+        let set = PolicySet::load_dir(&policies_dir()).expect("load");
+        let input = json!({ "target_resource": {"namespace": "shop"}, "cluster": { "pods": [{"name": "p", "waiting_reasons": ["CrashLoopBackOff"]}] } });
+        match set
+            .evaluate_condition("no_crashloop_pods", &input)
+            .expect("eval")
+        {
+            ConditionOutcome::Fails(r) => assert!(r[0].contains("CrashLoopBackOff"), "{r:?}"),
+            other => panic!("{other:?}"),
+        }
+        let inline = "package custom.check\n\ninconclusive contains \"no metrics\" if { true }\n";
+        assert_eq!(
+            set.evaluate_condition(inline, &input).expect("eval"),
+            ConditionOutcome::Inconclusive(vec!["no metrics".into()])
+        );
+        let err = set
+            .evaluate_condition("no_such_condition", &input)
+            .expect_err("unknown")
+            .to_string();
+        assert!(err.contains("no_such_condition"), "{err}");
     }
 
     #[test]

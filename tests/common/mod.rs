@@ -204,7 +204,21 @@ pub async fn deployment(
     let selector = if schedulable {
         json!({ "type": "kwok" })
     } else {
-        json!({ "type": "no-such-node" })
+        // A real but cordoned node: the nodeSelector matches (preconditions
+        // pass) yet no pod can ever be scheduled, so rollouts never finish.
+        let node = "ke-cordoned-node";
+        testkit::controlplane::create_ready_node(client, node, true)
+            .await
+            .expect("cordoned node");
+        Api::<k8s_openapi::api::core::v1::Node>::all(client.clone())
+            .patch(
+                node,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(json!({ "spec": { "unschedulable": true } })),
+            )
+            .await
+            .expect("cordon");
+        json!({ "kubernetes.io/hostname": node })
     };
     let mut meta_labels = json!({ "app": name });
     if let (Some(m), Some(extra)) = (meta_labels.as_object_mut(), labels.as_object()) {
