@@ -7,7 +7,7 @@ BIN := $(TARGET_DIR)/debug
 CLUSTER_DIR := $(CURDIR)/target/cluster
 KUBECONFIG_FILE := $(CLUSTER_DIR)/kubeconfig
 
-.PHONY: help controlplane build crds check-crds fmt lint test cluster-up cluster-down demo bench
+.PHONY: help controlplane build crds manifests check-crds fmt lint test cluster-up cluster-down demo bench
 
 help: ## List targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -20,6 +20,10 @@ build: ## Build the operator and the test tools
 
 crds: ## Regenerate deploy/crds/ from the Rust types
 	$(CARGO) run -q -p kubernetes-executor-crds --bin crdgen > deploy/crds/kubernetesexecutions.yaml
+
+manifests: crds ## Regenerate deploy/ files generated from code and policies/
+	$(CARGO) run -q --bin kubernetes-executor -- rbac > deploy/rbac/actions.yaml
+	$(CARGO) run -q --bin kubernetes-executor -- policies-configmap --dir policies > deploy/policies-configmap.yaml
 
 check-crds: ## Fail when deploy/crds/ differs from what the types generate
 	@$(CARGO) run -q -p kubernetes-executor-crds --bin crdgen | diff -u deploy/crds/kubernetesexecutions.yaml - \

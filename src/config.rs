@@ -25,6 +25,15 @@ pub enum Command {
     RunAction(RunActionArgs),
     /// Print the KubernetesExecution CRD as YAML.
     Crd,
+    /// Print the policies ConfigMap built from a directory of Rego files.
+    PoliciesConfigmap {
+        /// Directory of `.rego` files.
+        #[arg(long, default_value = "policies")]
+        dir: PathBuf,
+        /// Namespace of the ConfigMap.
+        #[arg(long, default_value = "kubernetes-executor-system")]
+        namespace: String,
+    },
     /// Print the per-action RBAC manifests (ServiceAccounts, ClusterRoles, bindings) as YAML.
     Rbac {
         /// Namespace the operator and its Jobs run in.

@@ -23,6 +23,10 @@ fn main() -> anyhow::Result<()> {
             print!("{}", manifests::rbac_yaml(&namespace)?);
             Ok(())
         }
+        Command::PoliciesConfigmap { dir, namespace } => {
+            print!("{}", manifests::policies_configmap_yaml(&dir, &namespace)?);
+            Ok(())
+        }
         Command::Run(args) => runtime()?.block_on(operator::run(args)),
         Command::RunAction(args) => {
             let code = runtime()?.block_on(run_action::main(args));

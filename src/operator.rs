@@ -55,6 +55,16 @@ async fn shutdown_signal() {
     }
 }
 
+/// Name of the leader Lease in the operator namespace.
+pub const LEADER_LEASE: &str = "kubernetes-executor-leader";
+/// Leader lease duration: a standby takes over at most this long after the
+/// leader died without releasing.
+const LEASE_SECONDS: i32 = 15;
+/// How often the leader renews.
+const RENEW_PERIOD: Duration = Duration::from_secs(5);
+/// How often a standby tries to take the lease.
+const RETRY_PERIOD: Duration = Duration::from_secs(2);
+
 /// Runs the operator until SIGTERM or SIGINT.
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     init_tracing(&args.log_format);
@@ -98,13 +108,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         stop_rx.clone(),
     ));
 
-    if args.leader_elect {
-        tracing::warn!(
-            "--leader-elect: leader election is not implemented yet; this replica acts as leader"
-        );
-    }
-    health.set_leader(true);
-
     let api = KubeApi::new(client.clone(), &args.namespace, args.pod_name.clone());
     let (policy, _) = Actor::spawn(
         Some("policy".into()),
@@ -121,6 +124,63 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     registry.insert(ActorInfo::new("policy", "policy".into(), None, 0));
     let (rbac, _) = Actor::spawn(Some("rbac".into()), RbacActor, api.clone()).await?;
     registry.insert(ActorInfo::new("rbac", "rbac".into(), None, 0));
+
+    // Leader election: a standby serves probes (ready once its policies load)
+    // and waits; only the leader runs the watches and the execution actors.
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    let identity = args
+        .pod_name
+        .clone()
+        .unwrap_or_else(|| format!("kubernetes-executor-{}", std::process::id()));
+    if args.leader_elect {
+        tracing::info!(identity = %identity, lease = LEADER_LEASE, "waiting to lead");
+        loop {
+            match api.try_lead(LEADER_LEASE, &identity, LEASE_SECONDS).await {
+                Ok(true) => break,
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "leader election: cannot read the lease"),
+            }
+            tokio::select! {
+                _ = &mut shutdown => {
+                    rbac.stop(None);
+                    policy.stop(None);
+                    let _ = stop_tx.send(true);
+                    return Ok(());
+                }
+                _ = tokio::time::sleep(RETRY_PERIOD) => {}
+            }
+        }
+        tracing::info!(identity = %identity, "became the leader");
+    }
+    health.set_leader(true);
+    let (lost_tx, mut lost_rx) = watch::channel(false);
+    let renew = args.leader_elect.then(|| {
+        let (api, identity) = (api.clone(), identity.clone());
+        tokio::spawn(async move {
+            let mut last_ok = tokio::time::Instant::now();
+            loop {
+                tokio::time::sleep(RENEW_PERIOD).await;
+                match api.try_lead(LEADER_LEASE, &identity, LEASE_SECONDS).await {
+                    Ok(true) => last_ok = tokio::time::Instant::now(),
+                    Ok(false) => {
+                        let _ = lost_tx.send(true);
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot renew the leader lease");
+                        if last_ok.elapsed()
+                            >= Duration::from_secs(LEASE_SECONDS as u64) - RENEW_PERIOD
+                        {
+                            let _ = lost_tx.send(true);
+                            return;
+                        }
+                    }
+                }
+            }
+        })
+    });
+
     let (job_watcher, _) = Actor::spawn(
         Some("job-watcher".into()),
         JobWatcherActor,
@@ -131,6 +191,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     )
     .await?;
     registry.insert(ActorInfo::new("job-watcher", "job-watcher".into(), None, 0));
+    let ctx_api = api.clone();
     let ctx = Arc::new(Context {
         api,
         policy: policy.clone(),
@@ -153,9 +214,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     health.set_actors_up(true);
     tracing::info!(namespace = %args.namespace, policy_dir = %args.policy_dir.display(), "operator started");
 
+    let mut lost = false;
     tokio::select! {
-        _ = shutdown_signal() => tracing::info!("shutting down"),
+        _ = &mut shutdown => tracing::info!("shutting down"),
         _ = supervisor_handle => tracing::error!("supervisor stopped unexpectedly"),
+        _ = lost_rx.wait_for(|l| *l) => {
+            tracing::error!("lost the leader lease; stopping");
+            lost = true;
+        }
     }
     health.set_actors_up(false);
     let _ = supervisor
@@ -164,11 +230,23 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     job_watcher.stop(None);
     rbac.stop(None);
     policy.stop(None);
+    if let Some(renew) = renew {
+        renew.abort();
+        if !lost {
+            // Hand over at once instead of letting the standby wait for expiry.
+            if let Err(e) = ctx_api.release_lead(LEADER_LEASE, &identity).await {
+                tracing::warn!(error = %e, "failed to release the leader lease");
+            }
+        }
+    }
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), async {
         let _ = metrics_srv.await;
         let _ = health_srv.await;
     })
     .await;
+    if lost {
+        anyhow::bail!("lost the leader lease");
+    }
     Ok(())
 }

@@ -299,7 +299,13 @@ async fn execute(myself: &ExecutionRef, state: &mut ExecutionState, fx: Effect) 
         }
         Effect::Validate => Some(Event::Validated(validate_all(state).await)),
         Effect::CreateJob => match create_job(state).await {
-            Ok(Created::Job(name)) => Some(Event::JobCreated { job_name: name }),
+            Ok(Created::Job(job)) => {
+                // The Job may be one created before a restart, and may even be
+                // finished already (its watch event went to no actor): look at it.
+                let name = job.name_any();
+                let _ = myself.cast(ExecutionMsg::JobChanged(job));
+                Some(Event::JobCreated { job_name: name })
+            }
             Ok(Created::Busy(holder)) => busy(myself, state, holder).await,
             // Could not create the Job for a permanent reason: fail as validation does.
             Err(refusal) => Some(Event::Validated(Err(refusal))),
@@ -700,8 +706,8 @@ async fn validate_all(state: &mut ExecutionState) -> Result<Plan, Refusal> {
 #[allow(clippy::result_large_err)]
 /// What creating the Job came to.
 enum Created {
-    /// The Job exists.
-    Job(String),
+    /// The Job exists (created now, or found from before a restart).
+    Job(Box<Job>),
     /// Another execution holds the target lock.
     Busy(crate::lock::Holder),
 }
@@ -825,7 +831,7 @@ async fn create_job(state: &mut ExecutionState) -> Result<Created, Refusal> {
         .job_creation_duration
         .observe(started.elapsed().as_secs_f64());
     state.job_created = Some(Instant::now());
-    Ok(Created::Job(created.name_any()))
+    Ok(Created::Job(Box::new(created)))
 }
 
 /// Interprets a Job's status; `Some` when it finished.

@@ -782,3 +782,93 @@ impl KubeApi {
         Ok(serde_json::Value::Object(state))
     }
 }
+
+impl KubeApi {
+    /// Takes or renews the leader Lease `name` for `identity` (`duration_seconds`
+    /// long). True when `identity` leads afterwards. A Lease held by someone
+    /// else is taken over only once it expired (compare-and-swap).
+    pub async fn try_lead(
+        &self,
+        name: &str,
+        identity: &str,
+        duration_seconds: i32,
+    ) -> ApiResult<bool> {
+        use k8s_openapi::api::coordination::v1::Lease;
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+        let api: Api<Lease> = Api::namespaced(self.client.clone(), &self.namespace);
+        let now = k8s_openapi::jiff::Timestamp::now();
+        let existing = api
+            .get_opt(name)
+            .await
+            .map_err(|e| ApiError::classify(format!("get lease {name}"), e))?;
+        let Some(mut lease) = existing else {
+            let lease: Lease = serde_json::from_value(json!({
+                "metadata": { "name": name, "namespace": self.namespace },
+                "spec": {
+                    "holderIdentity": identity,
+                    "leaseDurationSeconds": duration_seconds,
+                    "acquireTime": MicroTime(now),
+                    "renewTime": MicroTime(now),
+                    "leaseTransitions": 0,
+                },
+            }))
+            .map_err(|e| ApiError::Invalid {
+                what: format!("lease {name}"),
+                message: e.to_string(),
+            })?;
+            return match api.create(&PostParams::default(), &lease).await {
+                Ok(_) => Ok(true),
+                Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
+                Err(e) => Err(ApiError::classify(format!("create lease {name}"), e)),
+            };
+        };
+        let h = crate::lock::holder(&lease, now);
+        let mine = h.uid == identity;
+        if !mine && !h.expired && !h.uid.is_empty() {
+            return Ok(false);
+        }
+        let spec = lease.spec.get_or_insert_with(Default::default);
+        if !mine {
+            spec.acquire_time = Some(MicroTime(now));
+            spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
+        }
+        spec.holder_identity = Some(identity.to_string());
+        spec.lease_duration_seconds = Some(duration_seconds);
+        spec.renew_time = Some(MicroTime(now));
+        match api.replace(name, &PostParams::default(), &lease).await {
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
+            Err(e) => Err(ApiError::classify(format!("renew lease {name}"), e)),
+        }
+    }
+
+    /// Gives the leader Lease up (so a standby takes over at once).
+    pub async fn release_lead(&self, name: &str, identity: &str) -> ApiResult<()> {
+        use k8s_openapi::api::coordination::v1::Lease;
+        let api: Api<Lease> = Api::namespaced(self.client.clone(), &self.namespace);
+        let Some(mut lease) = api
+            .get_opt(name)
+            .await
+            .map_err(|e| ApiError::classify(format!("get lease {name}"), e))?
+        else {
+            return Ok(());
+        };
+        if lease
+            .spec
+            .as_ref()
+            .and_then(|s| s.holder_identity.as_deref())
+            != Some(identity)
+        {
+            return Ok(());
+        }
+        if let Some(spec) = lease.spec.as_mut() {
+            spec.holder_identity = None;
+            spec.lease_duration_seconds = Some(1);
+        }
+        match api.replace(name, &PostParams::default(), &lease).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 409 || s.code == 404 => Ok(()),
+            Err(e) => Err(ApiError::classify(format!("release lease {name}"), e)),
+        }
+    }
+}
