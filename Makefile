@@ -61,5 +61,8 @@ cluster-down: ## Stop the local control plane started by cluster-up
 	  kill -KILL $$pid 2>/dev/null || true; rm -f $(CLUSTER_DIR)/pid $(CLUSTER_DIR)/ready; \
 	  echo "cluster stopped"; else echo "no cluster running"; fi
 
+bench: ## Run the micro-benchmarks of the hot pure paths
+	$(CARGO) bench -p kubernetes-executor-actors --bench hot_paths
+
 demo: controlplane build ## Run the operator on the local control plane with a few executions and print their status
 	bash hack/demo.sh

@@ -218,7 +218,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     tokio::select! {
         _ = &mut shutdown => tracing::info!("shutting down"),
         _ = supervisor_handle => tracing::error!("supervisor stopped unexpectedly"),
-        _ = lost_rx.wait_for(|l| *l) => {
+        Ok(_) = lost_rx.wait_for(|l| *l) => {
             tracing::error!("lost the leader lease; stopping");
             lost = true;
         }

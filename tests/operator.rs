@@ -323,6 +323,40 @@ async fn scale_runs_one_least_privilege_job_and_completes() {
     let (_, m) = http_get(&metrics, "/metrics").await.expect("metrics");
     assert!(m.contains("kubernetes_execution_phase_transitions_total{from_phase=\"Executing\",to_phase=\"Verifying\"}"), "{m}");
 
+    // The inverse restores the previous state.
+    let previous = st
+        .rollback_info
+        .as_ref()
+        .and_then(|r| r.previous_replicas)
+        .unwrap_or_default()
+        .to_string();
+    create(
+        &client,
+        &ns,
+        "scale-back",
+        spec(
+            "ScaleDeployment",
+            "Deployment",
+            "web",
+            None,
+            &[("replicas", &previous)],
+        ),
+    )
+    .await;
+    assert_eq!(
+        phase(&wait_terminal(&client, &ns, "scale-back").await),
+        Phase::Completed
+    );
+    assert_eq!(
+        deployments
+            .get("web")
+            .await
+            .expect("get")
+            .spec
+            .and_then(|s| s.replicas),
+        Some(1)
+    );
+
     // Deleting the execution removes its Job (finalizer) and the execution.
     let api: Api<KubernetesExecution> = Api::namespaced(client.clone(), &ns);
     api.delete("scale-web", &DeleteParams::default())
@@ -851,5 +885,207 @@ async fn an_undecidable_postcondition_ends_inconclusive_never_passed() {
             .iter()
             .any(|r| r.name == "no_crashloop_pods" && r.passed),
         "catalog defaults verified too"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn default_policies_protect_system_namespaces_and_control_plane_nodes() {
+    let (client, ns, _) = setup("policy").await;
+    // A deployment in kube-system.
+    deployment(
+        &client,
+        "kube-system",
+        &kubernetes_executor_testkit::unique_name("coredns"),
+        1,
+        json!({}),
+        true,
+    )
+    .await;
+    let sys = Api::<Deployment>::namespaced(client.clone(), "kube-system")
+        .list(&ListParams::default())
+        .await
+        .expect("list")
+        .items
+        .into_iter()
+        .find(|d| d.name_any().starts_with("coredns-"))
+        .expect("kube-system deployment");
+    let mut s = spec(
+        "ScaleDeployment",
+        "Deployment",
+        &sys.name_any(),
+        Some("kube-system"),
+        &[("replicas", "3")],
+    );
+    s.dry_run = true;
+    create(&client, &ns, "kube-system", s).await;
+    let done = wait_terminal(&client, &ns, "kube-system").await;
+    assert_eq!(reason(&done), reasons::POLICY_DENIED, "{:?}", done.status);
+    assert!(done.status.as_ref().is_some_and(|s| {
+        s.policy_violations
+            .iter()
+            .any(|v| v.contains("kube-system is protected"))
+    }));
+
+    // A node labelled control-plane cannot be cordoned or drained; uncordon is fine.
+    let node = kubernetes_executor_testkit::unique_name("cp");
+    kubernetes_executor_testkit::controlplane::create_ready_node(&client, &node, true)
+        .await
+        .expect("node");
+    Api::<k8s_openapi::api::core::v1::Node>::all(client.clone())
+        .patch(
+            &node,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "metadata": { "labels": { "node-role.kubernetes.io/control-plane": "" } } })),
+        )
+        .await
+        .expect("label");
+    for (name, action) in [("cordon-cp", "CordonNode"), ("drain-cp", "DrainNode")] {
+        create(&client, &ns, name, spec(action, "Node", &node, None, &[])).await;
+        let done = wait_terminal(&client, &ns, name).await;
+        assert_eq!(
+            reason(&done),
+            reasons::POLICY_DENIED,
+            "{name}: {:?}",
+            done.status
+        );
+        assert!(
+            message(&done).contains("control-plane"),
+            "{}",
+            message(&done)
+        );
+    }
+    let mut s = spec("UncordonNode", "Node", &node, None, &[]);
+    s.dry_run = true;
+    create(&client, &ns, "uncordon-cp", s).await;
+    assert_eq!(
+        phase(&wait_terminal(&client, &ns, "uncordon-cp").await),
+        Phase::Completed
+    );
+
+    // Scale-to-zero of a normal deployment is allowed.
+    deployment(&client, &ns, "batch", 1, json!({}), true).await;
+    let mut s = spec(
+        "ScaleDeployment",
+        "Deployment",
+        "batch",
+        None,
+        &[("replicas", "0")],
+    );
+    s.dry_run = true;
+    create(&client, &ns, "zero-ok", s).await;
+    let done = wait_terminal(&client, &ns, "zero-ok").await;
+    assert_eq!(phase(&done), Phase::Completed, "{:?}", done.status);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn actors_endpoint_lists_exactly_the_live_executions_and_metrics_follow_the_contract() {
+    let (client, ns, metrics) = setup("actors").await;
+    deployment(&client, &ns, "web", 1, json!({}), true).await;
+    let nss: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    let annotate = |v: Option<&str>| json!({ "metadata": { "annotations": { "kubernetesexecution.kubernaut.io/paused": v } } });
+    nss.patch(
+        &ns,
+        &PatchParams::default(),
+        &Patch::Merge(annotate(Some("true"))),
+    )
+    .await
+    .expect("pause");
+    let n = 100;
+    for i in 0..n {
+        let mut s = spec(
+            "ScaleDeployment",
+            "Deployment",
+            "web",
+            None,
+            &[("replicas", "2")],
+        );
+        s.dry_run = true;
+        create(&client, &ns, &format!("a-{i:03}"), s).await;
+    }
+    let listed = |body: &str| -> Vec<(String, String)> {
+        let v: Vec<serde_json::Value> = serde_json::from_str(body).unwrap_or_default();
+        v.into_iter()
+            .filter(|a| {
+                a["kind"] == "execution"
+                    && a["execution"]
+                        .as_str()
+                        .is_some_and(|e| e.starts_with(&format!("{ns}/")))
+            })
+            .map(|a| {
+                (
+                    a["execution"].as_str().unwrap_or_default().to_string(),
+                    a["phase"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect()
+    };
+    eventually("100 live actors", WAIT, || async {
+        let (code, body) = http_get(&metrics, "/actors").await?;
+        Ok(code == 200 && listed(&body).len() == n)
+    })
+    .await
+    .expect("/actors lists every live execution");
+    let started = std::time::Instant::now();
+    let (code, body) = http_get(&metrics, "/actors").await.expect("actors");
+    eprintln!(
+        "/actors with {n} live executions answered in {:?}",
+        started.elapsed()
+    );
+    assert_eq!(code, 200);
+    let actors = listed(&body);
+    assert_eq!(actors.len(), n);
+    assert!(
+        actors.iter().all(|(_, phase)| phase == "Pending"),
+        "{actors:?}"
+    );
+    let (code, one) = http_get(&metrics, &format!("/actors/{ns}/a-007"))
+        .await
+        .expect("one");
+    assert_eq!(code, 200, "{one}");
+    assert!(one.contains(&format!("{ns}/a-007")));
+    let (_, table) = http_get(&metrics, "/actors?format=table")
+        .await
+        .expect("table");
+    assert!(table.starts_with("KIND"), "{table}");
+
+    nss.patch(&ns, &PatchParams::default(), &Patch::Merge(annotate(None)))
+        .await
+        .expect("resume");
+    for i in 0..n {
+        assert_eq!(
+            phase(&wait_terminal(&client, &ns, &format!("a-{i:03}")).await),
+            Phase::Completed
+        );
+    }
+    eventually("no actor left", WAIT, || async {
+        Ok(listed(&http_get(&metrics, "/actors").await?.1).is_empty())
+    })
+    .await
+    .expect("terminal executions hold no actor");
+    let (code, _) = http_get(&metrics, &format!("/actors/{ns}/a-007"))
+        .await
+        .expect("one");
+    assert_eq!(code, 404);
+
+    let (_, m) = http_get(&metrics, "/metrics").await.expect("metrics");
+    for name in [
+        "kubernetes_execution_reconciliation_duration_seconds_bucket{phase=\"Validating\"",
+        "kubernetes_execution_phase_transitions_total{from_phase=\"Validating\",to_phase=\"Completed\"}",
+        "policy_evaluation_duration_seconds_bucket{policy=\"safety\"",
+        "job_creation_duration_seconds_bucket",
+        "job_completion_duration_seconds_bucket",
+        "kubernetes_executor_live_actors{kind=\"execution\"}",
+    ] {
+        assert!(m.contains(name), "{name} missing from /metrics");
+    }
+    let transitions: f64 = m
+        .lines()
+        .find(|l| l.starts_with("kubernetes_execution_phase_transitions_total{from_phase=\"Validating\",to_phase=\"Completed\"}"))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    assert!(
+        transitions >= n as f64,
+        "at least our {n} dry runs: {transitions}"
     );
 }
