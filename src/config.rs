@@ -76,6 +76,10 @@ pub struct RunArgs {
     /// Log format: `json`, `text`, or `auto` (text on a terminal).
     #[arg(long, env = "KE_LOG_FORMAT", default_value = "auto")]
     pub log_format: String,
+    /// OTLP/HTTP collector to export traces to (e.g. `http://otel-collector:4318`);
+    /// unset: no export.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
     /// Name of this replica's pod (Event reporter instance, lease holder).
     #[arg(long, env = "POD_NAME")]
     pub pod_name: Option<String>,

@@ -7,6 +7,7 @@ mod http;
 mod manifests;
 mod operator;
 mod run_action;
+mod telemetry;
 
 use clap::Parser;
 

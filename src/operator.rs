@@ -20,26 +20,6 @@ use tokio::sync::watch;
 use crate::config::{RunArgs, parse_bind};
 use crate::http::{AppState, health_router, metrics_router};
 
-fn init_tracing(format: &str) {
-    use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("info,kube=warn,tower=warn,hyper=warn")
-    });
-    let json = match format {
-        "json" => true,
-        "text" => false,
-        _ => !std::io::stderr().is_terminal(),
-    };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        builder.json().flatten_event(true).init();
-    } else {
-        builder.init();
-    }
-}
-
 async fn shutdown_signal() {
     let term = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -67,7 +47,7 @@ const RETRY_PERIOD: Duration = Duration::from_secs(2);
 
 /// Runs the operator until SIGTERM or SIGINT.
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
-    init_tracing(&args.log_format);
+    let telemetry = crate::telemetry::init(&args.log_format, args.otlp_endpoint.as_deref())?;
     // Our actors retry transient errors themselves (bounded, with backoff);
     // kube's default retry layer could hold an actor for minutes on a 429.
     let mut config = kube::Config::infer()
@@ -245,6 +225,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         let _ = health_srv.await;
     })
     .await;
+    telemetry.shutdown();
     if lost {
         anyhow::bail!("lost the leader lease");
     }

@@ -18,6 +18,7 @@ use kubernetes_executor_crds::{
     KubernetesExecutionStatus, Phase, PolicyDecision, TargetSnapshot, reasons,
 };
 use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tracing::Instrument;
 
 use crate::catalog::{Rejection, ValidatedAction, validate};
 use crate::context::Ctx;
@@ -157,7 +158,17 @@ impl Actor for ExecutionActor {
         state: &mut ExecutionState,
     ) -> Result<(), ActorProcessingErr> {
         let span = state.span.clone();
-        let _g = span.enter();
+        handle_message(myself, msg, state).instrument(span).await
+    }
+}
+
+/// Handles one message inside the execution's span.
+async fn handle_message(
+    myself: ExecutionRef,
+    msg: ExecutionMsg,
+    state: &mut ExecutionState,
+) -> Result<(), ActorProcessingErr> {
+    {
         let start = Instant::now();
         match msg {
             ExecutionMsg::Observed(exec) => {
@@ -416,8 +427,16 @@ async fn execute(myself: &ExecutionRef, state: &mut ExecutionState, fx: Effect) 
 }
 
 async fn write_transition(state: &mut ExecutionState, change: &StatusChange) {
-    let ctx = state.ctx.clone();
     let from = state.status.phase.unwrap_or_default();
+    let span =
+        tracing::info_span!("transition", from = %from, to = %change.phase, reason = change.reason);
+    write_transition_in_span(state, change, from)
+        .instrument(span)
+        .await
+}
+
+async fn write_transition_in_span(state: &mut ExecutionState, change: &StatusChange, from: Phase) {
+    let ctx = state.ctx.clone();
     let generation = state.exec.metadata.generation;
     crate::status::apply(&mut state.status, change, now(), generation);
     let (ns, name) = (
