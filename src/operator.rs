@@ -54,7 +54,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .await
         .context("cannot load Kubernetes configuration")?;
     config.default_retry = false;
-    let client = kube::Client::try_from(config).context("cannot build a Kubernetes client")?;
+    // One service stack; per-execution clients stamp the execution UID in the User-Agent.
+    let clients = kubernetes_executor_actors::request_context::Clients::new(config)
+        .context("cannot build a Kubernetes client")?;
+    let client = clients.operator();
     let metrics = Arc::new(Metrics::new()?);
     let health = Arc::new(Health::default());
     let registry = Arc::new(ActorRegistry::default());
@@ -88,7 +91,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         stop_rx.clone(),
     ));
 
-    let api = KubeApi::new(client.clone(), &args.namespace, args.pod_name.clone());
+    let api = KubeApi::with_clients(clients, &args.namespace, args.pod_name.clone());
     let (policy, _) = Actor::spawn(
         Some("policy".into()),
         PolicyActor,

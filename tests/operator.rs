@@ -305,6 +305,24 @@ async fn scale_runs_one_least_privilege_job_and_completes() {
     assert_eq!(c["allowPrivilegeEscalation"], false);
     assert_eq!(c["capabilities"]["drop"], json!(["ALL"]));
 
+    // The Job was created with the execution's UID in the User-Agent (audit log).
+    let audit = std::fs::read_to_string(env().audit_log()).expect("audit log");
+    let job_name = st.job_name.clone().unwrap_or_default();
+    let job_create = audit
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|e| {
+            e["verb"] == "create"
+                && e["objectRef"]["resource"] == "jobs"
+                && e["objectRef"]["name"] == job_name.as_str()
+        })
+        .expect("audited Job create");
+    let ua = job_create["userAgent"].as_str().unwrap_or_default();
+    assert!(
+        ua.contains(&format!("execution {uid}")),
+        "User-Agent names the execution: {ua}"
+    );
+
     // The just-in-time RoleBinding is gone once the execution ended.
     let rbs: Api<k8s_openapi::api::rbac::v1::RoleBinding> = Api::namespaced(client.clone(), &ns);
     eventually("JIT RoleBinding removed", WAIT, || async {

@@ -26,6 +26,7 @@ pub struct Settings {
 }
 
 /// Shared context of the actor tree.
+#[derive(Clone)]
 pub struct Context {
     /// The only way to the Kubernetes API.
     pub api: KubeApi,

@@ -21,7 +21,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tracing::Instrument;
 
 use crate::catalog::{Rejection, ValidatedAction, validate};
-use crate::context::Ctx;
+use crate::context::{Context, Ctx};
 use crate::job::{ActionOutput, build_job, job_name};
 use crate::kube_api::{ApiError, retry};
 use crate::machine::{
@@ -93,6 +93,11 @@ impl Actor for ExecutionActor {
         args: ExecutionArgs,
     ) -> Result<ExecutionState, ActorProcessingErr> {
         let exec = args.exec;
+        // Requests made for this execution carry its UID in the User-Agent.
+        let ctx: Ctx = Arc::new(Context {
+            api: args.ctx.api.for_execution(&exec.uid().unwrap_or_default()),
+            ..(*args.ctx).clone()
+        });
         let status = exec.status.clone().unwrap_or_default();
         let name = actor_name(&exec.namespace().unwrap_or_default(), &exec.name_any());
         let span = tracing::info_span!("execution", key = %exec.key(), uid = %exec.uid().unwrap_or_default());
@@ -130,7 +135,7 @@ impl Actor for ExecutionActor {
             verifying: false,
             job_created: None,
             restarts: args.restarts,
-            ctx: args.ctx,
+            ctx,
             name,
             span,
         })

@@ -134,6 +134,8 @@ pub struct KubeApi {
     client: Client,
     recorder: Recorder,
     namespace: String,
+    instance: Option<String>,
+    clients: Option<crate::request_context::Clients>,
 }
 
 impl KubeApi {
@@ -141,12 +143,40 @@ impl KubeApi {
     pub fn new(client: Client, namespace: &str, instance: Option<String>) -> Self {
         let reporter = Reporter {
             controller: "kubernetes-executor".into(),
-            instance,
+            instance: instance.clone(),
         };
         KubeApi {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             namespace: namespace.to_string(),
+            instance,
+            clients: None,
+        }
+    }
+
+    /// A facade whose clients come from `clients` (sharing one connection
+    /// pool), so that [`KubeApi::for_execution`] can stamp User-Agents.
+    pub fn with_clients(
+        clients: crate::request_context::Clients,
+        namespace: &str,
+        instance: Option<String>,
+    ) -> Self {
+        let mut api = KubeApi::new(clients.operator(), namespace, instance);
+        api.clients = Some(clients);
+        api
+    }
+
+    /// The facade for requests made for execution `uid`: its User-Agent
+    /// carries the UID (same connection pool). Without shared clients, self.
+    pub fn for_execution(&self, uid: &str) -> KubeApi {
+        match &self.clients {
+            Some(c) => {
+                let mut api =
+                    KubeApi::new(c.for_execution(uid), &self.namespace, self.instance.clone());
+                api.clients = self.clients.clone();
+                api
+            }
+            None => self.clone(),
         }
     }
 

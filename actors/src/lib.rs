@@ -20,5 +20,6 @@ pub mod machine;
 pub mod metrics;
 pub mod policy;
 pub mod rbac;
+pub mod request_context;
 pub mod status;
 pub mod supervisor;

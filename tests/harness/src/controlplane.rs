@@ -170,9 +170,17 @@ impl ControlPlane {
             ],
         )?;
         let pki = &self.pki;
+        // Audit (metadata only) of Jobs and executions: tests read who did what.
+        let audit_policy = self.dir.join("audit-policy.yaml");
+        std::fs::write(
+            &audit_policy,
+            "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n- level: Metadata\n  resources:\n  - group: batch\n    resources: [jobs]\n  - group: kubernetesexecution.kubernaut.io\n- level: None\n",
+        )?;
         self.spawn(
             "kube-apiserver",
             vec![
+                format!("--audit-policy-file={}", audit_policy.display()),
+                format!("--audit-log-path={}", self.audit_log().display()),
                 format!("--etcd-servers={etcd_url}"),
                 format!("--secure-port={api_port}"),
                 s("--bind-address=127.0.0.1"),
@@ -366,6 +374,11 @@ impl ControlPlane {
     /// The directory holding the binaries (kubectl among them).
     pub fn bin_dir(&self) -> &Path {
         &self.bin_dir
+    }
+
+    /// The API server's audit log (JSON lines; Jobs and executions, metadata level).
+    pub fn audit_log(&self) -> PathBuf {
+        self.dir.join("logs").join("audit.log")
     }
 
     /// The state directory (logs under `logs/`).
