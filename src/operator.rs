@@ -55,10 +55,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .context("cannot load Kubernetes configuration")?;
     config.default_retry = false;
     // One service stack; per-execution clients stamp the execution UID in the User-Agent.
-    let clients = kubernetes_executor_actors::request_context::Clients::new(config)
-        .context("cannot build a Kubernetes client")?;
-    let client = clients.operator();
     let metrics = Arc::new(Metrics::new()?);
+    let clients = kubernetes_executor_actors::request_context::Clients::new(config)
+        .context("cannot build a Kubernetes client")?
+        .with_request_metrics(metrics.api_requests.clone());
+    let client = clients.operator();
     let health = Arc::new(Health::default());
     let registry = Arc::new(ActorRegistry::default());
     let app = AppState {

@@ -1093,8 +1093,16 @@ async fn actors_endpoint_lists_exactly_the_live_executions_and_metrics_follow_th
         "job_creation_duration_seconds_bucket",
         "job_completion_duration_seconds_bucket",
         "kubernetes_executor_live_actors{kind=\"execution\"}",
+        "kubernetes_executor_api_requests_total{outcome=\"2xx\",resource=\"kubernetesexecutions/status\",verb=\"patch\"}",
     ] {
-        assert!(m.contains(name), "{name} missing from /metrics");
+        assert!(
+            m.contains(name),
+            "{name} missing from /metrics: {}",
+            m.lines()
+                .filter(|l| l.starts_with("kubernetes_executor_api"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
     }
     let transitions: f64 = m
         .lines()

@@ -56,6 +56,61 @@ where
 pub struct Clients {
     shared: Arc<Mutex<Shared>>,
     default_ns: String,
+    requests: Option<prometheus::IntCounterVec>,
+}
+
+/// The resource a request path addresses (`/api/v1/namespaces/a/pods/b` →
+/// `pods`, `/apis/batch/v1/namespaces/a/jobs` → `jobs`, `.../pods/x/eviction`
+/// → `pods/eviction`).
+pub fn resource_of(path: &str) -> String {
+    let parts: Vec<&str> = path
+        .split('?')
+        .next()
+        .unwrap_or_default()
+        .split('/')
+        .filter(|p| !p.is_empty())
+        .collect();
+    let rest = match parts.first() {
+        Some(&"api") => parts.get(2..).unwrap_or_default(),
+        Some(&"apis") => parts.get(3..).unwrap_or_default(),
+        _ => return "other".into(),
+    };
+    let rest = if rest.first() == Some(&"namespaces") && rest.len() > 2 {
+        &rest[2..]
+    } else {
+        rest
+    };
+    match rest {
+        [] => "discovery".into(),
+        [r] | [r, _] => r.to_string(),
+        [r, _, sub, ..] => format!("{r}/{sub}"),
+    }
+}
+
+/// The Kubernetes verb of a request (`list`/`watch` for collection GETs).
+fn verb_of(req: &Request<Body>) -> &'static str {
+    let query = req.uri().query().unwrap_or_default();
+    match *req.method() {
+        http::Method::GET if query.contains("watch=true") || query.contains("watch=1") => "watch",
+        http::Method::GET => {
+            // A GET of a named object has an odd number of path parts after the resource.
+            let path = req.uri().path();
+            let named = !matches!(resource_of(path).as_str(), "discovery" | "other")
+                && path
+                    .trim_end_matches('/')
+                    .rsplit('/')
+                    .next()
+                    .is_some_and(|last| {
+                        last != resource_of(path).split('/').next().unwrap_or_default()
+                    });
+            if named { "get" } else { "list" }
+        }
+        http::Method::POST => "create",
+        http::Method::PUT => "update",
+        http::Method::PATCH => "patch",
+        http::Method::DELETE => "delete",
+        _ => "other",
+    }
 }
 
 impl Clients {
@@ -75,7 +130,14 @@ impl Clients {
         Ok(Clients {
             shared: Arc::new(Mutex::new(shared)),
             default_ns,
+            requests: None,
         })
+    }
+
+    /// Counts every request in `counter{verb,resource,outcome}`.
+    pub fn with_request_metrics(mut self, counter: prometheus::IntCounterVec) -> Self {
+        self.requests = Some(counter);
+        self
     }
 
     /// A client whose requests carry `user_agent`.
@@ -86,10 +148,15 @@ impl Clients {
             Ok(b) => b,
             Err(p) => p.into_inner().clone(),
         };
+        let counter = self.requests.clone();
         let svc = base.map_request(move |mut req: Request<Body>| {
             req.headers_mut().insert(USER_AGENT, value.clone());
             req
         });
+        let svc = Counted {
+            inner: svc,
+            counter,
+        };
         kube::Client::new(svc, self.default_ns.clone())
     }
 
@@ -101,6 +168,58 @@ impl Clients {
     /// The client for requests made for execution `uid`.
     pub fn for_execution(&self, uid: &str) -> kube::Client {
         self.with_user_agent(&format!("{PRODUCT} (execution {uid})"))
+    }
+}
+
+/// Counts requests by verb, resource and outcome (2xx/4xx/5xx/error).
+#[derive(Clone)]
+struct Counted<S> {
+    inner: S,
+    counter: Option<prometheus::IntCounterVec>,
+}
+
+impl<S> Service<Request<Body>> for Counted<S>
+where
+    S: Service<
+            Request<Body>,
+            Response = Response<UnsyncBoxBody<Bytes, BoxError>>,
+            Error = BoxError,
+        >,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<S::Response, BoxError>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        let labels = self
+            .counter
+            .as_ref()
+            .map(|c| (c.clone(), verb_of(&req), resource_of(req.uri().path())));
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let res = fut.await;
+            if let Some((counter, verb, resource)) = labels {
+                let outcome = match &res {
+                    Ok(r) if r.status().is_success() => "2xx",
+                    Ok(r) if r.status().is_client_error() => "4xx",
+                    Ok(_) => "5xx",
+                    Err(_) => "error",
+                };
+                counter
+                    .with_label_values(&[verb, resource.as_str(), outcome])
+                    .inc();
+            }
+            res
+        })
     }
 }
 
@@ -140,6 +259,28 @@ mod tests {
                     .then(|| l[11..].trim().to_string())
             })
             .unwrap_or_default()
+    }
+
+    #[test]
+    fn resources_from_paths() {
+        assert_eq!(resource_of("/api/v1/namespaces/a/pods/b"), "pods");
+        assert_eq!(
+            resource_of("/api/v1/namespaces/a/pods/b/eviction"),
+            "pods/eviction"
+        );
+        assert_eq!(resource_of("/apis/batch/v1/namespaces/a/jobs"), "jobs");
+        assert_eq!(
+            resource_of("/apis/apps/v1/namespaces/a/deployments/web/scale"),
+            "deployments/scale"
+        );
+        assert_eq!(resource_of("/api/v1/nodes/n1"), "nodes");
+        assert_eq!(
+            resource_of(
+                "/apis/kubernetesexecution.kubernaut.io/v1alpha1/kubernetesexecutions?watch=true"
+            ),
+            "kubernetesexecutions"
+        );
+        assert_eq!(resource_of("/version"), "other");
     }
 
     #[tokio::test]
