@@ -659,21 +659,9 @@ impl KubeApi {
     pub async fn release_lock(&self, name: &str, exec_uid: &str) -> ApiResult<()> {
         use k8s_openapi::api::coordination::v1::Lease;
         let api: Api<Lease> = Api::namespaced(self.client.clone(), &self.namespace);
-        let Some(existing) = api
-            .get_opt(name)
-            .await
-            .map_err(|e| ApiError::classify(format!("get lease {name}"), e))?
-        else {
+        let Some(existing) = self.lease_held_by(name, exec_uid).await? else {
             return Ok(());
         };
-        if existing
-            .spec
-            .as_ref()
-            .and_then(|s| s.holder_identity.as_deref())
-            != Some(exec_uid)
-        {
-            return Ok(());
-        }
         let dp = DeleteParams {
             preconditions: Some(kube::api::Preconditions {
                 resource_version: existing.metadata.resource_version.clone(),
@@ -872,25 +860,29 @@ impl KubeApi {
         }
     }
 
+    /// The Lease `name` of the operator namespace, if `holder` holds it.
+    async fn lease_held_by(
+        &self,
+        name: &str,
+        holder: &str,
+    ) -> ApiResult<Option<k8s_openapi::api::coordination::v1::Lease>> {
+        let api: Api<k8s_openapi::api::coordination::v1::Lease> =
+            Api::namespaced(self.client.clone(), &self.namespace);
+        let lease = api
+            .get_opt(name)
+            .await
+            .map_err(|e| ApiError::classify(format!("get lease {name}"), e))?;
+        Ok(lease
+            .filter(|l| l.spec.as_ref().and_then(|s| s.holder_identity.as_deref()) == Some(holder)))
+    }
+
     /// Gives the leader Lease up (so a standby takes over at once).
     pub async fn release_lead(&self, name: &str, identity: &str) -> ApiResult<()> {
         use k8s_openapi::api::coordination::v1::Lease;
         let api: Api<Lease> = Api::namespaced(self.client.clone(), &self.namespace);
-        let Some(mut lease) = api
-            .get_opt(name)
-            .await
-            .map_err(|e| ApiError::classify(format!("get lease {name}"), e))?
-        else {
+        let Some(mut lease) = self.lease_held_by(name, identity).await? else {
             return Ok(());
         };
-        if lease
-            .spec
-            .as_ref()
-            .and_then(|s| s.holder_identity.as_deref())
-            != Some(identity)
-        {
-            return Ok(());
-        }
         if let Some(spec) = lease.spec.as_mut() {
             spec.holder_identity = None;
             spec.lease_duration_seconds = Some(1);
