@@ -466,11 +466,13 @@ impl KubeApi {
         }
     }
 
-    /// Publishes a Kubernetes Event about any object (best effort).
+    /// Publishes a Kubernetes Event about any object (best effort); `action`
+    /// is what the operator was doing (e.g. `Reconcile`, `LoadPolicies`).
     pub async fn event_about(
         &self,
         reference: &ObjectReference,
         warning: bool,
+        action: &str,
         reason: &str,
         note: String,
     ) {
@@ -482,7 +484,7 @@ impl KubeApi {
             },
             reason: reason.chars().take(128).collect(),
             note: Some(note.chars().take(1000).collect()),
-            action: "LoadPolicies".into(),
+            action: action.into(),
             secondary: None,
         };
         if let Err(e) = self.recorder.publish(&ev, reference).await {
@@ -498,21 +500,8 @@ impl KubeApi {
         reason: &str,
         note: String,
     ) {
-        let reference: ObjectReference = exec.object_ref(&());
-        let ev = KubeEvent {
-            type_: if warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
-            reason: reason.chars().take(128).collect(),
-            note: Some(note.chars().take(1000).collect()),
-            action: "Reconcile".into(),
-            secondary: None,
-        };
-        if let Err(e) = self.recorder.publish(&ev, &reference).await {
-            tracing::debug!(error = %e, "failed to publish event");
-        }
+        self.event_about(&exec.object_ref(&()), warning, "Reconcile", reason, note)
+            .await;
     }
 }
 

@@ -442,8 +442,14 @@ impl PolicyState {
             Some(s) if !s.is_empty() => format!("; keeping policy set {}", s.digest),
             _ => "; no policy set is active: every action is denied".into(),
         };
-        api.event_about(&reference, true, "PolicyRejected", format!("{error}{kept}"))
-            .await;
+        api.event_about(
+            &reference,
+            true,
+            "LoadPolicies",
+            "PolicyRejected",
+            format!("{error}{kept}"),
+        )
+        .await;
     }
 }
 
