@@ -17,22 +17,11 @@ fn exec() -> KubernetesExecution {
     let mut e = KubernetesExecution::new(
         "scale-web",
         KubernetesExecutionSpec {
-            action: "ScaleDeployment".into(),
             parameters: [("replicas".to_string(), "3".to_string())].into(),
-            target_resource: TargetResource {
-                kind: "Deployment".into(),
-                name: "web".into(),
-                namespace: Some("shop".into()),
-                labels: None,
-            },
-            dry_run: false,
-            timeout: None,
-            max_retries: None,
-            preconditions: vec![],
-            postconditions: vec![],
-            workflow_execution_ref: None,
-            on_target_busy: None,
-            step_number: None,
+            ..KubernetesExecutionSpec::new(
+                "ScaleDeployment",
+                TargetResource::new("Deployment", "web", Some("shop")),
+            )
         },
     );
     e.metadata.namespace = Some("shop".into());

@@ -846,27 +846,12 @@ mod tests {
     use kubernetes_executor_crds::TargetResource;
 
     fn spec(action: &str, kind: &str, params: &[(&str, &str)]) -> KubernetesExecutionSpec {
-        KubernetesExecutionSpec {
-            action: action.into(),
-            parameters: params
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            target_resource: TargetResource {
-                kind: kind.into(),
-                name: "web".into(),
-                namespace: None,
-                labels: None,
-            },
-            dry_run: false,
-            timeout: None,
-            max_retries: None,
-            preconditions: vec![],
-            postconditions: vec![],
-            workflow_execution_ref: None,
-            on_target_busy: None,
-            step_number: None,
-        }
+        let mut s = KubernetesExecutionSpec::new(action, TargetResource::new(kind, "web", None));
+        s.parameters = params
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        s
     }
 
     #[test]

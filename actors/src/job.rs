@@ -220,22 +220,14 @@ mod tests {
         let mut e = KubernetesExecution::new(
             "scale-web",
             KubernetesExecutionSpec {
-                action: "scale_deployment".into(),
                 parameters: [("replicas".to_string(), "3".to_string())].into(),
-                target_resource: TargetResource {
-                    kind: "Deployment".into(),
-                    name: "web".into(),
-                    namespace: Some("shop".into()),
-                    labels: None,
-                },
-                dry_run: false,
                 timeout: Some("2m".into()),
                 max_retries: Some(2),
-                preconditions: vec![],
-                postconditions: vec![],
-                workflow_execution_ref: None,
-                on_target_busy: None,
                 step_number: Some(4),
+                ..KubernetesExecutionSpec::new(
+                    "scale_deployment",
+                    TargetResource::new("Deployment", "web", Some("shop")),
+                )
             },
         );
         e.metadata.namespace = Some("shop".into());

@@ -142,6 +142,37 @@ pub enum TargetBusyPolicy {
     Fail,
 }
 
+impl KubernetesExecutionSpec {
+    /// A spec for `action` on `target` with everything else defaulted.
+    pub fn new(action: impl Into<String>, target: TargetResource) -> Self {
+        KubernetesExecutionSpec {
+            action: action.into(),
+            parameters: BTreeMap::new(),
+            target_resource: target,
+            dry_run: false,
+            timeout: None,
+            max_retries: None,
+            preconditions: Vec::new(),
+            postconditions: Vec::new(),
+            workflow_execution_ref: None,
+            on_target_busy: None,
+            step_number: None,
+        }
+    }
+}
+
+impl TargetResource {
+    /// A target of `kind` named `name`, in `namespace` when given.
+    pub fn new(kind: impl Into<String>, name: impl Into<String>, namespace: Option<&str>) -> Self {
+        TargetResource {
+            kind: kind.into(),
+            name: name.into(),
+            namespace: namespace.map(String::from),
+            labels: None,
+        }
+    }
+}
+
 /// The object an action acts on.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, Hash, JsonSchema)]
 #[serde(rename_all = "camelCase")]

@@ -256,25 +256,11 @@ pub fn spec(
     params: &[(&str, &str)],
 ) -> KubernetesExecutionSpec {
     KubernetesExecutionSpec {
-        action: action.into(),
         parameters: params
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
-        target_resource: TargetResource {
-            kind: kind.into(),
-            name: name.into(),
-            namespace: ns.map(String::from),
-            labels: None,
-        },
-        dry_run: false,
-        timeout: None,
-        max_retries: None,
-        preconditions: vec![],
-        postconditions: vec![],
-        workflow_execution_ref: None,
-        on_target_busy: None,
-        step_number: None,
+        ..KubernetesExecutionSpec::new(action, TargetResource::new(kind, name, ns))
     }
 }
 
