@@ -9,6 +9,7 @@ use kubernetes_executor_actors::context::{ActorInfo, ActorRegistry, Context, Set
 use kubernetes_executor_actors::health::Health;
 use kubernetes_executor_actors::job::JobConfig;
 use kubernetes_executor_actors::job_watcher::{JobWatcherActor, JobWatcherArgs};
+use kubernetes_executor_actors::kill_switch::KillSwitch;
 use kubernetes_executor_actors::kube_api::KubeApi;
 use kubernetes_executor_actors::metrics::Metrics;
 use kubernetes_executor_actors::policy::{PolicyActor, PolicyArgs};
@@ -176,8 +177,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     .await?;
     registry.insert(ActorInfo::new("job-watcher", "job-watcher".into(), None, 0));
     let ctx_api = api.clone();
+    // The leader answers the kill switch from watches (no reads per execution).
+    let kill_switch = KillSwitch::start(client.clone(), &args.namespace);
     let ctx = Arc::new(Context {
-        api,
+        api: api.with_kill_switch(kill_switch.clone()),
         policy: policy.clone(),
         rbac: rbac.clone(),
         settings: Settings {
@@ -212,6 +215,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .stop_and_wait(Some("shutdown".into()), Some(Duration::from_secs(10)))
         .await;
     job_watcher.stop(None);
+    kill_switch.stop();
     rbac.stop(None);
     policy.stop(None);
     if let Some(renew) = renew {

@@ -73,6 +73,7 @@ pub struct ExecutionState {
     timeout_armed: bool,
     verifying: bool,
     job_created: Option<Instant>,
+    finalizer_added: bool,
     restarts: u32,
     ctx: Ctx,
     name: String,
@@ -134,6 +135,7 @@ impl Actor for ExecutionActor {
             timeout_armed: false,
             verifying: false,
             job_created: None,
+            finalizer_added: false,
             restarts: args.restarts,
             ctx,
             name,
@@ -383,15 +385,22 @@ async fn execute(myself: &ExecutionRef, state: &mut ExecutionState, fx: Effect) 
             None
         }
         Effect::ReleaseGrants => {
+            if state.exec.spec.dry_run {
+                // A dry run never takes a lock, a grant or a params Secret
+                // (the spec is immutable): nothing to release.
+                return None;
+            }
             if let Some(name) = validated(state).and_then(|v| lock_name(state, &v)) {
                 let exec_uid = uid(state);
                 if let Err(e) = retry(5, || ctx.api.release_lock(&name, &exec_uid)).await {
                     tracing::warn!(error = %e, "failed to release the target lock (it expires)");
                 }
             }
-            let params_secret = crate::job::params_secret_name(&uid(state));
-            if let Err(e) = retry(5, || ctx.api.delete_params_secret(&params_secret)).await {
-                tracing::warn!(error = %e, "failed to delete the params secret");
+            if validated(state).is_none_or(|v| v.action.params.iter().any(|p| p.secret)) {
+                let params_secret = crate::job::params_secret_name(&uid(state));
+                if let Err(e) = retry(5, || ctx.api.delete_params_secret(&params_secret)).await {
+                    tracing::warn!(error = %e, "failed to delete the params secret");
+                }
             }
             let target_ns = validated(state).and_then(|v| v.target.namespace);
             let exec_uid = uid(state);
@@ -415,6 +424,18 @@ async fn execute(myself: &ExecutionRef, state: &mut ExecutionState, fx: Effect) 
             None
         }
         Effect::RemoveFinalizer => {
+            // The finalizer is added only by ensure_finalizer (this life) or
+            // was there when this actor started (an earlier life): if neither,
+            // there is nothing to remove and no request to make.
+            if !state.finalizer_added
+                && !state
+                    .exec
+                    .finalizers()
+                    .iter()
+                    .any(|f| f == kubernetes_executor_crds::FINALIZER)
+            {
+                return None;
+            }
             let (ns, name) = (
                 state.exec.namespace().unwrap_or_default(),
                 state.exec.name_any(),
@@ -768,7 +789,10 @@ async fn ensure_finalizer(state: &mut ExecutionState) -> Result<(), ApiError> {
             state.exec = fresh;
         }
         match retry(5, || ctx.api.add_finalizer(&state.exec)).await {
-            Ok(()) => return Ok(()),
+            Ok(()) => {
+                state.finalizer_added = true;
+                return Ok(());
+            }
             Err(e @ ApiError::Conflict { .. }) => last = Some(e),
             Err(e) => return Err(e),
         }

@@ -136,6 +136,7 @@ pub struct KubeApi {
     namespace: String,
     instance: Option<String>,
     clients: Option<crate::request_context::Clients>,
+    kill_switch: Option<crate::kill_switch::KillSwitch>,
 }
 
 impl KubeApi {
@@ -151,7 +152,14 @@ impl KubeApi {
             namespace: namespace.to_string(),
             instance,
             clients: None,
+            kill_switch: None,
         }
+    }
+
+    /// Answers [`KubeApi::paused`] from `ks`'s watches while they are synced.
+    pub fn with_kill_switch(mut self, ks: crate::kill_switch::KillSwitch) -> Self {
+        self.kill_switch = Some(ks);
+        self
     }
 
     /// A facade whose clients come from `clients` (sharing one connection
@@ -174,6 +182,7 @@ impl KubeApi {
                 let mut api =
                     KubeApi::new(c.for_execution(uid), &self.namespace, self.instance.clone());
                 api.clients = self.clients.clone();
+                api.kill_switch = self.kill_switch.clone();
                 api
             }
             None => self.clone(),
@@ -536,6 +545,13 @@ pub const PAUSE_ANNOTATION: &str = "kubernetesexecution.kubernaut.io/paused";
 impl KubeApi {
     /// Why new executions in `ns` are paused, if they are (kill switch).
     pub async fn paused(&self, ns: &str) -> ApiResult<Option<String>> {
+        if let Some(answer) = self
+            .kill_switch
+            .as_ref()
+            .and_then(|ks| ks.lookup(&self.namespace, ns))
+        {
+            return Ok(answer);
+        }
         let cms: Api<k8s_openapi::api::core::v1::ConfigMap> =
             Api::namespaced(self.client.clone(), &self.namespace);
         let cm = cms
@@ -548,10 +564,7 @@ impl KubeApi {
             .as_deref()
             == Some("true")
         {
-            return Ok(Some(format!(
-                "new executions are paused cluster-wide (ConfigMap {}/{CONTROL_CONFIGMAP} has paused=\"true\")",
-                self.namespace
-            )));
+            return Ok(Some(crate::kill_switch::global_reason(&self.namespace)));
         }
         let nss: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(self.client.clone());
         let meta = nss
@@ -564,9 +577,7 @@ impl KubeApi {
             .as_deref()
             == Some("true")
         {
-            return Ok(Some(format!(
-                "new executions in namespace {ns} are paused (annotation {PAUSE_ANNOTATION}=\"true\")"
-            )));
+            return Ok(Some(crate::kill_switch::namespace_reason(ns)));
         }
         Ok(None)
     }

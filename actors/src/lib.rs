@@ -14,6 +14,7 @@ pub mod execution;
 pub mod health;
 pub mod job;
 pub mod job_watcher;
+pub mod kill_switch;
 pub mod kube_api;
 pub mod lock;
 pub mod machine;

@@ -147,6 +147,12 @@ impl Metrics {
             .register(Box::new(m.executions_finished.clone()))?;
         m.registry.register(Box::new(m.api_requests.clone()))?;
         m.registry.register(Box::new(m.message_handling.clone()))?;
+        // process_resident_memory_bytes, process_cpu_seconds_total, ...: the
+        // load harness and dashboards read the operator's footprint here.
+        #[cfg(target_os = "linux")]
+        m.registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
         Ok(m)
     }
 

@@ -1,7 +1,7 @@
 //! Shared setup of the operator's integration tests: the test control plane
 //! with kwok nodes and the job runner, deploy/ installed, and an operator
 //! process running as its own ServiceAccount (least privilege).
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -13,10 +13,10 @@ use kube::api::{Api, PostParams};
 use kubernetes_executor_crds::{
     KubernetesExecution, KubernetesExecutionSpec, Phase, TargetResource,
 };
-use kubernetes_executor_testkit::{self as testkit, Env, eventually, proc::Proc};
+use kubernetes_executor_testkit::{self as testkit, Env, eventually};
 use serde_json::json;
 
-pub const OPERATOR_NS: &str = "kubernetes-executor-system";
+pub use testkit::operator::OPERATOR_NS;
 pub const WAIT: Duration = Duration::from_secs(90);
 
 pub fn binary() -> &'static Path {
@@ -32,136 +32,30 @@ pub fn env() -> &'static Env {
     static INSTALLED: std::sync::OnceLock<()> = std::sync::OnceLock::new();
     let env = testkit::shared(Some(binary()));
     INSTALLED.get_or_init(|| {
-        let kubectl = env.bin_dir().join("kubectl");
-        for f in [
-            "deploy/namespace.yaml",
-            "deploy/crds/kubernetesexecutions.yaml",
-            "deploy/rbac/actions.yaml",
-            "deploy/rbac/operator.yaml",
-        ] {
-            let out = std::process::Command::new(&kubectl)
-                .arg("--kubeconfig")
-                .arg(env.kubeconfig())
-                .args(["apply", "--server-side", "-f"])
-                .arg(repo().join(f))
-                .output()
-                .expect("run kubectl");
-            assert!(
-                out.status.success(),
-                "kubectl apply {f}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        let out = std::process::Command::new(&kubectl)
-            .arg("--kubeconfig")
-            .arg(env.kubeconfig())
-            .args([
-                "wait",
-                "--for=condition=Established",
-                "crd/kubernetesexecutions.kubernetesexecution.kubernaut.io",
-                "--timeout=60s",
-            ])
-            .output()
-            .expect("kubectl wait");
-        assert!(
-            out.status.success(),
-            "CRD established: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        testkit::operator::install(env, &repo())
+            .unwrap_or_else(|e| panic!("install deploy/: {e:#}"))
     });
     env
 }
 
 /// A running operator process.
-pub struct Operator {
-    pub proc: Proc,
-    pub metrics: String,
-    pub health: String,
-}
+pub type Operator = testkit::operator::OperatorProc;
 
 /// Starts an operator authenticated as its own ServiceAccount.
 pub async fn start_operator(env: &Env, name: &str, extra: &[&str]) -> Operator {
-    let client = env.client().await.expect("client");
-    let sas: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(client, OPERATOR_NS);
-    let tr: k8s_openapi::api::authentication::v1::TokenRequest =
-        serde_json::from_value(json!({ "spec": { "expirationSeconds": 7200 } })).expect("tr");
-    let token = sas
-        .create_token_request("kubernetes-executor", &PostParams::default(), &tr)
-        .await
-        .expect("operator token")
-        .status
-        .and_then(|s| s.token)
-        .expect("token");
-    let kc = env.dir().join(format!("{name}.kubeconfig"));
-    env.write_token_kubeconfig(&kc, &token).expect("kubeconfig");
-    let (mp, hp) = (
-        testkit::controlplane::free_port().expect("port"),
-        testkit::controlplane::free_port().expect("port"),
-    );
-    let mut args: Vec<String> = vec![
-        "run".into(),
-        "--namespace".into(),
-        OPERATOR_NS.into(),
-        "--metrics-bind-address".into(),
-        format!("127.0.0.1:{mp}"),
-        "--health-probe-bind-address".into(),
-        format!("127.0.0.1:{hp}"),
-        "--image".into(),
-        "kubernetes-executor:test".into(),
-        "--log-format".into(),
-        "text".into(),
-    ];
-    if !extra.contains(&"--policy-dir") {
-        args.extend([
-            "--policy-dir".to_string(),
-            repo().join("policies").display().to_string(),
-        ]);
-    }
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let env_vars = vec![
-        ("KUBECONFIG".to_string(), kc.display().to_string()),
-        (
-            "RUST_LOG".to_string(),
-            "info,kubernetes_executor_actors=debug".to_string(),
-        ),
-    ];
-    let proc = Proc::spawn(name, binary(), &args, &env_vars, &env.dir().join("logs"))
-        .expect("spawn operator");
-    let op = Operator {
-        proc,
-        metrics: format!("127.0.0.1:{mp}"),
-        health: format!("127.0.0.1:{hp}"),
+    let opts = testkit::operator::OperatorOptions {
+        binary: binary().to_path_buf(),
+        repo: repo(),
+        name: name.to_string(),
+        extra: extra.iter().map(|s| s.to_string()).collect(),
+        log_filter: "info,kubernetes_executor_actors=debug".to_string(),
     };
-    eventually("operator ready", WAIT, || async {
-        Ok(http_get(&op.health, "/readyz").await?.0 == 200)
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", op.proc.log_tail(8000)));
-    op
+    testkit::operator::spawn_operator(env, &opts, WAIT)
+        .await
+        .unwrap_or_else(|e| panic!("start operator {name}: {e:#}"))
 }
 
-/// Minimal HTTP GET over loopback: (status, body).
-pub async fn http_get(addr: &str, path: &str) -> anyhow::Result<(u16, String)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await?;
-    s.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .await?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).await?;
-    let text = String::from_utf8_lossy(&buf).to_string();
-    let code = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Ok((code, body))
-}
+pub use testkit::operator::http_get;
 
 /// The operator shared by the tests of one binary (started once); returns
 /// its metrics address.

@@ -7,6 +7,7 @@
 
 pub mod certs;
 pub mod controlplane;
+pub mod operator;
 pub mod proc;
 pub mod runner;
 

@@ -1,0 +1,183 @@
+//! Installing the operator's manifests into a test control plane and running
+//! the operator as a process authenticated as its own ServiceAccount (least
+//! privilege, as in a cluster). Used by the integration tests and the load
+//! harness.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use k8s_openapi::api::authentication::v1::TokenRequest;
+use k8s_openapi::api::core::v1::ServiceAccount;
+use kube::api::{Api, PostParams};
+use serde_json::json;
+
+use crate::controlplane::{ControlPlane, free_port};
+use crate::proc::Proc;
+use crate::runner::eventually;
+
+/// Namespace the operator runs in.
+pub const OPERATOR_NS: &str = "kubernetes-executor-system";
+
+/// The manifests of `deploy/` the operator needs, in apply order.
+pub const MANIFESTS: [&str; 4] = [
+    "deploy/namespace.yaml",
+    "deploy/crds/kubernetesexecutions.yaml",
+    "deploy/rbac/actions.yaml",
+    "deploy/rbac/operator.yaml",
+];
+
+/// Runs kubectl against the control plane; fails with its stderr.
+pub fn kubectl(cp: &ControlPlane, args: &[&str]) -> Result<String> {
+    let out = Command::new(cp.bin_dir().join("kubectl"))
+        .arg("--kubeconfig")
+        .arg(cp.kubeconfig())
+        .args(args)
+        .output()
+        .context("run kubectl")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "kubectl {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Applies the namespace, CRD and RBAC from `repo/deploy` and waits until
+/// the CRD is established.
+pub fn install(cp: &ControlPlane, repo: &Path) -> Result<()> {
+    for f in MANIFESTS {
+        let path = repo.join(f);
+        kubectl(
+            cp,
+            &["apply", "--server-side", "-f", &path.display().to_string()],
+        )?;
+    }
+    kubectl(
+        cp,
+        &[
+            "wait",
+            "--for=condition=Established",
+            "crd/kubernetesexecutions.kubernetesexecution.kubernaut.io",
+            "--timeout=60s",
+        ],
+    )?;
+    Ok(())
+}
+
+/// A running operator process.
+pub struct OperatorProc {
+    /// The supervised process.
+    pub proc: Proc,
+    /// `host:port` of /metrics and /actors.
+    pub metrics: String,
+    /// `host:port` of /healthz and /readyz.
+    pub health: String,
+}
+
+/// How to start an operator.
+#[derive(Clone, Debug)]
+pub struct OperatorOptions {
+    /// The `kubernetes-executor` binary.
+    pub binary: PathBuf,
+    /// Repository root (for `policies/` unless `extra` names `--policy-dir`).
+    pub repo: PathBuf,
+    /// Process name (log file `<dir>/logs/<name>.log`).
+    pub name: String,
+    /// Extra `run` flags.
+    pub extra: Vec<String>,
+    /// `RUST_LOG` of the operator.
+    pub log_filter: String,
+}
+
+/// Starts an operator authenticated as the `kubernetes-executor`
+/// ServiceAccount and waits until /readyz answers 200 (up to `ready_within`).
+pub async fn spawn_operator(
+    cp: &ControlPlane,
+    opts: &OperatorOptions,
+    ready_within: Duration,
+) -> Result<OperatorProc> {
+    let sas: Api<ServiceAccount> = Api::namespaced(cp.client().await?, OPERATOR_NS);
+    let tr: TokenRequest =
+        serde_json::from_value(json!({ "spec": { "expirationSeconds": 7200 } }))?;
+    let token = sas
+        .create_token_request("kubernetes-executor", &PostParams::default(), &tr)
+        .await
+        .context("operator token")?
+        .status
+        .and_then(|s| s.token)
+        .context("token request returned no token")?;
+    let kc = cp.dir().join(format!("{}.kubeconfig", opts.name));
+    cp.write_token_kubeconfig(&kc, &token)?;
+    let (mp, hp) = (free_port()?, free_port()?);
+    let mut args: Vec<String> = [
+        "run",
+        "--namespace",
+        OPERATOR_NS,
+        "--metrics-bind-address",
+        &format!("127.0.0.1:{mp}"),
+        "--health-probe-bind-address",
+        &format!("127.0.0.1:{hp}"),
+        "--image",
+        "kubernetes-executor:test",
+        "--log-format",
+        "text",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    if !opts.extra.iter().any(|a| a == "--policy-dir") {
+        args.push("--policy-dir".into());
+        args.push(opts.repo.join("policies").display().to_string());
+    }
+    args.extend(opts.extra.iter().cloned());
+    let env = [
+        ("KUBECONFIG".to_string(), kc.display().to_string()),
+        ("RUST_LOG".to_string(), opts.log_filter.clone()),
+    ];
+    let proc = Proc::spawn(
+        &opts.name,
+        &opts.binary,
+        &args,
+        &env,
+        &cp.dir().join("logs"),
+    )?;
+    let op = OperatorProc {
+        proc,
+        metrics: format!("127.0.0.1:{mp}"),
+        health: format!("127.0.0.1:{hp}"),
+    };
+    if let Err(e) = eventually("operator ready", ready_within, || async {
+        Ok(http_get(&op.health, "/readyz").await?.0 == 200)
+    })
+    .await
+    {
+        anyhow::bail!("{e}\n{}", op.proc.log_tail(8000));
+    }
+    Ok(op)
+}
+
+/// Minimal HTTP GET over loopback: (status, body).
+pub async fn http_get(addr: &str, path: &str) -> Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await?;
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((code, body))
+}

@@ -1,0 +1,151 @@
+//! Reading the Prometheus text exposition of the operator's /metrics.
+
+use std::collections::BTreeMap;
+
+/// One sample: metric name, labels, value.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sample {
+    /// Metric name (with `_bucket`/`_sum`/`_count` suffixes as exposed).
+    pub name: String,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Value.
+    pub value: f64,
+}
+
+/// Parses the text format (comments skipped; unparsable lines ignored).
+pub fn parse(text: &str) -> Vec<Sample> {
+    text.lines().filter_map(parse_line).collect()
+}
+
+fn parse_line(line: &str) -> Option<Sample> {
+    let line = line.trim();
+    if line.is_empty() || line.starts_with('#') {
+        return None;
+    }
+    let (head, value) = line.rsplit_once(' ')?;
+    let value: f64 = value.parse().ok()?;
+    let (name, labels) = match head.split_once('{') {
+        None => (head.to_string(), BTreeMap::new()),
+        Some((name, rest)) => (name.to_string(), parse_labels(rest.strip_suffix('}')?)?),
+    };
+    Some(Sample {
+        name,
+        labels,
+        value,
+    })
+}
+
+fn parse_labels(s: &str) -> Option<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    let mut rest = s;
+    while !rest.is_empty() {
+        let (key, after) = rest.split_once("=\"")?;
+        let mut value = String::new();
+        let mut chars = after.char_indices();
+        let mut end = None;
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '\\' => {
+                    if let Some((_, n)) = chars.next() {
+                        value.push(if n == 'n' { '\n' } else { n });
+                    }
+                }
+                '"' => {
+                    end = Some(i);
+                    break;
+                }
+                c => value.push(c),
+            }
+        }
+        out.insert(key.trim_start_matches(',').trim().to_string(), value);
+        rest = after[end? + 1..].trim_start_matches(',');
+    }
+    Some(out)
+}
+
+/// Sum of every sample named `name` whose labels include all of `with`.
+pub fn sum(samples: &[Sample], name: &str, with: &[(&str, &str)]) -> f64 {
+    samples
+        .iter()
+        .filter(|s| s.name == name)
+        .filter(|s| {
+            with.iter()
+                .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+        })
+        .map(|s| s.value)
+        .sum()
+}
+
+/// Upper-bound estimate of quantile `q` (0..1) of a histogram from its
+/// cumulative buckets (summed over label sets): the first bucket bound
+/// holding at least `q` of the observations. `None` without observations.
+pub fn histogram_quantile(samples: &[Sample], name: &str, q: f64) -> Option<f64> {
+    let bucket = format!("{name}_bucket");
+    let mut by_le: BTreeMap<u64, (f64, f64)> = BTreeMap::new();
+    for s in samples.iter().filter(|s| s.name == bucket) {
+        let le = s.labels.get("le")?;
+        let bound = if le == "+Inf" {
+            f64::INFINITY
+        } else {
+            le.parse().ok()?
+        };
+        let e = by_le.entry(bound.to_bits()).or_insert((bound, 0.0));
+        e.1 += s.value;
+    }
+    let mut buckets: Vec<(f64, f64)> = by_le.into_values().collect();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let total = buckets.last()?.1;
+    if total <= 0.0 {
+        return None;
+    }
+    buckets
+        .iter()
+        .find(|(_, c)| *c >= q * total)
+        .map(|(b, _)| *b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEXT: &str = r#"# HELP x y
+# TYPE kubernetes_executor_api_requests_total counter
+kubernetes_executor_api_requests_total{outcome="ok",resource="pods",verb="list"} 3
+kubernetes_executor_api_requests_total{outcome="ok",resource="jobs",verb="create"} 2
+kubernetes_executor_api_requests_total{outcome="error",resource="jobs",verb="create"} 1
+process_resident_memory_bytes 1.2e+07
+policy_evaluation_duration_seconds_bucket{policy="safety",le="0.0005"} 90
+policy_evaluation_duration_seconds_bucket{policy="safety",le="0.001"} 99
+policy_evaluation_duration_seconds_bucket{policy="safety",le="+Inf"} 100
+weird{a="q\"uote,d",b="x"} 5
+"#;
+
+    #[test]
+    fn parses_and_sums() {
+        let s = parse(TEXT);
+        assert_eq!(sum(&s, "kubernetes_executor_api_requests_total", &[]), 6.0);
+        assert_eq!(
+            sum(
+                &s,
+                "kubernetes_executor_api_requests_total",
+                &[("resource", "jobs")]
+            ),
+            3.0
+        );
+        assert_eq!(sum(&s, "process_resident_memory_bytes", &[]), 12_000_000.0);
+        let w = s.iter().find(|x| x.name == "weird").expect("weird");
+        assert_eq!(w.labels["a"], "q\"uote,d");
+        assert_eq!(w.labels["b"], "x");
+    }
+
+    #[test]
+    fn histogram_quantiles_are_bucket_upper_bounds() {
+        let s = parse(TEXT);
+        let h = "policy_evaluation_duration_seconds";
+        assert_eq!(histogram_quantile(&s, h, 0.5), Some(0.0005));
+        assert_eq!(histogram_quantile(&s, h, 0.99), Some(0.001));
+        assert_eq!(histogram_quantile(&s, h, 1.0), Some(f64::INFINITY));
+        assert_eq!(histogram_quantile(&s, "absent", 0.5), None);
+    }
+}

@@ -1,0 +1,181 @@
+//! One load run, start to finish: targets, the floor, the executions, the
+//! measurements, the report, the cleanup.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use kube::Client;
+
+use crate::report::{self, Inputs, Machine, Report, RunInfo};
+use crate::sampler::{self, Sampler};
+use crate::workload::{self, Mix, Pace, Workload};
+
+/// Settings of a run.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Number of executions.
+    pub executions: usize,
+    /// Creation rate per second (0: as fast as the creators go).
+    pub rate: f64,
+    /// Concurrent creators (and floor clients).
+    pub concurrency: usize,
+    /// Shares of dry runs, denials and real executions.
+    pub mix: Mix,
+    /// Deployments the dry runs spread over.
+    pub deployments: usize,
+    /// Namespace the operator creates Jobs in.
+    pub operator_namespace: String,
+    /// Give up waiting for the executions after this long.
+    pub timeout: Duration,
+    /// Measure the API floor first.
+    pub floor: bool,
+    /// Create every execution before the operator starts (all in flight at once).
+    pub backlog: bool,
+    /// Keep watching the operator this long after the last execution finished.
+    pub settle: Duration,
+    /// Delete the run's namespaces at the end.
+    pub cleanup: bool,
+    /// Run id (names and labels).
+    pub run_id: String,
+}
+
+/// The operator under test, as far as the harness controls it.
+pub trait OperatorControl {
+    /// Makes sure the operator runs (a no-op for an external operator).
+    fn start(&mut self) -> impl Future<Output = Result<()>> + Send;
+    /// `host:port` of its /metrics, when reachable.
+    fn metrics(&self) -> Option<String>;
+    /// What the report calls it.
+    fn describe(&self) -> String;
+}
+
+async fn scrape(op: &impl OperatorControl) -> Option<Vec<crate::promtext::Sample>> {
+    sampler::scrape(&op.metrics()?).await.ok()
+}
+
+/// Runs the load and returns the report.
+pub async fn run(client: &Client, cfg: &Config, op: &mut impl OperatorControl) -> Result<Report> {
+    let w = Workload {
+        run_id: cfg.run_id.clone(),
+        namespace: format!("ke-load-{}", cfg.run_id),
+        plan: workload::plan(cfg.executions, cfg.mix),
+        deployments: cfg.deployments,
+    };
+    eprintln!(
+        "loadtest {}: preparing targets in {}",
+        cfg.run_id, w.namespace
+    );
+    w.prepare(client).await?;
+    let floor = if cfg.floor {
+        let fw = Workload {
+            namespace: format!("ke-floor-{}", cfg.run_id),
+            ..w.clone()
+        };
+        workload::create_namespace(client, &fw.namespace, &cfg.run_id).await?;
+        eprintln!(
+            "loadtest {}: API floor ({} executions, concurrency {})",
+            cfg.run_id, cfg.executions, cfg.concurrency
+        );
+        let f = crate::floor::run(client, &fw, cfg.concurrency).await;
+        // Gone before the operator's run starts, so it does not compete.
+        workload::delete_namespace(client, &fw.namespace, Duration::from_secs(300))
+            .await
+            .context("clean up the floor namespace")?;
+        Some(f)
+    } else {
+        None
+    };
+    let tracks = workload::tracks(&w);
+    let pace = Pace {
+        rate: cfg.rate,
+        concurrency: cfg.concurrency,
+    };
+    let watches = [
+        workload::watch_executions(client, &w, tracks.clone()),
+        workload::watch_jobs(client, &cfg.operator_namespace, &w, tracks.clone()),
+    ];
+    // Let the watches list before anything is created.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (metrics_before, sampler);
+    if cfg.backlog {
+        eprintln!(
+            "loadtest {}: creating {} executions before the operator starts",
+            cfg.run_id, cfg.executions
+        );
+        workload::create_all(client, &w, pace, &tracks).await;
+        metrics_before = Some(Vec::new());
+        op.start().await?;
+        sampler = op
+            .metrics()
+            .map(|m| Sampler::start(m, Duration::from_millis(250)));
+    } else {
+        op.start().await?;
+        metrics_before = scrape(op).await;
+        sampler = op
+            .metrics()
+            .map(|m| Sampler::start(m, Duration::from_millis(250)));
+        eprintln!(
+            "loadtest {}: creating {} executions",
+            cfg.run_id, cfg.executions
+        );
+        workload::create_all(client, &w, pace, &tracks).await;
+    }
+    let all = workload::wait_all(&tracks, cfg.timeout).await;
+    let finished_at = Instant::now();
+    tokio::time::sleep(cfg.settle).await;
+    let metrics_after = scrape(op).await;
+    for wt in watches {
+        wt.abort();
+    }
+    let (samples, sampler_start) = match &sampler {
+        Some(s) => (s.points(), Some(s.start)),
+        None => (Vec::new(), None),
+    };
+    drop(sampler);
+    let snapshot: BTreeMap<String, workload::Track> = tracks
+        .lock()
+        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        .unwrap_or_default();
+    let mut by_kind = BTreeMap::new();
+    for k in &w.plan {
+        *by_kind.entry(k.as_str().to_string()).or_insert(0) += 1;
+    }
+    let report = report::build(
+        &snapshot,
+        Inputs {
+            run: RunInfo {
+                run_id: cfg.run_id.clone(),
+                mode: if cfg.backlog { "backlog" } else { "rate" }.into(),
+                executions: cfg.executions,
+                by_kind,
+                rate: cfg.rate,
+                concurrency: cfg.concurrency,
+                operator: op.describe(),
+                machine: Machine::detect(),
+            },
+            floor,
+            metrics_before,
+            metrics_after,
+            samples,
+            sampler_start,
+            finished_at,
+        },
+    );
+    if !all {
+        eprintln!(
+            "loadtest {}: not every execution finished within {}s",
+            cfg.run_id,
+            cfg.timeout.as_secs()
+        );
+    }
+    if cfg.cleanup {
+        eprintln!(
+            "loadtest {}: deleting namespace {}",
+            cfg.run_id, w.namespace
+        );
+        workload::delete_namespace(client, &w.namespace, Duration::from_secs(300)).await?;
+    }
+    Ok(report)
+}
