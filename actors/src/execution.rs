@@ -499,6 +499,11 @@ async fn write_transition_in_span(state: &mut ExecutionState, change: &StatusCha
                 .inc();
         }
         tracing::info!(from = %from, to = %change.phase, reason = change.reason, message = %change.message, "phase transition");
+        // Entering Validating is routine (status shows it); Events record
+        // outcomes and milestones — one request less per execution.
+        if change.phase == Phase::Validating {
+            return;
+        }
         let warning = change.phase == Phase::Failed;
         ctx.api
             .event(
@@ -607,15 +612,36 @@ async fn validate_all(state: &mut ExecutionState) -> Result<Plan, Refusal> {
         action: Some(action.clone()),
         target: Some(target.clone()),
     };
-    let meta = match retry(5, || {
-        ctx.api.get_target_meta(
-            &v.target.kind,
-            v.target.namespace.as_deref(),
-            &v.target.name,
-        )
-    })
-    .await
-    {
+    let (pre, _) = crate::catalog::effective_conditions(v.action, &state.exec.spec);
+    // With preconditions on a Deployment, read the whole object once: its
+    // metadata for validation and the object itself for the condition state.
+    let mut deployment = None;
+    let target_read = if !pre.is_empty() && v.target.kind == "Deployment" {
+        let ns = v.target.namespace.clone().unwrap_or_default();
+        retry(5, || ctx.api.get_deployment(&ns, &v.target.name))
+            .await
+            .map(|d| {
+                d.map(|d| {
+                    let meta = crate::kube_api::TargetMeta {
+                        uid: d.metadata.uid.clone().unwrap_or_default(),
+                        resource_version: d.metadata.resource_version.clone(),
+                        labels: d.metadata.labels.clone().unwrap_or_default(),
+                    };
+                    deployment = Some(d);
+                    meta
+                })
+            })
+    } else {
+        retry(5, || {
+            ctx.api.get_target_meta(
+                &v.target.kind,
+                v.target.namespace.as_deref(),
+                &v.target.name,
+            )
+        })
+        .await
+    };
+    let meta = match target_read {
         Ok(Some(m)) => m,
         Ok(None) => {
             return Err(with(
@@ -680,9 +706,8 @@ async fn validate_all(state: &mut ExecutionState) -> Result<Plan, Refusal> {
             Some(decision),
         ));
     }
-    let (pre, _) = crate::catalog::effective_conditions(v.action, &state.exec.spec);
     if !pre.is_empty() {
-        let input = condition_input(&ctx, &state.exec, &v, &meta.labels)
+        let input = condition_input(&ctx, &state.exec, &v, &meta.labels, deployment.as_ref())
             .await
             .map_err(|e| {
                 with(
@@ -1011,6 +1036,7 @@ async fn condition_input(
     exec: &KubernetesExecution,
     v: &ValidatedAction,
     labels: &std::collections::BTreeMap<String, String>,
+    target: Option<&k8s_openapi::api::apps::v1::Deployment>,
 ) -> Result<serde_json::Value, ApiError> {
     let mut input = policy_input(exec, v, labels, ctx.api.namespace());
     let cluster = retry(3, || {
@@ -1018,6 +1044,7 @@ async fn condition_input(
             &v.target.kind,
             v.target.namespace.as_deref(),
             &v.target.name,
+            target,
         )
     })
     .await?;
@@ -1091,7 +1118,7 @@ async fn verify_postconditions(
         let deadline = Instant::now() + timeout;
         let mut delay = Duration::from_millis(500);
         let result = loop {
-            let r = match condition_input(ctx, exec, v, &Default::default()).await {
+            let r = match condition_input(ctx, exec, v, &Default::default(), None).await {
                 Ok(input) => evaluate_once(ctx, c, &input, ConditionPhase::Post).await,
                 Err(e) => ConditionResult {
                     name: c.name.clone(),

@@ -322,6 +322,19 @@ impl KubeApi {
         }))
     }
 
+    /// The whole Deployment `ns/name` (validation reads it once and reuses it
+    /// for the precondition state).
+    pub async fn get_deployment(
+        &self,
+        ns: &str,
+        name: &str,
+    ) -> ApiResult<Option<k8s_openapi::api::apps::v1::Deployment>> {
+        Api::namespaced(self.client.clone(), ns)
+            .get_opt(name)
+            .await
+            .map_err(|e| ApiError::classify(format!("get deployment {ns}/{name}"), e))
+    }
+
     /// Creates the Job, or returns the existing one of the same name when it
     /// belongs to the same execution (a restart after a create).
     pub async fn create_job(&self, job: &Job) -> ApiResult<Job> {
@@ -697,8 +710,8 @@ impl KubeApi {
         kind: &str,
         ns: Option<&str>,
         name: &str,
+        target: Option<&k8s_openapi::api::apps::v1::Deployment>,
     ) -> ApiResult<serde_json::Value> {
-        use k8s_openapi::api::apps::v1::Deployment;
         use k8s_openapi::api::core::v1::{Node, Secret};
         let mut state = serde_json::Map::new();
         state.insert("operator_namespace".into(), json!(self.namespace));
@@ -724,13 +737,16 @@ impl KubeApi {
         state.insert("nodes".into(), json!(nodes_json));
         if kind == "Deployment" {
             let ns = ns.unwrap_or_default();
-            let api: Api<Deployment> = Api::namespaced(self.client.clone(), ns);
-            let Some(d) = api
-                .get_opt(name)
-                .await
-                .map_err(|e| ApiError::classify(format!("get deployment {ns}/{name}"), e))?
-            else {
-                return Ok(serde_json::Value::Object(state));
+            let fetched;
+            let d = match target {
+                Some(d) => d,
+                None => match self.get_deployment(ns, name).await? {
+                    Some(d) => {
+                        fetched = d;
+                        &fetched
+                    }
+                    None => return Ok(serde_json::Value::Object(state)),
+                },
             };
             let spec = d.spec.clone().unwrap_or_default();
             let selector: Vec<String> = spec
@@ -792,10 +808,7 @@ impl KubeApi {
                 "image_pull_secrets".into(),
                 serde_json::Value::Object(secrets_exist),
             );
-            state.insert(
-                "target".into(),
-                serde_json::to_value(&d).unwrap_or_default(),
-            );
+            state.insert("target".into(), serde_json::to_value(d).unwrap_or_default());
         }
         Ok(serde_json::Value::Object(state))
     }

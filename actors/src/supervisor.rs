@@ -54,6 +54,8 @@ struct RestartRecord {
 pub struct SupervisorState {
     ctx: Ctx,
     children: HashMap<String, Child>,
+    /// Key of each spawned actor by id (supervision events name the cell).
+    ids: HashMap<ractor::ActorId, String>,
     restarts: HashMap<String, RestartRecord>,
     init_keys: Option<HashSet<String>>,
     watch: tokio::task::JoinHandle<()>,
@@ -107,6 +109,7 @@ impl SupervisorState {
         match Actor::spawn_linked(Some(name.clone()), ExecutionActor, args, myself.get_cell()).await
         {
             Ok((actor, _)) => {
+                self.ids.insert(actor.get_id(), key.clone());
                 self.children.insert(key, Child { actor, uid });
             }
             Err(e) => {
@@ -130,11 +133,18 @@ impl SupervisorState {
         }
     }
 
-    fn key_of_cell(&self, cell: &ActorCell) -> Option<String> {
-        self.children
-            .iter()
-            .find(|(_, c)| c.actor.get_id() == cell.get_id())
-            .map(|(k, _)| k.clone())
+    /// Forgets a stopped or failed actor; the key it served, if that key's
+    /// current child is this actor (not a successor already spawned).
+    fn forget(&mut self, cell: &ActorCell) -> Option<String> {
+        let key = self.ids.remove(&cell.get_id())?;
+        let current = self
+            .children
+            .get(&key)
+            .is_some_and(|c| c.actor.get_id() == cell.get_id());
+        if current {
+            self.children.remove(&key);
+        }
+        current.then_some(key)
     }
 }
 
@@ -174,6 +184,7 @@ impl Actor for SupervisorActor {
         Ok(SupervisorState {
             ctx,
             children: HashMap::new(),
+            ids: HashMap::new(),
             restarts: HashMap::new(),
             init_keys: None,
             watch,
@@ -260,16 +271,14 @@ impl Actor for SupervisorActor {
     ) -> Result<(), ActorProcessingErr> {
         match evt {
             SupervisionEvent::ActorTerminated(cell, _, reason) => {
-                if let Some(key) = state.key_of_cell(&cell) {
+                if let Some(key) = state.forget(&cell) {
                     tracing::debug!(execution = %key, ?reason, "execution actor stopped");
-                    state.children.remove(&key);
                 }
             }
             SupervisionEvent::ActorFailed(cell, err) => {
-                let Some(key) = state.key_of_cell(&cell) else {
+                let Some(key) = state.forget(&cell) else {
                     return Ok(());
                 };
-                state.children.remove(&key);
                 state
                     .ctx
                     .metrics

@@ -86,6 +86,15 @@ impl Proc {
         &self.log
     }
 
+    /// Process id of the real process (not its watchdog), once started.
+    pub fn pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self.log.with_extension("pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
     /// Whether the process is still running (and its exit code if not).
     pub fn exited(&mut self) -> Option<i32> {
         match self.child.try_wait() {

@@ -101,6 +101,9 @@ impl OperatorControl for Local<'_> {
     fn metrics(&self) -> Option<String> {
         self.proc.as_ref().map(|p| p.metrics.clone())
     }
+    fn pid(&self) -> Option<u32> {
+        self.proc.as_ref().and_then(|p| p.proc.pid())
+    }
     fn describe(&self) -> String {
         format!("local {}", self.opts.binary.display())
     }

@@ -47,6 +47,10 @@ pub trait OperatorControl {
     fn start(&mut self) -> impl Future<Output = Result<()>> + Send;
     /// `host:port` of its /metrics, when reachable.
     fn metrics(&self) -> Option<String>;
+    /// Its process id, when it is a local process.
+    fn pid(&self) -> Option<u32> {
+        None
+    }
     /// What the report calls it.
     fn describe(&self) -> String;
 }
@@ -109,13 +113,13 @@ pub async fn run(client: &Client, cfg: &Config, op: &mut impl OperatorControl) -
         op.start().await?;
         sampler = op
             .metrics()
-            .map(|m| Sampler::start(m, Duration::from_millis(250)));
+            .map(|m| Sampler::start(m, op.pid(), Duration::from_millis(250)));
     } else {
         op.start().await?;
         metrics_before = scrape(op).await;
         sampler = op
             .metrics()
-            .map(|m| Sampler::start(m, Duration::from_millis(250)));
+            .map(|m| Sampler::start(m, op.pid(), Duration::from_millis(250)));
         eprintln!(
             "loadtest {}: creating {} executions",
             cfg.run_id, cfg.executions

@@ -1,7 +1,8 @@
 //! Samples the operator's footprint while the load runs: resident memory,
-//! CPU seconds and live execution actors, scraped from its /metrics (the
-//! operator exports `process_*` metrics), so it works for an operator
-//! anywhere the harness can reach.
+//! CPU seconds and live execution actors. Live actors come from its
+//! /metrics; memory and CPU from /proc when the operator is a local process
+//! (CPU in clock ticks), else from its `process_*` metrics (CPU in whole
+//! seconds), so it works for an operator anywhere the harness can reach.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -22,6 +23,28 @@ pub struct Point {
     pub cpu_seconds: f64,
     /// `kubernetes_executor_live_actors{kind="execution"}`.
     pub live_actors: f64,
+}
+
+/// Clock ticks per second of /proc/<pid>/stat times (USER_HZ: 100 on Linux).
+const USER_HZ: f64 = 100.0;
+
+/// (resident bytes, CPU seconds) of a local process from /proc.
+pub fn proc_footprint(pid: u32) -> Option<(f64, f64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss_kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    // Fields after the command name: utime and stime are the 12th and 13th.
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some((rss_kib * 1024.0, ticks / USER_HZ))
 }
 
 /// Scrapes `addr`/metrics every `every` until dropped.
@@ -45,11 +68,16 @@ pub async fn scrape(addr: &str) -> anyhow::Result<Vec<promtext::Sample>> {
     Ok(promtext::parse(&body))
 }
 
-fn point(t: f64, s: &[promtext::Sample]) -> Point {
+fn point(t: f64, s: &[promtext::Sample], pid: Option<u32>) -> Point {
+    let local = pid.and_then(proc_footprint);
     Point {
         t,
-        rss_bytes: promtext::sum(s, "process_resident_memory_bytes", &[]),
-        cpu_seconds: promtext::sum(s, "process_cpu_seconds_total", &[]),
+        rss_bytes: local
+            .map(|l| l.0)
+            .unwrap_or_else(|| promtext::sum(s, "process_resident_memory_bytes", &[])),
+        cpu_seconds: local
+            .map(|l| l.1)
+            .unwrap_or_else(|| promtext::sum(s, "process_cpu_seconds_total", &[])),
         live_actors: promtext::sum(
             s,
             "kubernetes_executor_live_actors",
@@ -60,7 +88,7 @@ fn point(t: f64, s: &[promtext::Sample]) -> Point {
 
 impl Sampler {
     /// Starts sampling.
-    pub fn start(addr: String, every: Duration) -> Sampler {
+    pub fn start(addr: String, pid: Option<u32>, every: Duration) -> Sampler {
         let start = Instant::now();
         let points: Arc<Mutex<Vec<Point>>> = Arc::default();
         let out = points.clone();
@@ -70,7 +98,7 @@ impl Sampler {
             loop {
                 tick.tick().await;
                 if let Ok(s) = scrape(&addr).await {
-                    let p = point(start.elapsed().as_secs_f64(), &s);
+                    let p = point(start.elapsed().as_secs_f64(), &s, pid);
                     if let Ok(mut v) = out.lock() {
                         v.push(p);
                     }
@@ -146,6 +174,14 @@ pub fn footprint(points: &[Point]) -> Footprint {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_its_own_footprint_from_proc() {
+        let (rss, cpu) = proc_footprint(std::process::id()).expect("/proc of this process");
+        assert!(rss > 1024.0 * 1024.0, "rss {rss}");
+        assert!(cpu >= 0.0);
+        assert!(proc_footprint(u32::MAX).is_none());
+    }
 
     #[test]
     fn footprint_peaks_and_averages() {

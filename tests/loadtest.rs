@@ -1,0 +1,147 @@
+//! The load harness against the local control plane: a small mixed run
+//! with the API floor, checked for what the report must contain — every
+//! execution accounted for with its expected outcome, each phase timed,
+//! the floor's request count exact, the operator's footprint sampled, no
+//! actor left behind, and the run's namespaces deleted afterwards.
+
+mod common;
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::Api;
+use kubernetes_executor_loadtest::{Config, Kind, Mix, OperatorControl, run};
+
+struct TestOperator {
+    op: Option<common::Operator>,
+}
+
+impl OperatorControl for TestOperator {
+    async fn start(&mut self) -> anyhow::Result<()> {
+        if self.op.is_none() {
+            self.op = Some(common::start_operator(common::env(), "loadtest-operator", &[]).await);
+        }
+        Ok(())
+    }
+    fn metrics(&self) -> Option<String> {
+        self.op.as_ref().map(|o| o.metrics.clone())
+    }
+    fn pid(&self) -> Option<u32> {
+        self.op.as_ref().and_then(|o| o.proc.pid())
+    }
+    fn describe(&self) -> String {
+        "test operator".into()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_mixed_load_is_fully_accounted_for_and_cleaned_up() {
+    let env = common::env();
+    let client = env.client().await.expect("client");
+    let cfg = Config {
+        executions: 15,
+        rate: 20.0,
+        concurrency: 4,
+        mix: Mix::default(),
+        deployments: 3,
+        operator_namespace: common::OPERATOR_NS.into(),
+        timeout: Duration::from_secs(180),
+        // The operator starts after the floor, as with ke-loadtest's local mode.
+        floor: true,
+        backlog: false,
+        settle: Duration::from_secs(2),
+        cleanup: true,
+        run_id: kubernetes_executor_testkit::unique_name("t"),
+    };
+    let mut op = TestOperator { op: None };
+    let report = run(&client, &cfg, &mut op).await.expect("load run");
+    let table = report.table();
+    println!("{table}");
+
+    // Every execution ended the way its kind should (9 dry, 3 deny, 3 real).
+    assert!(report.failures.is_empty(), "{table}");
+    let count = |k: Kind| -> usize {
+        report
+            .outcomes
+            .iter()
+            .filter(|o| o.kind == k && o.expected)
+            .map(|o| o.count)
+            .sum()
+    };
+    assert_eq!(
+        (count(Kind::Dry), count(Kind::Deny), count(Kind::Real)),
+        (9, 3, 3),
+        "{table}"
+    );
+
+    // Each execution timed from its own watch events.
+    let l = &report.latency_ms;
+    assert_eq!(l.pickup.count, 15, "{table}");
+    assert_eq!(l.end_to_end["all"].count, 15);
+    assert_eq!(l.phases["Pending"].count, 15);
+    assert_eq!(
+        l.phases["Executing"].count, 3,
+        "only real executions run Jobs"
+    );
+    assert_eq!(
+        l.completion_detection.count, 3,
+        "each real execution's Job seen finishing"
+    );
+    assert!(
+        l.end_to_end["real"].p50 >= l.end_to_end["deny"].p50,
+        "{table}"
+    );
+
+    // The floor: create + status write each, plus one Job per real execution.
+    let floor = report.floor.as_ref().expect("floor ran");
+    assert_eq!(
+        (floor.executions, floor.requests, floor.errors),
+        (15, 15 * 2 + 3, 0)
+    );
+    assert!(report.floor_ratio.is_some_and(|r| r > 0.0));
+
+    // The operator's requests, footprint and actors came from its metrics and /proc.
+    let api = report.api.as_ref().expect("api use");
+    assert!(
+        api.by_request
+            .iter()
+            .any(|r| r.request == "patch kubernetesexecutions/status (2xx)" && r.count >= 30.0),
+        "at least two status writes per execution: {table}"
+    );
+    // The kill switch is answered from watches: no namespace reads, and the
+    // only ConfigMap reads are the 3 PatchConfigMap targets (no 404s of the
+    // absent control ConfigMap).
+    let requests = |prefix: &str| -> f64 {
+        api.by_request
+            .iter()
+            .filter(|r| r.request.starts_with(prefix))
+            .map(|r| r.count)
+            .sum()
+    };
+    assert_eq!(requests("get namespaces"), 0.0, "{table}");
+    assert_eq!(requests("get configmaps"), 3.0, "{table}");
+    let during = report.operator.as_ref().expect("footprint while running");
+    assert!(
+        during.rss_peak_mib > 1.0 && during.live_actors_peak >= 1.0,
+        "{table}"
+    );
+    let after = report.operator_after.as_ref().expect("footprint after");
+    assert_eq!(
+        after.live_actors_end, 0.0,
+        "no execution actor outlives its execution"
+    );
+
+    // Outputs render; the run's namespaces are gone.
+    assert!(report.svg().starts_with("<svg") && report.svg().matches("<circle").count() >= 15);
+    assert!(table.contains("targets") && table.contains("pickup"));
+    let nss: Api<Namespace> = Api::all(client.clone());
+    for ns in [
+        format!("ke-load-{}", cfg.run_id),
+        format!("ke-floor-{}", cfg.run_id),
+    ] {
+        assert!(
+            nss.get_opt(&ns).await.expect("get ns").is_none(),
+            "{ns} deleted"
+        );
+    }
+}
