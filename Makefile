@@ -7,7 +7,7 @@ BIN := $(TARGET_DIR)/debug
 CLUSTER_DIR := $(CURDIR)/target/cluster
 KUBECONFIG_FILE := $(CLUSTER_DIR)/kubeconfig
 
-.PHONY: help controlplane build crds manifests check-crds fmt lint test cluster-up cluster-down demo bench
+.PHONY: help controlplane build crds manifests check-crds fmt lint test cluster-up cluster-down demo bench bench-5k
 
 help: ## List targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -61,8 +61,17 @@ cluster-down: ## Stop the local control plane started by cluster-up
 	  kill -KILL $$pid 2>/dev/null || true; rm -f $(CLUSTER_DIR)/pid $(CLUSTER_DIR)/ready; \
 	  echo "cluster stopped"; else echo "no cluster running"; fi
 
-bench: ## Run the micro-benchmarks of the hot pure paths
-	$(CARGO) bench -p kubernetes-executor-actors --bench hot_paths
+LOADTEST := $(TARGET_DIR)/release/ke-loadtest
+
+bench: controlplane ## Micro-benchmarks, then a 1,000-execution load test and a dry-run throughput run (release build)
+	$(CARGO) bench -p kubernetes-executor-actors --bench hot_paths --bench policy_latency
+	$(CARGO) build --release --bin kubernetes-executor --bin ke-loadtest
+	$(LOADTEST) -n 1000 --rate 100 --out target/loadtest/mixed
+	$(LOADTEST) -n 1000 --rate 0 --mix dry=1 --out target/loadtest/dry-max
+
+bench-5k: controlplane ## 5,000 executions in flight at once (created before the operator starts)
+	$(CARGO) build --release --bin kubernetes-executor --bin ke-loadtest
+	$(LOADTEST) -n 5000 --backlog --mix dry=1 --no-floor --out target/loadtest/backlog-5k
 
 demo: controlplane build ## Run the operator on the local control plane with a few executions and print their status
 	bash hack/demo.sh

@@ -9,24 +9,10 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use kubernetes_executor_actors::catalog::validate;
 use kubernetes_executor_actors::machine::{Event, MachineState, Plan, transition};
 use kubernetes_executor_actors::policy::{PolicySet, policy_input};
-use kubernetes_executor_crds::{
-    KubernetesExecution, KubernetesExecutionSpec, Phase, TargetResource,
-};
+use kubernetes_executor_crds::Phase;
 
-fn exec() -> KubernetesExecution {
-    let mut e = KubernetesExecution::new(
-        "scale-web",
-        KubernetesExecutionSpec {
-            parameters: [("replicas".to_string(), "3".to_string())].into(),
-            ..KubernetesExecutionSpec::new(
-                "ScaleDeployment",
-                TargetResource::new("Deployment", "web", Some("shop")),
-            )
-        },
-    );
-    e.metadata.namespace = Some("shop".into());
-    e
-}
+mod support;
+use support::exec;
 
 fn benches(c: &mut Criterion) {
     let e = exec();
