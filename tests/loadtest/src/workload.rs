@@ -179,7 +179,7 @@ impl Workload {
                     "ScaleDeployment",
                     TargetResource::new(
                         "Deployment",
-                        &format!("load-d-{}", i % self.deployments.max(1)),
+                        format!("load-d-{}", i % self.deployments.max(1)),
                         ns,
                     ),
                 )
@@ -199,7 +199,7 @@ impl Workload {
                 .into(),
                 ..KubernetesExecutionSpec::new(
                     "PatchConfigMap",
-                    TargetResource::new("ConfigMap", &format!("load-cm-{i:05}"), ns),
+                    TargetResource::new("ConfigMap", format!("load-cm-{i:05}"), ns),
                 )
             },
         };
