@@ -18,7 +18,10 @@ fn main() {
     let v = validate(&e.spec, "shop").expect("valid");
     let input = policy_input(&e, &v, &Default::default(), "kubernetes-executor-system");
     let allowed = set.evaluate(&input).expect("decision");
-    assert!(allowed.is_empty(), "the fixture must be allowed: {allowed:?}");
+    assert!(
+        allowed.is_empty(),
+        "the fixture must be allowed: {allowed:?}"
+    );
     for _ in 0..500 {
         let _ = black_box(set.evaluate(black_box(&input)));
     }

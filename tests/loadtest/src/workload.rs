@@ -566,9 +566,24 @@ mod tests {
                 real: 3
             })
         );
-        assert!("dry=x".parse::<Mix>().unwrap_err().contains("\"x\""));
-        assert!("fast=1".parse::<Mix>().unwrap_err().contains("\"fast\""));
-        assert!("dry=0".parse::<Mix>().unwrap_err().contains("no weight"));
+        assert!(
+            "dry=x"
+                .parse::<Mix>()
+                .expect_err("invalid")
+                .contains("\"x\"")
+        );
+        assert!(
+            "fast=1"
+                .parse::<Mix>()
+                .expect_err("invalid")
+                .contains("\"fast\"")
+        );
+        assert!(
+            "dry=0"
+                .parse::<Mix>()
+                .expect_err("invalid")
+                .contains("no weight")
+        );
     }
 
     #[test]
