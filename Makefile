@@ -65,12 +65,12 @@ LOADTEST := $(TARGET_DIR)/release/ke-loadtest
 
 bench: controlplane ## Micro-benchmarks, then a 1,000-execution load test and a dry-run throughput run (release build)
 	$(CARGO) bench -p kubernetes-executor-actors --bench hot_paths --bench policy_latency
-	$(CARGO) build --release --bin kubernetes-executor --bin ke-loadtest
+	$(CARGO) build --release -p kubernetes-executor -p kubernetes-executor-loadtest --bins
 	$(LOADTEST) -n 1000 --rate 100 --out target/loadtest/mixed
 	$(LOADTEST) -n 1000 --rate 0 --mix dry=1 --out target/loadtest/dry-max
 
 bench-5k: controlplane ## 5,000 executions in flight at once (created before the operator starts)
-	$(CARGO) build --release --bin kubernetes-executor --bin ke-loadtest
+	$(CARGO) build --release -p kubernetes-executor -p kubernetes-executor-loadtest --bins
 	$(LOADTEST) -n 5000 --backlog --mix dry=1 --no-floor --out target/loadtest/backlog-5k
 
 demo: controlplane build ## Run the operator on the local control plane with a few executions and print their status
