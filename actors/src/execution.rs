@@ -446,7 +446,7 @@ async fn execute(myself: &ExecutionRef, state: &mut ExecutionState, fx: Effect) 
             None
         }
         Effect::Stop => {
-            myself.stop(None);
+            myself.stop(Some(crate::supervisor::FINISHED.into()));
             None
         }
     }

@@ -22,6 +22,42 @@ use crate::execution::{ExecutionActor, ExecutionArgs, ExecutionMsg, ExecutionRef
 pub const MAX_RESTARTS: u32 = 5;
 /// Window of the restart intensity limit.
 pub const RESTART_WINDOW: Duration = Duration::from_secs(600);
+/// How long the supervisor remembers that an execution's actor finished, to
+/// ignore watch events that lag behind the actor's own final write.
+pub const FINISHED_MEMORY: Duration = Duration::from_secs(600);
+
+/// Stop reason of an execution actor that finished its work (terminal
+/// phase reached, or deletion cleaned up).
+pub const FINISHED: &str = "finished";
+
+/// UIDs of executions whose actor finished, remembered for
+/// [`FINISHED_MEMORY`] (bounded by the rate executions finish at).
+#[derive(Default)]
+struct Finished {
+    uids: HashSet<String>,
+    order: std::collections::VecDeque<(Instant, String)>,
+}
+
+impl Finished {
+    fn insert(&mut self, uid: String) {
+        let now = Instant::now();
+        while let Some((at, _)) = self.order.front() {
+            if now.duration_since(*at) < FINISHED_MEMORY {
+                break;
+            }
+            if let Some((_, old)) = self.order.pop_front() {
+                self.uids.remove(&old);
+            }
+        }
+        if self.uids.insert(uid.clone()) {
+            self.order.push_back((now, uid));
+        }
+    }
+
+    fn contains(&self, uid: &str) -> bool {
+        self.uids.contains(uid)
+    }
+}
 
 /// Messages of the SupervisorActor.
 pub enum SupervisorMsg {
@@ -56,6 +92,7 @@ pub struct SupervisorState {
     children: HashMap<String, Child>,
     /// Key of each spawned actor by id (supervision events name the cell).
     ids: HashMap<ractor::ActorId, String>,
+    finished: Finished,
     restarts: HashMap<String, RestartRecord>,
     init_keys: Option<HashSet<String>>,
     watch: tokio::task::JoinHandle<()>,
@@ -90,6 +127,15 @@ impl SupervisorState {
             self.children.remove(&key);
         }
         if !needs_actor(&exec) {
+            return;
+        }
+        // Under load the watch can deliver an older version (say, still
+        // Validating) after the actor wrote the terminal status and stopped;
+        // a new actor would redo the work. A finished execution only needs
+        // an actor again to run its finalizer on deletion.
+        let deleting = exec.metadata.deletion_timestamp.is_some();
+        if self.finished.contains(&uid) && !deleting {
+            tracing::debug!(execution = %key, "ignoring a stale event of a finished execution");
             return;
         }
         if self.restarts.get(&key).is_some_and(|r| {
@@ -135,16 +181,17 @@ impl SupervisorState {
 
     /// Forgets a stopped or failed actor; the key it served, if that key's
     /// current child is this actor (not a successor already spawned).
-    fn forget(&mut self, cell: &ActorCell) -> Option<String> {
+    fn forget(&mut self, cell: &ActorCell) -> Option<(String, String)> {
         let key = self.ids.remove(&cell.get_id())?;
         let current = self
             .children
             .get(&key)
             .is_some_and(|c| c.actor.get_id() == cell.get_id());
-        if current {
-            self.children.remove(&key);
+        if !current {
+            return None;
         }
-        current.then_some(key)
+        let child = self.children.remove(&key)?;
+        Some((key, child.uid))
     }
 }
 
@@ -185,6 +232,7 @@ impl Actor for SupervisorActor {
             ctx,
             children: HashMap::new(),
             ids: HashMap::new(),
+            finished: Finished::default(),
             restarts: HashMap::new(),
             init_keys: None,
             watch,
@@ -271,12 +319,15 @@ impl Actor for SupervisorActor {
     ) -> Result<(), ActorProcessingErr> {
         match evt {
             SupervisionEvent::ActorTerminated(cell, _, reason) => {
-                if let Some(key) = state.forget(&cell) {
+                if let Some((key, uid)) = state.forget(&cell) {
                     tracing::debug!(execution = %key, ?reason, "execution actor stopped");
+                    if reason.as_deref() == Some(FINISHED) {
+                        state.finished.insert(uid);
+                    }
                 }
             }
             SupervisionEvent::ActorFailed(cell, err) => {
-                let Some(key) = state.forget(&cell) else {
+                let Some((key, _)) = state.forget(&cell) else {
                     return Ok(());
                 };
                 state
@@ -312,5 +363,21 @@ impl Actor for SupervisorActor {
             _ => {}
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finished_executions_are_remembered_once() {
+        let mut f = Finished::default();
+        assert!(!f.contains("a"));
+        f.insert("a".into());
+        f.insert("a".into());
+        f.insert("b".into());
+        assert!(f.contains("a") && f.contains("b") && !f.contains("c"));
+        assert_eq!(f.order.len(), 2, "a uid is queued for expiry once");
     }
 }
