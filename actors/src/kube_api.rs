@@ -717,7 +717,9 @@ impl KubeApi {
         state.insert("operator_namespace".into(), json!(self.namespace));
         let nodes: Api<Node> = Api::all(self.client.clone());
         let node_list = nodes
-            .list(&ListParams::default())
+            // Condition state tolerates the API server's watch-cache view
+            // (milliseconds behind): served from memory, no etcd read.
+            .list(&ListParams::default().match_any())
             .await
             .map_err(|e| ApiError::classify("list nodes", e))?;
         let nodes_json: Vec<_> = node_list
@@ -761,10 +763,14 @@ impl KubeApi {
             let pod_list = if selector.is_empty() {
                 vec![]
             } else {
-                pods.list(&ListParams::default().labels(&selector.join(",")))
-                    .await
-                    .map_err(|e| ApiError::classify(format!("list pods of {ns}/{name}"), e))?
-                    .items
+                pods.list(
+                    &ListParams::default()
+                        .labels(&selector.join(","))
+                        .match_any(),
+                )
+                .await
+                .map_err(|e| ApiError::classify(format!("list pods of {ns}/{name}"), e))?
+                .items
             };
             let pods_json: Vec<_> = pod_list
                 .iter()
