@@ -40,7 +40,7 @@ fn benches(c: &mut Criterion) {
     });
 
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
-    let set = PolicySet::load_dir(&dir).expect("policies");
+    let mut set = PolicySet::load_dir(&dir).expect("policies");
     let v = validate(&e.spec, "shop").expect("valid");
     let input = policy_input(&e, &v, &Default::default(), "kubernetes-executor-system");
     c.bench_function("policy decision (default safety set)", |b| {

@@ -13,7 +13,7 @@ mod support;
 
 fn main() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
-    let set = PolicySet::load_dir(&dir).expect("policies");
+    let mut set = PolicySet::load_dir(&dir).expect("policies");
     let e = support::exec();
     let v = validate(&e.spec, "shop").expect("valid");
     let input = policy_input(&e, &v, &Default::default(), "kubernetes-executor-system");

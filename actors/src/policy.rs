@@ -167,11 +167,15 @@ impl PolicySet {
     }
 
     /// The deny reasons for `input` (empty: allowed), sorted.
-    pub fn evaluate(&self, input: &serde_json::Value) -> Result<Vec<String>, PolicyError> {
+    ///
+    /// Evaluates on the set's own engine (set input, evaluate): no copy of
+    /// the compiled modules per decision. The PolicyActor owns the set and
+    /// evaluates one decision at a time.
+    pub fn evaluate(&mut self, input: &serde_json::Value) -> Result<Vec<String>, PolicyError> {
         if self.is_empty() {
             return Ok(vec![FAIL_CLOSED.to_string()]);
         }
-        let mut engine = self.engine.clone();
+        let engine = &mut self.engine;
         let input = regorus::Value::from_json_str(&input.to_string())
             .map_err(|e| PolicyError::Eval(e.to_string()))?;
         engine.set_input(input);
@@ -269,7 +273,7 @@ impl PolicySet {
     /// module of this set (package `kubernetes_executor.conditions.<name>`) or
     /// inline Rego (a whole module with its own package).
     pub fn evaluate_condition(
-        &self,
+        &mut self,
         policy: &str,
         input: &serde_json::Value,
     ) -> Result<ConditionOutcome, PolicyError> {
@@ -297,9 +301,7 @@ impl PolicySet {
         }
         let package = condition_package(policy);
         let known = self
-            .engine
-            .get_packages()
-            .unwrap_or_default()
+            .packages
             .iter()
             .any(|p| p == &format!("data.{package}") || p == &package);
         if !known {
@@ -307,8 +309,7 @@ impl PolicySet {
                 "unknown condition policy {policy:?} (no module with package {package} is loaded)"
             )));
         }
-        let mut engine = self.engine.clone();
-        eval_condition(&mut engine, &package, input)
+        eval_condition(&mut self.engine, &package, input)
     }
 }
 
@@ -495,7 +496,7 @@ impl Actor for PolicyActor {
                 reply,
             } => {
                 let start = Instant::now();
-                let out = match &state.set {
+                let out = match &mut state.set {
                     None => Err(FAIL_CLOSED.to_string()),
                     Some(set) => set
                         .evaluate_condition(&policy, &input)
@@ -514,7 +515,7 @@ impl Actor for PolicyActor {
                 reply,
             } => {
                 let start = Instant::now();
-                let verdict = match &state.set {
+                let verdict = match &mut state.set {
                     None => Verdict {
                         violations: vec![FAIL_CLOSED.to_string()],
                         digest: String::new(),
@@ -649,7 +650,7 @@ mod tests {
 
     #[test]
     fn default_set_denies_kube_system_and_allows_plain_scale() {
-        let set = PolicySet::load_dir(&policies_dir()).expect("load");
+        let mut set = PolicySet::load_dir(&policies_dir()).expect("load");
         assert!(set.digest.starts_with("sha256:"));
         let input = json!({
             "action": "ScaleDeployment",
@@ -665,11 +666,14 @@ mod tests {
         let v = set.evaluate(&denied).expect("eval");
         assert_eq!(v.len(), 1);
         assert!(v[0].contains("kube-system"), "{v:?}");
+        // One engine serves every decision: nothing carries over between inputs.
+        assert_eq!(set.evaluate(&input).expect("eval"), Vec::<String>::new());
+        assert_eq!(set.evaluate(&denied).expect("eval"), v);
     }
 
     #[test]
     fn named_and_inline_conditions() {
-        let set = PolicySet::load_dir(&policies_dir()).expect("load");
+        let mut set = PolicySet::load_dir(&policies_dir()).expect("load");
         let input = json!({ "target_resource": {"namespace": "shop"}, "cluster": { "pods": [{"name": "p", "waiting_reasons": ["CrashLoopBackOff"]}] } });
         match set
             .evaluate_condition("no_crashloop_pods", &input)
@@ -692,7 +696,7 @@ mod tests {
 
     #[test]
     fn empty_or_missing_dir_denies_everything() {
-        let set = PolicySet::load_dir(Path::new("/nonexistent/policies")).expect("empty set");
+        let mut set = PolicySet::load_dir(Path::new("/nonexistent/policies")).expect("empty set");
         assert!(set.is_empty());
         assert_eq!(
             set.evaluate(&json!({})).expect("eval"),
