@@ -74,6 +74,7 @@ pub struct ExecutionState {
     verifying: bool,
     job_created: Option<Instant>,
     finalizer_added: bool,
+    released: bool,
     restarts: u32,
     ctx: Ctx,
     name: String,
@@ -136,6 +137,7 @@ impl Actor for ExecutionActor {
             verifying: false,
             job_created: None,
             finalizer_added: false,
+            released: false,
             restarts: args.restarts,
             ctx,
             name,
@@ -385,11 +387,13 @@ async fn execute(myself: &ExecutionRef, state: &mut ExecutionState, fx: Effect) 
             None
         }
         Effect::ReleaseGrants => {
-            if state.exec.spec.dry_run {
+            if state.exec.spec.dry_run || state.released {
                 // A dry run never takes a lock, a grant or a params Secret
-                // (the spec is immutable): nothing to release.
+                // (the spec is immutable): nothing to release. Released
+                // already in this actor's life: nothing left either.
                 return None;
             }
+            state.released = true;
             if let Some(name) = validated(state).and_then(|v| lock_name(state, &v)) {
                 let exec_uid = uid(state);
                 if let Err(e) = retry(5, || ctx.api.release_lock(&name, &exec_uid)).await {
@@ -471,7 +475,9 @@ async fn write_transition_in_span(state: &mut ExecutionState, change: &StatusCha
     );
     let status = state.status.clone();
     match retry(8, || ctx.api.write_status(&ns, &name, &status)).await {
-        Ok(()) => {}
+        // The freshest version of the object (its resourceVersion lets the
+        // finalizer patch go without a read first).
+        Ok(written) => state.exec = written,
         Err(ApiError::NotFound { .. }) => return,
         Err(e) => {
             tracing::error!(error = %e, "failed to write status");
@@ -801,7 +807,7 @@ fn lock_name(state: &ExecutionState, v: &ValidatedAction) -> Option<String> {
     ))
 }
 
-/// Adds the finalizer to the freshest version of the execution.
+/// Adds the finalizer (compare-and-swap on resourceVersion; re-reads on conflict).
 async fn ensure_finalizer(state: &mut ExecutionState) -> Result<(), ApiError> {
     let ctx = state.ctx.clone();
     let (ns, name) = (
@@ -809,8 +815,11 @@ async fn ensure_finalizer(state: &mut ExecutionState) -> Result<(), ApiError> {
         state.exec.name_any(),
     );
     let mut last = None;
-    for _ in 0..5 {
-        if let Some(fresh) = retry(5, || ctx.api.get_execution(&ns, &name)).await? {
+    for attempt in 0..5 {
+        // First try the version this actor last wrote or saw; read only on conflict.
+        if attempt > 0
+            && let Some(fresh) = retry(5, || ctx.api.get_execution(&ns, &name)).await?
+        {
             state.exec = fresh;
         }
         match retry(5, || ctx.api.add_finalizer(&state.exec)).await {

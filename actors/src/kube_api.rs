@@ -225,12 +225,11 @@ impl KubeApi {
         ns: &str,
         name: &str,
         status: &KubernetesExecutionStatus,
-    ) -> ApiResult<()> {
+    ) -> ApiResult<KubernetesExecution> {
         let patch = json!({ "status": status });
         self.executions(ns)
             .patch_status(name, &PatchParams::default(), &Patch::Merge(patch))
             .await
-            .map(|_| ())
             .map_err(|e| ApiError::classify(format!("patch status of execution {ns}/{name}"), e))
     }
 

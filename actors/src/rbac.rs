@@ -3,6 +3,11 @@
 //! binds the action's ClusterRole to the action's ServiceAccount, for one
 //! execution, and deletes it when the execution ends. Node actions are
 //! granted by a static ClusterRoleBinding (deploy/).
+//!
+//! The actor decides what to grant; the API calls run in tasks that answer
+//! the caller, so grants for many executions proceed concurrently (done
+//! inline, one at a time, they were the bottleneck of real executions under
+//! load: every Job waited behind every other execution's RoleBinding write).
 
 use k8s_openapi::api::rbac::v1::RoleBinding;
 use kubernetes_executor_crds::labels;
@@ -103,34 +108,40 @@ impl Actor for RbacActor {
                 target_ns,
                 exec_uid,
                 reply,
-            } => {
-                let result = match (action.scope, target_ns) {
-                    (Scope::Namespaced, Some(ns)) => {
-                        let rb = role_binding(action, &ns, &exec_uid, state.api.namespace());
-                        retry(5, || state.api.ensure_role_binding(&rb))
+            } => match (action.scope, target_ns) {
+                (Scope::Namespaced, Some(ns)) => {
+                    let rb = role_binding(action, &ns, &exec_uid, state.api.namespace());
+                    let api = state.api.clone();
+                    tokio::spawn(async move {
+                        let result = retry(5, || api.ensure_role_binding(&rb))
                             .await
-                            .map_err(|e: ApiError| e.to_string())
-                    }
-                    _ => Ok(()),
-                };
-                let _ = reply.send(result);
-            }
+                            .map_err(|e: ApiError| e.to_string());
+                        let _ = reply.send(result);
+                    });
+                }
+                _ => {
+                    let _ = reply.send(Ok(()));
+                }
+            },
             RbacMsg::Revoke {
                 target_ns,
                 exec_uid,
                 reply,
-            } => {
-                let result = match target_ns {
-                    Some(ns) => {
-                        let name = binding_name(&exec_uid);
-                        retry(5, || state.api.delete_role_binding(&ns, &name))
+            } => match target_ns {
+                Some(ns) => {
+                    let name = binding_name(&exec_uid);
+                    let api = state.api.clone();
+                    tokio::spawn(async move {
+                        let result = retry(5, || api.delete_role_binding(&ns, &name))
                             .await
-                            .map_err(|e| e.to_string())
-                    }
-                    None => Ok(()),
-                };
-                let _ = reply.send(result);
-            }
+                            .map_err(|e| e.to_string());
+                        let _ = reply.send(result);
+                    });
+                }
+                None => {
+                    let _ = reply.send(Ok(()));
+                }
+            },
         }
         Ok(())
     }
