@@ -1005,20 +1005,31 @@ async fn termination_output(
     job: &str,
     succeeded: bool,
 ) -> Option<ActionOutput> {
-    let pods = retry(5, || state.ctx.api.job_pods(job)).await.ok()?;
+    // The Job controller marked the Job finished after its informer saw the
+    // pod terminate, so the API server's watch cache normally has the pod
+    // already; read from it, and from etcd only if the pod looks unfinished.
     let want = if succeeded { "Succeeded" } else { "Failed" };
-    let pod = pods
-        .iter()
-        .find(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some(want))
-        .or_else(|| pods.first())?;
-    let terminated = pod
-        .status
-        .as_ref()
-        .and_then(|s| s.container_statuses.as_ref())
-        .and_then(|cs| cs.first())
-        .and_then(|c| c.state.as_ref())
-        .and_then(|s| s.terminated.as_ref())?;
-    let message = terminated.message.clone().unwrap_or_default();
+    let mut message = None;
+    for cached in [true, false] {
+        let pods = retry(5, || state.ctx.api.job_pods(job, cached))
+            .await
+            .ok()?;
+        let pod = pods
+            .iter()
+            .find(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some(want))
+            .or_else(|| pods.first());
+        message = pod
+            .and_then(|p| p.status.as_ref())
+            .and_then(|s| s.container_statuses.as_ref())
+            .and_then(|cs| cs.first())
+            .and_then(|c| c.state.as_ref())
+            .and_then(|s| s.terminated.as_ref())
+            .map(|t| t.message.clone().unwrap_or_default());
+        if message.is_some() {
+            break;
+        }
+    }
+    let message = message?;
     match serde_json::from_str::<ActionOutput>(&message) {
         Ok(o) => Some(o),
         Err(_) if message.trim().is_empty() => None,

@@ -389,11 +389,14 @@ impl KubeApi {
         }
     }
 
-    /// The pods of a Job, newest first.
-    pub async fn job_pods(&self, job: &str) -> ApiResult<Vec<Pod>> {
+    /// The pods of a Job, newest first; `cached` reads the API server's
+    /// watch cache (resourceVersion=0) instead of etcd.
+    pub async fn job_pods(&self, job: &str, cached: bool) -> ApiResult<Vec<Pod>> {
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
+        let params = ListParams::default().labels(&format!("job-name={job}"));
+        let params = if cached { params.match_any() } else { params };
         let mut list = pods
-            .list(&ListParams::default().labels(&format!("job-name={job}")))
+            .list(&params)
             .await
             .map_err(|e| ApiError::classify(format!("list pods of job {job}"), e))?
             .items;
