@@ -64,6 +64,12 @@ pub struct RunArgs {
     /// Run leader election on a Lease so only one replica acts.
     #[arg(long, env = "KE_LEADER_ELECT", default_value_t = false)]
     pub leader_elect: bool,
+    /// Most API requests in flight for executions at once (the operator's
+    /// own watches and leader lease are not limited). Protects the API
+    /// server's priority-and-fairness queues from bursts of thousands of
+    /// executions; excess requests wait in the operator.
+    #[arg(long, env = "KE_MAX_CONCURRENT_REQUESTS", default_value_t = 64)]
+    pub max_concurrent_requests: usize,
     /// Image of the action Jobs (this binary's image).
     #[arg(long, env = "KE_IMAGE", default_value = "kubernetes-executor:latest")]
     pub image: String,

@@ -59,7 +59,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new()?);
     let clients = kubernetes_executor_actors::request_context::Clients::new(config)
         .context("cannot build a Kubernetes client")?
-        .with_request_metrics(metrics.api_requests.clone());
+        .with_request_metrics(metrics.api_requests.clone())
+        .with_execution_limit(args.max_concurrent_requests);
     let client = clients.operator();
     let health = Arc::new(Health::default());
     let registry = Arc::new(ActorRegistry::default());

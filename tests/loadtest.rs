@@ -120,6 +120,22 @@ async fn a_mixed_load_is_fully_accounted_for_and_cleaned_up() {
     };
     assert_eq!(requests("get namespaces"), 0.0, "{table}");
     assert_eq!(requests("get configmaps"), 3.0, "{table}");
+    // What the operator wrote agrees with what the harness watched.
+    assert_eq!(
+        report.transitions.get("Pending→Validating"),
+        Some(&15.0),
+        "{table}"
+    );
+    assert_eq!(
+        report.transitions.get("Validating→Completed"),
+        Some(&9.0),
+        "{table}"
+    );
+    assert_eq!(
+        report.transitions.get("Validating→Failed"),
+        Some(&3.0),
+        "{table}"
+    );
     let during = report.operator.as_ref().expect("footprint while running");
     assert!(
         during.rss_peak_mib > 1.0 && during.live_actors_peak >= 1.0,

@@ -23,7 +23,7 @@ use tracing::Instrument;
 use crate::catalog::{Rejection, ValidatedAction, validate};
 use crate::context::{Context, Ctx};
 use crate::job::{ActionOutput, build_job, job_name};
-use crate::kube_api::{ApiError, retry};
+use crate::kube_api::{ApiError, PATIENCE, retry, retry_for};
 use crate::machine::{
     Effect, Event, JobOutcome, MachineState, Plan, Refusal, StatusChange, transition,
 };
@@ -332,7 +332,7 @@ async fn execute(myself: &ExecutionRef, state: &mut ExecutionState, fx: Effect) 
         },
         Effect::ObserveJob => {
             let name = current_job_name(state);
-            match retry(5, || ctx.api.get_job(&name)).await {
+            match retry_for(PATIENCE, || ctx.api.get_job(&name)).await {
                 Ok(Some(job)) => job_event(state, &job).await,
                 Ok(None) => Some(Event::JobFinished(JobOutcome::Missing)),
                 Err(e) => {
@@ -381,7 +381,7 @@ async fn execute(myself: &ExecutionRef, state: &mut ExecutionState, fx: Effect) 
         }
         Effect::DeleteJob => {
             let name = current_job_name(state);
-            if let Err(e) = retry(5, || ctx.api.delete_job(&name)).await {
+            if let Err(e) = retry_for(PATIENCE, || ctx.api.delete_job(&name)).await {
                 tracing::warn!(error = %e, job = %name, "failed to delete job");
             }
             None
@@ -396,13 +396,16 @@ async fn execute(myself: &ExecutionRef, state: &mut ExecutionState, fx: Effect) 
             state.released = true;
             if let Some(name) = validated(state).and_then(|v| lock_name(state, &v)) {
                 let exec_uid = uid(state);
-                if let Err(e) = retry(5, || ctx.api.release_lock(&name, &exec_uid)).await {
+                if let Err(e) = retry_for(PATIENCE, || ctx.api.release_lock(&name, &exec_uid)).await
+                {
                     tracing::warn!(error = %e, "failed to release the target lock (it expires)");
                 }
             }
             if validated(state).is_none_or(|v| v.action.params.iter().any(|p| p.secret)) {
                 let params_secret = crate::job::params_secret_name(&uid(state));
-                if let Err(e) = retry(5, || ctx.api.delete_params_secret(&params_secret)).await {
+                if let Err(e) =
+                    retry_for(PATIENCE, || ctx.api.delete_params_secret(&params_secret)).await
+                {
                     tracing::warn!(error = %e, "failed to delete the params secret");
                 }
             }
@@ -444,7 +447,7 @@ async fn execute(myself: &ExecutionRef, state: &mut ExecutionState, fx: Effect) 
                 state.exec.namespace().unwrap_or_default(),
                 state.exec.name_any(),
             );
-            if let Err(e) = retry(5, || ctx.api.remove_finalizer(&ns, &name)).await {
+            if let Err(e) = retry_for(PATIENCE, || ctx.api.remove_finalizer(&ns, &name)).await {
                 tracing::warn!(error = %e, "failed to remove finalizer");
             }
             None
@@ -474,7 +477,7 @@ async fn write_transition_in_span(state: &mut ExecutionState, change: &StatusCha
         state.exec.name_any(),
     );
     let status = state.status.clone();
-    match retry(8, || ctx.api.write_status(&ns, &name, &status)).await {
+    match retry_for(Duration::MAX, || ctx.api.write_status(&ns, &name, &status)).await {
         // The freshest version of the object (its resourceVersion lets the
         // finalizer patch go without a read first).
         Ok(written) => state.exec = written,
@@ -624,7 +627,7 @@ async fn validate_all(state: &mut ExecutionState) -> Result<Plan, Refusal> {
     let mut deployment = None;
     let target_read = if !pre.is_empty() && v.target.kind == "Deployment" {
         let ns = v.target.namespace.clone().unwrap_or_default();
-        retry(5, || ctx.api.get_deployment(&ns, &v.target.name))
+        retry_for(PATIENCE, || ctx.api.get_deployment(&ns, &v.target.name))
             .await
             .map(|d| {
                 d.map(|d| {
@@ -638,7 +641,7 @@ async fn validate_all(state: &mut ExecutionState) -> Result<Plan, Refusal> {
                 })
             })
     } else {
-        retry(5, || {
+        retry_for(PATIENCE, || {
             ctx.api.get_target_meta(
                 &v.target.kind,
                 v.target.namespace.as_deref(),
@@ -818,17 +821,28 @@ async fn ensure_finalizer(state: &mut ExecutionState) -> Result<(), ApiError> {
     for attempt in 0..5 {
         // First try the version this actor last wrote or saw; read only on conflict.
         if attempt > 0
-            && let Some(fresh) = retry(5, || ctx.api.get_execution(&ns, &name)).await?
+            && let Some(fresh) = retry_for(PATIENCE, || ctx.api.get_execution(&ns, &name)).await?
         {
             state.exec = fresh;
         }
-        match retry(5, || ctx.api.add_finalizer(&state.exec)).await {
+        // A conflict means a newer version exists: read it (above) rather
+        // than retrying the same stale one; other transient errors back off.
+        let exec = state.exec.clone();
+        let added = retry_for(PATIENCE, || async {
+            match ctx.api.add_finalizer(&exec).await {
+                Err(ApiError::Conflict { what, message }) => {
+                    Ok(Err(ApiError::Conflict { what, message }))
+                }
+                other => other.map(Ok),
+            }
+        })
+        .await?;
+        match added {
             Ok(()) => {
                 state.finalizer_added = true;
                 return Ok(());
             }
-            Err(e @ ApiError::Conflict { .. }) => last = Some(e),
-            Err(e) => return Err(e),
+            Err(e) => last = Some(e),
         }
     }
     Err(last.unwrap_or(ApiError::Conflict {
@@ -861,7 +875,7 @@ async fn create_job(state: &mut ExecutionState) -> Result<Created, Refusal> {
             Timestamp::now(),
         );
         let exec_uid = uid(state);
-        match retry(5, || ctx.api.acquire_lock(&lease, &exec_uid)).await {
+        match retry_for(PATIENCE, || ctx.api.acquire_lock(&lease, &exec_uid)).await {
             Ok(crate::kube_api::LockOutcome::Acquired) => {}
             Ok(crate::kube_api::LockOutcome::Busy(h)) => return Ok(Created::Busy(h)),
             Err(e) => return Err(fail(format!("cannot take the target lock: {e}"))),
@@ -900,13 +914,15 @@ async fn create_job(state: &mut ExecutionState) -> Result<Created, Refusal> {
     if !secrets.is_empty() {
         let name = crate::job::params_secret_name(&uid(state));
         let labels = crate::job::owner_labels(&state.exec, v.action.name);
-        retry(8, || ctx.api.ensure_params_secret(&name, &labels, &secrets))
-            .await
-            .map_err(|e| fail(format!("cannot store the secret parameters: {e}")))?;
+        retry_for(PATIENCE, || {
+            ctx.api.ensure_params_secret(&name, &labels, &secrets)
+        })
+        .await
+        .map_err(|e| fail(format!("cannot store the secret parameters: {e}")))?;
     }
     let expected_uid = state.status.target_snapshot.as_ref().map(|s| s.uid.clone());
     let job = build_job(&state.exec, &v, expected_uid.as_deref(), &ctx.settings.job);
-    let created = retry(8, || ctx.api.create_job(&job))
+    let created = retry_for(PATIENCE, || ctx.api.create_job(&job))
         .await
         .map_err(|e| fail(format!("cannot create Job: {e}")))?;
     ctx.metrics
@@ -1011,7 +1027,7 @@ async fn termination_output(
     let want = if succeeded { "Succeeded" } else { "Failed" };
     let mut message = None;
     for cached in [true, false] {
-        let pods = retry(5, || state.ctx.api.job_pods(job, cached))
+        let pods = retry_for(PATIENCE, || state.ctx.api.job_pods(job, cached))
             .await
             .ok()?;
         let pod = pods
@@ -1059,7 +1075,7 @@ async fn condition_input(
     target: Option<&k8s_openapi::api::apps::v1::Deployment>,
 ) -> Result<serde_json::Value, ApiError> {
     let mut input = policy_input(exec, v, labels, ctx.api.namespace());
-    let cluster = retry(3, || {
+    let cluster = retry_for(PATIENCE, || {
         ctx.api.cluster_state(
             &v.target.kind,
             v.target.namespace.as_deref(),

@@ -543,12 +543,58 @@ where
         match f().await {
             Err(e) if e.is_transient() && n < attempts => {
                 tracing::debug!(error = %e, attempt = n, "transient API error, retrying");
-                tokio::time::sleep(delay).await;
+                tokio::time::sleep(jitter(delay)).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
             other => return other,
         }
     }
+}
+
+/// How long an execution keeps retrying an API call through overload (429,
+/// 5xx, timeouts) before it gives up with a clear error.
+pub const PATIENCE: Duration = Duration::from_secs(120);
+
+/// Retries `f` on transient errors (overload: 429, 5xx, timeouts) for up to
+/// `budget`, backing off 200 ms → 30 s with jitter. For work that must not
+/// be given up because the API server is busy: status writes (unbounded
+/// budget) and validation reads (a few minutes, then a clear failure).
+pub async fn retry_for<T, F, Fut>(budget: Duration, mut f: F) -> ApiResult<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ApiResult<T>>,
+{
+    let start = tokio::time::Instant::now();
+    let mut delay = Duration::from_millis(200);
+    let mut n = 0u32;
+    loop {
+        n += 1;
+        match f().await {
+            Err(e) if e.is_transient() && start.elapsed() + delay < budget => {
+                if n % 5 == 0 {
+                    tracing::warn!(error = %e, attempt = n, "API server still failing; retrying");
+                }
+                tokio::time::sleep(jitter(delay)).await;
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// `d` scaled by a factor in [0.5, 1.5): many actors backing off together
+/// must not retry in lockstep.
+fn jitter(d: Duration) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    let r = (h.finish() % 1000) as f64 / 1000.0;
+    d.mul_f64(0.5 + r)
 }
 
 /// Name of the ConfigMap (operator namespace) whose `data.paused: "true"`

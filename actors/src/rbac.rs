@@ -15,7 +15,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde_json::json;
 
 use crate::catalog::{ActionSpec, Scope};
-use crate::kube_api::{ApiError, KubeApi, retry};
+use crate::kube_api::{ApiError, KubeApi, PATIENCE, retry_for};
 
 /// Name of the just-in-time RoleBinding of an execution.
 pub fn binding_name(exec_uid: &str) -> String {
@@ -113,7 +113,7 @@ impl Actor for RbacActor {
                     let rb = role_binding(action, &ns, &exec_uid, state.api.namespace());
                     let api = state.api.clone();
                     tokio::spawn(async move {
-                        let result = retry(5, || api.ensure_role_binding(&rb))
+                        let result = retry_for(PATIENCE, || api.ensure_role_binding(&rb))
                             .await
                             .map_err(|e: ApiError| e.to_string());
                         let _ = reply.send(result);
@@ -132,7 +132,7 @@ impl Actor for RbacActor {
                     let name = binding_name(&exec_uid);
                     let api = state.api.clone();
                     tokio::spawn(async move {
-                        let result = retry(5, || api.delete_role_binding(&ns, &name))
+                        let result = retry_for(PATIENCE, || api.delete_role_binding(&ns, &name))
                             .await
                             .map_err(|e| e.to_string());
                         let _ = reply.send(result);

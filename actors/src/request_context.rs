@@ -57,6 +57,7 @@ pub struct Clients {
     shared: Arc<Mutex<Shared>>,
     default_ns: String,
     requests: Option<prometheus::IntCounterVec>,
+    execution_limit: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 /// The resource a request path addresses (`/api/v1/namespaces/a/pods/b` →
@@ -131,6 +132,7 @@ impl Clients {
             shared: Arc::new(Mutex::new(shared)),
             default_ns,
             requests: None,
+            execution_limit: None,
         })
     }
 
@@ -140,8 +142,23 @@ impl Clients {
         self
     }
 
+    /// At most `max` requests made for executions are in flight at once
+    /// (all execution clients share the permits); the rest wait in the
+    /// operator instead of flooding the API server, whose priority-and-
+    /// fairness queues answer floods with 429. The operator's own client
+    /// (watches, leader lease, events) is not limited, so leadership never
+    /// waits behind execution work.
+    pub fn with_execution_limit(mut self, max: usize) -> Self {
+        self.execution_limit = Some(Arc::new(tokio::sync::Semaphore::new(max.max(1))));
+        self
+    }
+
     /// A client whose requests carry `user_agent`.
     pub fn with_user_agent(&self, user_agent: &str) -> kube::Client {
+        self.client(user_agent, None)
+    }
+
+    fn client(&self, user_agent: &str, limit: Option<Arc<tokio::sync::Semaphore>>) -> kube::Client {
         let value = HeaderValue::from_str(user_agent).unwrap_or(HeaderValue::from_static(PRODUCT));
         let base = self.shared.lock().map(|s| s.clone());
         let base = match base {
@@ -157,7 +174,13 @@ impl Clients {
             inner: svc,
             counter,
         };
-        kube::Client::new(svc, self.default_ns.clone())
+        match limit {
+            Some(sem) => kube::Client::new(
+                tower::limit::ConcurrencyLimit::with_semaphore(svc, sem),
+                self.default_ns.clone(),
+            ),
+            None => kube::Client::new(svc, self.default_ns.clone()),
+        }
     }
 
     /// The operator's own client (no execution).
@@ -167,7 +190,10 @@ impl Clients {
 
     /// The client for requests made for execution `uid`.
     pub fn for_execution(&self, uid: &str) -> kube::Client {
-        self.with_user_agent(&format!("{PRODUCT} (execution {uid})"))
+        self.client(
+            &format!("{PRODUCT} (execution {uid})"),
+            self.execution_limit.clone(),
+        )
     }
 }
 

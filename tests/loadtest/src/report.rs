@@ -187,6 +187,9 @@ pub struct Report {
     pub floor_ratio: Option<f64>,
     /// API requests of the operator.
     pub api: Option<ApiUse>,
+    /// Phase transitions the operator wrote during the run (`from→to`),
+    /// from its metrics: what the harness's watch should have seen.
+    pub transitions: BTreeMap<String, f64>,
     /// Operator footprint while the executions ran.
     pub operator: Option<Footprint>,
     /// Operator footprint once everything finished and settled.
@@ -360,6 +363,10 @@ pub fn build(tracks: &BTreeMap<String, Track>, inp: Inputs) -> Report {
         (Some(b), Some(a)) => Some(api_use(b, a, n)),
         _ => None,
     };
+    let transitions = match (&inp.metrics_before, &inp.metrics_after) {
+        (Some(b), Some(a)) => transitions(b, a),
+        _ => BTreeMap::new(),
+    };
     let policy_eval_p99_ms = inp
         .metrics_after
         .as_ref()
@@ -404,6 +411,7 @@ pub fn build(tracks: &BTreeMap<String, Track>, inp: Inputs) -> Report {
         floor: inp.floor,
         floor_ratio,
         api,
+        transitions,
         operator,
         operator_after,
         policy_eval_p99_ms,
@@ -413,6 +421,23 @@ pub fn build(tracks: &BTreeMap<String, Track>, inp: Inputs) -> Report {
     };
     report.targets = targets(&report);
     report
+}
+
+fn transitions(before: &[Sample], after: &[Sample]) -> BTreeMap<String, f64> {
+    const NAME: &str = "kubernetes_execution_phase_transitions_total";
+    let key = |s: &Sample| {
+        let l = |k: &str| s.labels.get(k).cloned().unwrap_or_default();
+        format!("{}→{}", l("from_phase"), l("to_phase"))
+    };
+    let mut out: BTreeMap<String, f64> = BTreeMap::new();
+    for s in after.iter().filter(|s| s.name == NAME) {
+        *out.entry(key(s)).or_default() += s.value;
+    }
+    for s in before.iter().filter(|s| s.name == NAME) {
+        *out.entry(key(s)).or_default() -= s.value;
+    }
+    out.retain(|_, v| *v > 0.0);
+    out
 }
 
 fn api_use(before: &[Sample], after: &[Sample], n: usize) -> ApiUse {
@@ -660,6 +685,17 @@ impl Report {
                     line.request, line.count, line.per_execution
                 );
             }
+        }
+        if !self.transitions.is_empty() {
+            let _ = writeln!(
+                o,
+                "\ntransitions written by the operator: {}",
+                self.transitions
+                    .iter()
+                    .map(|(k, v)| format!("{k} {v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
         }
         if let Some(f) = &self.operator {
             let _ = writeln!(
