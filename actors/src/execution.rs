@@ -167,7 +167,11 @@ impl Actor for ExecutionActor {
         state: &mut ExecutionState,
     ) -> Result<(), ActorProcessingErr> {
         let span = state.span.clone();
-        handle_message(myself, msg, state).instrument(span).await
+        // Boxed: the handler's state machine (validation, Job creation, ...)
+        // is large, and ractor embeds `handle`'s future in every actor's
+        // task. Boxed, an idle actor (thousands of them wait on Jobs) holds
+        // a pointer, and the large future exists only while a message runs.
+        Box::pin(handle_message(myself, msg, state).instrument(span)).await
     }
 }
 
