@@ -571,7 +571,7 @@ where
         n += 1;
         match f().await {
             Err(e) if e.is_transient() && start.elapsed() + delay < budget => {
-                if n % 5 == 0 {
+                if n.is_multiple_of(5) {
                     tracing::warn!(error = %e, attempt = n, "API server still failing; retrying");
                 }
                 tokio::time::sleep(jitter(delay)).await;
