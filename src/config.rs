@@ -70,6 +70,10 @@ pub struct RunArgs {
     /// executions; excess requests wait in the operator.
     #[arg(long, env = "KE_MAX_CONCURRENT_REQUESTS", default_value_t = 64)]
     pub max_concurrent_requests: usize,
+    /// Most executions validating at once; the rest wait, cheaply, for a
+    /// permit (bounds memory under bursts of thousands of executions).
+    #[arg(long, env = "KE_MAX_VALIDATING", default_value_t = 256)]
+    pub max_validating: usize,
     /// Image of the action Jobs (this binary's image).
     #[arg(long, env = "KE_IMAGE", default_value = "kubernetes-executor:latest")]
     pub image: String,

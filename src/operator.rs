@@ -196,6 +196,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         health: health.clone(),
         registry: registry.clone(),
+        admission: Arc::new(tokio::sync::Semaphore::new(args.max_validating.max(1))),
     });
     let (supervisor, supervisor_handle) =
         Actor::spawn(Some("supervisor".into()), SupervisorActor, ctx).await?;

@@ -42,6 +42,10 @@ pub struct Context {
     pub health: Arc<Health>,
     /// Live actors, for `/actors`.
     pub registry: Arc<ActorRegistry>,
+    /// Permits to validate: at most this many executions run their
+    /// validation at once; the others wait before their (large) handler
+    /// starts, so a burst of thousands costs little memory while it waits.
+    pub admission: Arc<tokio::sync::Semaphore>,
 }
 
 /// One live actor as `/actors` shows it.

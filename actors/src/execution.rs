@@ -75,6 +75,7 @@ pub struct ExecutionState {
     job_created: Option<Instant>,
     finalizer_added: bool,
     released: bool,
+    admitted: Option<tokio::sync::OwnedSemaphorePermit>,
     restarts: u32,
     ctx: Ctx,
     name: String,
@@ -138,6 +139,7 @@ impl Actor for ExecutionActor {
             job_created: None,
             finalizer_added: false,
             released: false,
+            admitted: None,
             restarts: args.restarts,
             ctx,
             name,
@@ -166,12 +168,27 @@ impl Actor for ExecutionActor {
         msg: ExecutionMsg,
         state: &mut ExecutionState,
     ) -> Result<(), ActorProcessingErr> {
+        // Admission: starting (or resuming) validation takes a permit first,
+        // awaited here — before the large handler future exists.
+        let starts_validation = matches!(&msg, ExecutionMsg::Machine(ev) if matches!(**ev, Event::Resume))
+            && matches!(state.machine.phase, Phase::Pending | Phase::Validating);
+        if starts_validation
+            && state.admitted.is_none()
+            && let Ok(permit) = state.ctx.admission.clone().acquire_owned().await
+        {
+            state.admitted = Some(permit);
+        }
         let span = state.span.clone();
         // Boxed: the handler's state machine (validation, Job creation, ...)
         // is large, and ractor embeds `handle`'s future in every actor's
         // task. Boxed, an idle actor (thousands of them wait on Jobs) holds
         // a pointer, and the large future exists only while a message runs.
-        Box::pin(handle_message(myself, msg, state).instrument(span)).await
+        let result = Box::pin(handle_message(myself, msg, state).instrument(span)).await;
+        if state.machine.phase != Phase::Validating {
+            // Validated (or still Pending, paused): give the permit back.
+            state.admitted = None;
+        }
+        result
     }
 }
 
