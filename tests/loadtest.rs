@@ -80,6 +80,11 @@ async fn a_mixed_load_is_fully_accounted_for_and_cleaned_up() {
     assert_eq!(l.end_to_end["all"].count, 15);
     assert_eq!(l.phases["Pending"].count, 15);
     assert_eq!(
+        l.phases["Validating"].count, 15,
+        "every Validating status seen: {table}"
+    );
+    assert_eq!(report.watch_relists, 0);
+    assert_eq!(
         l.phases["Executing"].count, 3,
         "only real executions run Jobs"
     );

@@ -198,6 +198,9 @@ pub struct Report {
     pub policy_eval_p99_ms: Option<f64>,
     /// The targets.
     pub targets: Vec<TargetCheck>,
+    /// How often the harness's execution watch had to list again (phases
+    /// passed through meanwhile are not seen; pickup then reads high).
+    pub watch_relists: usize,
     /// Per-execution points of the chart.
     pub timeline: Vec<TimelinePoint>,
     /// Footprint samples, t in seconds from the first create.
@@ -233,6 +236,8 @@ pub struct Inputs {
     pub sampler_start: Option<Instant>,
     /// When every execution had finished (the end of "while running").
     pub finished_at: Instant,
+    /// How often the harness's execution watch re-listed.
+    pub watch_relists: usize,
 }
 
 /// Computes the report.
@@ -416,6 +421,7 @@ pub fn build(tracks: &BTreeMap<String, Track>, inp: Inputs) -> Report {
         operator_after,
         policy_eval_p99_ms,
         targets: Vec::new(),
+        watch_relists: inp.watch_relists,
         timeline,
         samples,
     };
@@ -685,6 +691,22 @@ impl Report {
                     line.request, line.count, line.per_execution
                 );
             }
+        }
+        let watched = |p: &str| self.latency_ms.phases.get(p).map(|s| s.count).unwrap_or(0);
+        let written: f64 = self
+            .transitions
+            .iter()
+            .filter(|(k, _)| k.ends_with("→Validating"))
+            .map(|(_, v)| *v)
+            .sum();
+        if self.watch_relists > 0 || (written > 0.0 && (watched("Validating") as f64) < written) {
+            let _ = writeln!(
+                o,
+                "\nnote: the harness's watch saw {} executions in Validating, the operator wrote {}; the watch re-listed {} times. Executions whose Validating status was not seen count their pickup at their next status.",
+                watched("Validating"),
+                written,
+                self.watch_relists
+            );
         }
         if !self.transitions.is_empty() {
             let _ = writeln!(

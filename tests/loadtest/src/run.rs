@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -96,11 +97,18 @@ pub async fn run(client: &Client, cfg: &Config, op: &mut impl OperatorControl) -
         rate: cfg.rate,
         concurrency: cfg.concurrency,
     };
+    let relists = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (synced_tx, mut synced) = tokio::sync::watch::channel(false);
     let watches = [
-        workload::watch_executions(client, &w, tracks.clone()),
+        workload::watch_executions(client, &w, tracks.clone(), relists.clone(), synced_tx),
         workload::watch_jobs(client, &cfg.operator_namespace, &w, tracks.clone()),
     ];
-    // Let the watches list before anything is created.
+    // The execution watch must have listed before anything is created.
+    tokio::time::timeout(Duration::from_secs(60), synced.wait_for(|s| *s))
+        .await
+        .context("the execution watch did not list within 60 s")?
+        .context("the execution watch stopped")?;
+    // The Job watch has no signal: give it a moment too.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (metrics_before, sampler);
     if cfg.backlog {
@@ -165,6 +173,7 @@ pub async fn run(client: &Client, cfg: &Config, op: &mut impl OperatorControl) -
             samples,
             sampler_start,
             finished_at,
+            watch_relists: relists.load(std::sync::atomic::Ordering::Relaxed),
         },
     );
     if !all {

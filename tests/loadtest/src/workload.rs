@@ -363,18 +363,36 @@ fn with_track(tracks: &Tracks, name: &str, f: impl FnOnce(&mut Track)) {
 }
 
 /// Watches the run's executions and timestamps every status it shows.
+/// `relists` counts how often the watch had to list again after its first
+/// list (phases passed through meanwhile are not seen); `synced` turns true
+/// once the first list is done — create nothing before, or the first
+/// executions' early phases fall before the list and are never seen.
 pub fn watch_executions(
     client: &Client,
     w: &Workload,
     tracks: Tracks,
+    relists: Arc<AtomicUsize>,
+    synced: tokio::sync::watch::Sender<bool>,
 ) -> tokio::task::JoinHandle<()> {
     let api: Api<KubernetesExecution> = Api::namespaced(client.clone(), &w.namespace);
     let cfg = watcher::Config::default().labels(&format!("{RUN_LABEL}={}", w.run_id));
     tokio::spawn(async move {
         let mut stream = std::pin::pin!(watcher::watcher(api, cfg).default_backoff());
+        let mut listed = false;
         loop {
             let e = match stream.try_next().await {
                 Ok(Some(Event::Apply(e) | Event::InitApply(e))) => e,
+                Ok(Some(Event::Init)) => {
+                    if listed {
+                        relists.fetch_add(1, Ordering::Relaxed);
+                    }
+                    continue;
+                }
+                Ok(Some(Event::InitDone)) => {
+                    listed = true;
+                    synced.send_replace(true);
+                    continue;
+                }
                 Ok(Some(_)) => continue,
                 Ok(None) => return,
                 Err(err) => {
