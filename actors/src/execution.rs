@@ -365,16 +365,7 @@ async fn execute(myself: &ExecutionRef, state: &mut ExecutionState, fx: Effect) 
         Effect::ArmTimeout => {
             if !state.timeout_armed {
                 state.timeout_armed = true;
-                let timeout = validated(state)
-                    .map(|v| v.timeout)
-                    .unwrap_or(crate::catalog::MAX_TIMEOUT);
-                let started = state
-                    .status
-                    .start_time
-                    .as_ref()
-                    .map(|t| t.0)
-                    .unwrap_or_else(Timestamp::now);
-                let elapsed = Timestamp::now().duration_since(started).unsigned_abs();
+                let (timeout, elapsed) = timeout_and_elapsed(state);
                 let remaining = (timeout + ctx.settings.timeout_grace).saturating_sub(elapsed);
                 myself.send_after(remaining, || {
                     ExecutionMsg::Machine(Box::new(Event::TimedOut))
@@ -572,14 +563,9 @@ async fn paused(myself: &ExecutionRef, state: &mut ExecutionState) -> bool {
     true
 }
 
-/// The target lock is held by another execution: wait (bounded by the
-/// timeout) or fail, per `spec.onTargetBusy`.
-async fn busy(
-    myself: &ExecutionRef,
-    state: &mut ExecutionState,
-    holder: crate::lock::Holder,
-) -> Option<Event> {
-    let target = state.status.target.clone().unwrap_or_default();
+/// The action's timeout and the time since the execution started (its
+/// `status.startTime`; now, if it has none yet).
+fn timeout_and_elapsed(state: &ExecutionState) -> (Duration, Duration) {
     let timeout = validated(state)
         .map(|v| v.timeout)
         .unwrap_or(crate::catalog::MAX_TIMEOUT);
@@ -589,7 +575,21 @@ async fn busy(
         .as_ref()
         .map(|t| t.0)
         .unwrap_or_else(Timestamp::now);
-    let waited = Timestamp::now().duration_since(started).unsigned_abs();
+    (
+        timeout,
+        Timestamp::now().duration_since(started).unsigned_abs(),
+    )
+}
+
+/// The target lock is held by another execution: wait (bounded by the
+/// timeout) or fail, per `spec.onTargetBusy`.
+async fn busy(
+    myself: &ExecutionRef,
+    state: &mut ExecutionState,
+    holder: crate::lock::Holder,
+) -> Option<Event> {
+    let target = state.status.target.clone().unwrap_or_default();
+    let (timeout, waited) = timeout_and_elapsed(state);
     let policy = state.exec.spec.on_target_busy.unwrap_or_default();
     if policy == kubernetes_executor_crds::TargetBusyPolicy::Fail || waited >= timeout {
         let message = if policy == kubernetes_executor_crds::TargetBusyPolicy::Fail {
