@@ -429,40 +429,45 @@ pub fn build(tracks: &BTreeMap<String, Track>, inp: Inputs) -> Report {
     report
 }
 
-fn transitions(before: &[Sample], after: &[Sample]) -> BTreeMap<String, f64> {
-    const NAME: &str = "kubernetes_execution_phase_transitions_total";
-    let key = |s: &Sample| {
-        let l = |k: &str| s.labels.get(k).cloned().unwrap_or_default();
-        format!("{}→{}", l("from_phase"), l("to_phase"))
-    };
+/// Growth of counter `name` between two scrapes, by `key` of the labels;
+/// only keys that grew.
+fn counter_delta(
+    before: &[Sample],
+    after: &[Sample],
+    name: &str,
+    key: impl Fn(&dyn Fn(&str) -> String) -> String,
+) -> BTreeMap<String, f64> {
+    let key_of = |s: &Sample| key(&|k: &str| s.labels.get(k).cloned().unwrap_or_default());
     let mut out: BTreeMap<String, f64> = BTreeMap::new();
-    for s in after.iter().filter(|s| s.name == NAME) {
-        *out.entry(key(s)).or_default() += s.value;
+    for s in after.iter().filter(|s| s.name == name) {
+        *out.entry(key_of(s)).or_default() += s.value;
     }
-    for s in before.iter().filter(|s| s.name == NAME) {
-        *out.entry(key(s)).or_default() -= s.value;
+    for s in before.iter().filter(|s| s.name == name) {
+        *out.entry(key_of(s)).or_default() -= s.value;
     }
     out.retain(|_, v| *v > 0.0);
     out
 }
 
+fn transitions(before: &[Sample], after: &[Sample]) -> BTreeMap<String, f64> {
+    counter_delta(
+        before,
+        after,
+        "kubernetes_execution_phase_transitions_total",
+        |l| format!("{}→{}", l("from_phase"), l("to_phase")),
+    )
+}
+
 fn api_use(before: &[Sample], after: &[Sample], n: usize) -> ApiUse {
-    const NAME: &str = "kubernetes_executor_api_requests_total";
-    let key = |s: &Sample| {
-        let l = |k: &str| s.labels.get(k).cloned().unwrap_or_default();
-        format!("{} {} ({})", l("verb"), l("resource"), l("outcome"))
-    };
-    let mut lines: BTreeMap<String, f64> = BTreeMap::new();
-    for s in after.iter().filter(|s| s.name == NAME) {
-        *lines.entry(key(s)).or_default() += s.value;
-    }
-    for s in before.iter().filter(|s| s.name == NAME) {
-        *lines.entry(key(s)).or_default() -= s.value;
-    }
+    let lines = counter_delta(
+        before,
+        after,
+        "kubernetes_executor_api_requests_total",
+        |l| format!("{} {} ({})", l("verb"), l("resource"), l("outcome")),
+    );
     let per = |c: f64| if n > 0 { c / n as f64 } else { 0.0 };
     let mut by_request: Vec<ApiLine> = lines
         .into_iter()
-        .filter(|(_, c)| *c > 0.0)
         .map(|(request, count)| ApiLine {
             request,
             count,
