@@ -406,14 +406,18 @@ async fn execute(myself: &ExecutionRef, state: &mut ExecutionState, fx: Effect) 
                 return None;
             }
             state.released = true;
-            if let Some(name) = validated(state).and_then(|v| lock_name(state, &v)) {
+            // Re-derived from the spec after a restart: once, not per grant.
+            let v = validated(state);
+            if let Some(name) = v.as_ref().and_then(|v| lock_name(state, v)) {
                 let exec_uid = uid(state);
                 if let Err(e) = retry_for(PATIENCE, || ctx.api.release_lock(&name, &exec_uid)).await
                 {
                     tracing::warn!(error = %e, "failed to release the target lock (it expires)");
                 }
             }
-            if validated(state).is_none_or(|v| v.action.params.iter().any(|p| p.secret)) {
+            if v.as_ref()
+                .is_none_or(|v| v.action.params.iter().any(|p| p.secret))
+            {
                 let params_secret = crate::job::params_secret_name(&uid(state));
                 if let Err(e) =
                     retry_for(PATIENCE, || ctx.api.delete_params_secret(&params_secret)).await
@@ -421,7 +425,7 @@ async fn execute(myself: &ExecutionRef, state: &mut ExecutionState, fx: Effect) 
                     tracing::warn!(error = %e, "failed to delete the params secret");
                 }
             }
-            let target_ns = validated(state).and_then(|v| v.target.namespace);
+            let target_ns = v.and_then(|v| v.target.namespace);
             let exec_uid = uid(state);
             match ctx
                 .rbac
