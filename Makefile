@@ -23,6 +23,7 @@ crds: ## Regenerate deploy/crds/ from the Rust types
 
 manifests: crds ## Regenerate deploy/ files generated from code and policies/
 	$(CARGO) run -q --bin kubernetes-executor -- rbac > deploy/rbac/actions.yaml
+	$(CARGO) run -q --bin kubernetes-executor -- admission > deploy/admission/policies.yaml
 	$(CARGO) run -q --bin kubernetes-executor -- policies-configmap --dir policies > deploy/policies-configmap.yaml
 
 check-crds: ## Fail when deploy/crds/ differs from what the types generate

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # `make demo`: brings up the local control plane (kwok nodes + job runner),
-# installs the CRD, RBAC and policies from deploy/ and policies/, runs the
-# operator as its own ServiceAccount, creates a demo Deployment and a few
-# executions, prints their final status, then tears everything down.
+# installs the CRD, RBAC, admission policies and policies from deploy/ and
+# policies/, runs the operator as its own ServiceAccount, creates a demo
+# Deployment and a few executions as a requester that holds just the
+# needed `execute` grants (and shows one cross-namespace refusal), prints
+# their final status, then tears everything down.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug"
@@ -19,8 +21,20 @@ trap cleanup EXIT
 make -s cluster-up >/dev/null
 echo "== control plane up; nodes:"
 k get nodes
-k apply --server-side -f deploy/namespace.yaml -f deploy/crds/kubernetesexecutions.yaml -f deploy/rbac/actions.yaml -f deploy/rbac/operator.yaml >/dev/null
+k apply --server-side -f deploy/namespace.yaml -f deploy/crds/kubernetesexecutions.yaml -f deploy/rbac/actions.yaml -f deploy/rbac/operator.yaml -f deploy/admission/policies.yaml >/dev/null
 k wait --for=condition=Established crd/kubernetesexecutions.kubernetesexecution.kubernaut.io --timeout=60s >/dev/null
+# Admission policies take effect a moment after they are created.
+for _ in $(seq 1 120); do
+  u=$(k create --dry-run=server -o jsonpath='{.spec.requester.username}' -f - 2>/dev/null <<'YAML' || true
+apiVersion: kubernetesexecution.kubernaut.io/v1alpha1
+kind: KubernetesExecution
+metadata: {name: probe, namespace: default}
+spec: {action: RolloutStatus, targetResource: {kind: Deployment, name: x}}
+YAML
+)
+  [ -n "$u" ] && break
+  sleep 0.5
+done
 
 # The operator runs with its own ServiceAccount's token (least privilege).
 TOKEN="$(k -n kubernetes-executor-system create token kubernetes-executor --duration=2h)"
@@ -39,6 +53,16 @@ for _ in $(seq 1 100); do curl -sf http://127.0.0.1:18081/readyz >/dev/null && b
 echo "== operator ready (logs: target/cluster/operator.log)"
 
 k create namespace shop >/dev/null
+k create namespace billing >/dev/null
+# The requester: a ServiceAccount that may create executions in shop and
+# execute exactly three actions there — nothing in billing, no node actions.
+k -n shop create serviceaccount remediator >/dev/null
+k -n shop create rolebinding remediator-executions --clusterrole=kubernetes-executor-edit --serviceaccount=shop:remediator >/dev/null
+for a in scale-deployment update-image rollout-status; do
+  k -n shop create rolebinding "remediator-$a" --clusterrole="kubernetes-executor-execute-$a" --serviceaccount=shop:remediator >/dev/null
+done
+AS=(--as=system:serviceaccount:shop:remediator)
+sleep 1
 k apply -f - >/dev/null <<'YAML'
 apiVersion: apps/v1
 kind: Deployment
@@ -65,8 +89,21 @@ spec:
       nodeSelector: {type: kwok}
       tolerations: [{key: kwok.x-k8s.io/node, operator: Exists, effect: NoSchedule}]
       containers: [{name: payments, image: payments:1.0}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: ledger, namespace: billing, labels: {app: ledger}}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: ledger}}
+  template:
+    metadata: {labels: {app: ledger}}
+    spec:
+      nodeSelector: {type: kwok}
+      tolerations: [{key: kwok.x-k8s.io/node, operator: Exists, effect: NoSchedule}]
+      containers: [{name: ledger, image: ledger:1.0}]
 YAML
-k apply -f - >/dev/null <<'YAML'
+k "${AS[@]}" create -f - >/dev/null <<'YAML'
 apiVersion: kubernetesexecution.kubernaut.io/v1alpha1
 kind: KubernetesExecution
 metadata: {name: scale-web, namespace: shop}
@@ -115,14 +152,25 @@ spec:
   parameters: {replica: "3"}
   targetResource: {kind: Deployment, name: web}
 YAML
-echo "== 6 executions created; waiting for them to finish"
+echo "== 6 executions created by system:serviceaccount:shop:remediator; waiting for them to finish"
+echo "== the same requester asking for a change in namespace billing:"
+k "${AS[@]}" create -f - 2>&1 <<'YAML' | sed 's/^/   /' || true
+apiVersion: kubernetesexecution.kubernaut.io/v1alpha1
+kind: KubernetesExecution
+metadata: {name: scale-ledger, namespace: shop}
+spec:
+  action: ScaleDeployment
+  parameters: {replicas: "0"}
+  targetResource: {kind: Deployment, name: ledger, namespace: billing}
+YAML
 for _ in $(seq 1 150); do
   pending=$(k -n shop get kexec -o jsonpath='{range .items[*]}{.status.phase}{"\n"}{end}' | grep -cvE '^(Completed|Failed)$' || true)
   [ "$pending" = 0 ] && break
   sleep 0.4
 done
 echo
-k -n shop get kexec -o custom-columns='NAME:.metadata.name,ACTION:.spec.action,DRYRUN:.spec.dryRun,PHASE:.status.phase,REASON:.status.reason,JOB:.status.jobName,PREV_REPLICAS:.status.rollbackInfo.previousReplicas,PREV_IMAGES:.status.rollbackInfo.previousImages,MESSAGE:.status.message'
+k -n shop get kexec -o custom-columns='NAME:.metadata.name,REQUESTER:.spec.requester.username,ACTION:.spec.action,DRYRUN:.spec.dryRun,PHASE:.status.phase,REASON:.status.reason,JOB:.status.jobName,PREV_REPLICAS:.status.rollbackInfo.previousReplicas,PREV_IMAGES:.status.rollbackInfo.previousImages,MESSAGE:.status.message'
 echo
 echo "deployment shop/web now has $(k -n shop get deploy web -o jsonpath='{.spec.replicas}') replicas of $(k -n shop get deploy web -o jsonpath='{.spec.template.spec.containers[0].image}')"
+echo "deployment billing/ledger still has $(k -n billing get deploy ledger -o jsonpath='{.spec.replicas}') replica"
 echo "policy violations of zero-payments: $(k -n shop get kexec zero-payments -o jsonpath='{.status.policyViolations}')"

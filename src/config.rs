@@ -34,6 +34,13 @@ pub enum Command {
         #[arg(long, default_value = "kubernetes-executor-system")]
         namespace: String,
     },
+    /// Print the admission policies that record and authorize requesters
+    /// and limit the operator's own grants, as YAML.
+    Admission {
+        /// Namespace the operator runs in (its ServiceAccount is named in the policies).
+        #[arg(long, default_value = "kubernetes-executor-system")]
+        namespace: String,
+    },
     /// Print the per-action RBAC manifests (ServiceAccounts, ClusterRoles, bindings) as YAML.
     Rbac {
         /// Namespace the operator and its Jobs run in.
@@ -97,6 +104,12 @@ pub struct RunArgs {
     /// make their actor panic once. Never enable in production.
     #[arg(long, env = "KE_CHAOS", default_value_t = false, hide = true)]
     pub chaos: bool,
+    /// Namespaces whose executions may use inline Rego conditions
+    /// (comma-separated; `team-*` matches a prefix, `*` every namespace).
+    /// Inline conditions run with the operator's view of the cluster, so
+    /// they are off by default: conditions name modules of the policy set.
+    #[arg(long, env = "KE_ALLOW_INLINE_CONDITIONS", value_delimiter = ',')]
+    pub allow_inline_conditions: Vec<String>,
 }
 
 /// Flags of `run-action`.
@@ -114,6 +127,9 @@ pub struct RunActionArgs {
     /// Target namespace (namespaced kinds).
     #[arg(long)]
     pub namespace: Option<String>,
+    /// Namespace of the execution, where PatchSecret reads its `fromSecret` source.
+    #[arg(long)]
+    pub source_namespace: Option<String>,
     /// UID the target had at validation; a different UID is refused.
     #[arg(long)]
     pub expected_uid: Option<String>,

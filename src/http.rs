@@ -50,9 +50,22 @@ async fn metrics(State(s): State<AppState>) -> Response {
 }
 
 async fn readyz(State(s): State<AppState>) -> Response {
+    // Missing admission policies do not make the operator unready (it keeps
+    // working, failing closed: every execution without a recorded requester
+    // is refused), but /readyz says so on every probe.
+    let warnings: String = s
+        .health
+        .admission_problems()
+        .iter()
+        .map(|p| format!("\nwarning: {p}; executions without a recorded requester are refused"))
+        .collect();
     match s.health.readiness() {
-        Ok(()) => (StatusCode::OK, "ok").into_response(),
-        Err(missing) => (StatusCode::SERVICE_UNAVAILABLE, missing.join("\n")).into_response(),
+        Ok(()) => (StatusCode::OK, format!("ok{warnings}")).into_response(),
+        Err(missing) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{}{warnings}", missing.join("\n")),
+        )
+            .into_response(),
     }
 }
 

@@ -24,6 +24,10 @@ fn main() -> anyhow::Result<()> {
             print!("{}", manifests::rbac_yaml(&namespace)?);
             Ok(())
         }
+        Command::Admission { namespace } => {
+            print!("{}", manifests::admission_yaml(&namespace)?);
+            Ok(())
+        }
         Command::PoliciesConfigmap { dir, namespace } => {
             print!("{}", manifests::policies_configmap_yaml(&dir, &namespace)?);
             Ok(())

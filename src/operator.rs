@@ -140,6 +140,28 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         tracing::info!(identity = %identity, "became the leader");
     }
     health.set_leader(true);
+    // Who may ask: report whether the admission policies that record and
+    // authorize requesters are in place (at start, then every minute).
+    let admission_check = {
+        let (api, health) = (api.clone(), health.clone());
+        tokio::spawn(async move {
+            let mut last: Option<Vec<String>> = None;
+            loop {
+                let state = api.admission_state().await;
+                if last.as_ref() != Some(&state.problems) {
+                    if state.enforcing() {
+                        tracing::info!("admission policies installed and enforcing: requesters are recorded and authorized at create");
+                    } else {
+                        tracing::warn!(problems = ?state.problems, "admission policies are not all enforcing; executions without a recorded requester are refused");
+                    }
+                    last = Some(state.problems.clone());
+                }
+                health.set_admission_problems(state.problems);
+                tokio::time::sleep(Duration::from_secs(60)).await;
+            }
+        })
+    };
+    let _ = rbac.cast(kubernetes_executor_actors::rbac::RbacMsg::StartJanitor);
     let (lost_tx, mut lost_rx) = watch::channel(false);
     let renew = args.leader_elect.then(|| {
         let (api, identity) = (api.clone(), identity.clone());
@@ -192,6 +214,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             },
             timeout_grace: Duration::from_secs(30),
             chaos: args.chaos,
+            inline_conditions: args.allow_inline_conditions.clone(),
         },
         metrics: metrics.clone(),
         health: health.clone(),
@@ -217,6 +240,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .stop_and_wait(Some("shutdown".into()), Some(Duration::from_secs(10)))
         .await;
     job_watcher.stop(None);
+    admission_check.abort();
     kill_switch.stop();
     rbac.stop(None);
     policy.stop(None);

@@ -405,64 +405,70 @@ async fn drain_blocked_by_a_pdb_fails_naming_it() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn patch_secret_never_exposes_values() {
+async fn patch_secret_by_reference_never_exposes_values() {
     let (client, ns) = setup("secret").await;
-    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), &ns);
-    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(
-        json!({ "metadata": { "name": "db" }, "stringData": { "password": "old-s3cret-value" } }),
+    // The target lives in another namespace; the new value in a Secret of
+    // the execution's own namespace.
+    let target_ns = namespace(&client, "secret-target").await;
+    let put = |ns: &str, name: &str, value: &str| {
+        let (client, ns, name, value) = (client.clone(), ns.to_string(), name.to_string(), value.to_string());
+        async move {
+            let s: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+                "metadata": { "name": name }, "stringData": { "password": value, "user": "app" }
+            }))
+            .expect("secret");
+            Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client, &ns)
+                .create(&PostParams::default(), &s)
+                .await
+                .expect("create secret");
+        }
+    };
+    put(&target_ns, "db", "old-s3cret-value").await;
+    put(&ns, "db-rotated", "new-s3cret-value").await;
+
+    // Inline values are refused, naming the parameter to use instead.
+    create(
+        &client,
+        &ns,
+        "inline",
+        spec("PatchSecret", "Secret", "db", Some(&target_ns), &[("patch", r#"{"stringData":{"password":"inline-s3cret-value"}}"#)]),
     )
-    .expect("secret");
-    secrets
-        .create(&PostParams::default(), &secret)
-        .await
-        .expect("create secret");
+    .await;
+    let refused = wait_terminal(&client, &ns, "inline").await;
+    assert_eq!(phase(&refused), Phase::Failed);
+    assert_eq!(reason(&refused), "InvalidParameters");
+    assert!(message(&refused).contains("fromSecret"), "{}", message(&refused));
+    assert!(!message(&refused).contains("inline-s3cret"), "{}", message(&refused));
+
     let e = create(
         &client,
         &ns,
         "rotate",
-        spec(
-            "PatchSecret",
-            "Secret",
-            "db",
-            None,
-            &[("patch", r#"{"stringData":{"password":"new-s3cret-value"}}"#)],
-        ),
+        spec("PatchSecret", "Secret", "db", Some(&target_ns), &[("fromSecret", "db-rotated")]),
     )
     .await;
     let done = wait_terminal(&client, &ns, "rotate").await;
     assert_eq!(phase(&done), Phase::Completed, "{:?}", done.status);
-    let data = secrets
-        .get("db")
-        .await
-        .expect("get")
-        .data
-        .unwrap_or_default();
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), &target_ns);
+    let data = secrets.get("db").await.expect("get").data.unwrap_or_default();
     assert_eq!(
         data.get("password").map(|b| b.0.as_slice()),
-        Some(b"new-s3cret-value".as_slice())
+        Some(b"new-s3cret-value".as_slice()),
+        "the target got the source's value"
     );
-    let rb = done
-        .status
-        .clone()
-        .and_then(|s| s.rollback_info)
-        .expect("rollback");
-    assert!(
-        rb.previous_data_digest
-            .is_some_and(|d| d.starts_with("sha256:"))
-    );
+    let rb = done.status.clone().and_then(|s| s.rollback_info).expect("rollback");
+    assert_eq!(rb.patched_keys, vec!["password".to_string(), "user".to_string()]);
+    let digest = rb.previous_data_digest.clone().unwrap_or_default();
+    assert!(digest.starts_with("sha256-salted:"), "{digest}");
     assert!(rb.previous_data.is_none());
-    // No value anywhere: status, events, the Job.
-    let status = serde_json::to_string(&done.status).expect("json");
-    assert!(!status.contains("s3cret"), "{status}");
+
+    // No value anywhere: the execution object, Events, the Job, the
+    // operator's log and the API server's audit log (requests logged with
+    // their bodies).
+    let whole = serde_json::to_string(&Api::<KubernetesExecution>::namespaced(client.clone(), &ns).get("rotate").await.expect("get")).expect("json");
+    assert!(!whole.contains("s3cret"), "{whole}");
     let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), &ns);
-    let evs = serde_json::to_string(
-        &events
-            .list(&Default::default())
-            .await
-            .expect("events")
-            .items,
-    )
-    .expect("json");
+    let evs = serde_json::to_string(&events.list(&Default::default()).await.expect("events").items).expect("json");
     assert!(!evs.contains("s3cret"));
     let jobs: Api<k8s_openapi::api::batch::v1::Job> = Api::namespaced(client.clone(), OPERATOR_NS);
     let uid = e.metadata.uid.clone().unwrap_or_default();
@@ -474,22 +480,22 @@ async fn patch_secret_never_exposes_values() {
         .expect("jobs")
         .items;
     assert_eq!(js.len(), 1);
-    assert!(
-        !serde_json::to_string(&js[0])
-            .expect("json")
-            .contains("s3cret")
-    );
-    // The params Secret is gone once the execution ended.
-    let op_secrets: Api<k8s_openapi::api::core::v1::Secret> =
-        Api::namespaced(client.clone(), OPERATOR_NS);
-    eventually("params secret deleted", WAIT, || async {
-        Ok(op_secrets
-            .get_opt(&format!("ke-{uid}-params"))
-            .await?
-            .is_none())
+    assert!(!serde_json::to_string(&js[0]).expect("json").contains("s3cret"));
+    let log = std::fs::read_to_string(env().dir().join("logs/operator.log")).expect("operator log");
+    assert!(log.contains(&uid), "the operator log covers this execution");
+    assert!(!log.contains("s3cret"), "no secret value in the operator's log");
+    let audit = std::fs::read_to_string(env().audit_log()).expect("audit log");
+    assert!(audit.contains("db-rotated"), "the audit log records execution requests with bodies");
+    assert!(!audit.contains("new-s3cret") && !audit.contains("old-s3cret"), "no secret value in the audit log");
+    // The just-in-time grants (target and source) are gone once it ended.
+    let rbs = |ns: String| Api::<k8s_openapi::api::rbac::v1::RoleBinding>::namespaced(client.clone(), &ns);
+    let (target_rbs, source_rbs) = (rbs(target_ns.clone()), rbs(ns.clone()));
+    eventually("grants revoked", WAIT, || async {
+        Ok(target_rbs.get_opt(&format!("kubernetes-executor-{uid}")).await?.is_none()
+            && source_rbs.get_opt(&format!("kubernetes-executor-{uid}-source")).await?.is_none())
     })
     .await
-    .expect("params secret removed");
+    .expect("grants removed");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -598,7 +604,7 @@ const SENSITIVE: &[(&str, &str, &str)] = &[
 #[tokio::test(flavor = "multi_thread")]
 async fn every_action_service_account_holds_exactly_its_grant() {
     use kubernetes_executor_actors::catalog::{CATALOG, Scope};
-    use kubernetes_executor_actors::rbac::role_binding;
+    use kubernetes_executor_actors::grants::{For, Grant, grants_for};
     let (client, ns) = setup("rbac").await;
     let other = namespace(&client, "rbac-other").await;
     for action in CATALOG {
@@ -607,22 +613,52 @@ async fn every_action_service_account_holds_exactly_its_grant() {
             action.service_account()
         );
         let target_ns = match action.scope {
-            Scope::Namespaced => {
-                // The just-in-time grant the RbacActor makes for one execution.
-                let rb = role_binding(
-                    action,
-                    &ns,
-                    &format!("test-{}", action.kebab()),
-                    OPERATOR_NS,
+            Scope::Namespaced => Some(ns.as_str()),
+            Scope::Cluster => None,
+        };
+        // At rest (no execution running) an action's ServiceAccount holds
+        // nothing of its rules anywhere: no permanent binding, not even for
+        // node actions.
+        for rule in action.rules {
+            for (g, r, v) in rule
+                .api_groups
+                .iter()
+                .flat_map(|g| rule.resources.iter().flat_map(move |r| rule.verbs.iter().map(move |v| (*g, *r, *v))))
+            {
+                let ns_for = if r == "nodes" { None } else { target_ns };
+                assert!(
+                    !allowed(&client, &sa, ns_for, g, r, v).await,
+                    "{}: {v} {g}/{r} must not be held without an execution",
+                    action.name
                 );
-                Api::<k8s_openapi::api::rbac::v1::RoleBinding>::namespaced(client.clone(), &ns)
+            }
+        }
+        // The just-in-time grants the RbacActor makes for one execution.
+        let uid = format!("test-{}", action.kebab());
+        let exec = For {
+            namespace: &ns,
+            name: "x",
+            uid: &uid,
+        };
+        for g in grants_for(action, target_ns, exec, OPERATOR_NS) {
+            match g {
+                Grant::Namespaced(rb) => {
+                    Api::<k8s_openapi::api::rbac::v1::RoleBinding>::namespaced(
+                        client.clone(),
+                        rb.metadata.namespace.as_deref().unwrap_or_default(),
+                    )
                     .create(&PostParams::default(), &rb)
                     .await
                     .expect("create JIT binding");
-                Some(ns.as_str())
+                }
+                Grant::Cluster(crb) => {
+                    Api::<k8s_openapi::api::rbac::v1::ClusterRoleBinding>::all(client.clone())
+                        .create(&PostParams::default(), &crb)
+                        .await
+                        .expect("create JIT cluster binding");
+                }
             }
-            Scope::Cluster => None,
-        };
+        }
         let mut granted = Vec::new();
         for rule in action.rules {
             for g in rule.api_groups {
@@ -671,7 +707,7 @@ async fn every_action_service_account_holds_exactly_its_grant() {
     let operator = format!("system:serviceaccount:{OPERATOR_NS}:kubernetes-executor");
     for (g, r, v) in SENSITIVE
         .iter()
-        .filter(|(_, r, v)| !matches!((*r, *v), ("rolebindings", "create") | ("secrets", "get")))
+        .filter(|(_, r, v)| !matches!((*r, *v), ("rolebindings", "create")))
     {
         let ns_for = if *r == "nodes" {
             None
@@ -682,5 +718,14 @@ async fn every_action_service_account_holds_exactly_its_grant() {
             !allowed(&client, &operator, ns_for, g, r, v).await,
             "operator: {v} {g}/{r} must be forbidden"
         );
+    }
+    // Node actions' grants are per execution: remove this test's.
+    for action in CATALOG.iter().filter(|a| a.scope == Scope::Cluster) {
+        let _ = Api::<k8s_openapi::api::rbac::v1::ClusterRoleBinding>::all(client.clone())
+            .delete(
+                &kubernetes_executor_actors::grants::binding_name(&format!("test-{}", action.kebab())),
+                &Default::default(),
+            )
+            .await;
     }
 }

@@ -101,8 +101,12 @@ pub struct ActionSpec {
     pub default_timeout: Duration,
     /// Whether the action changes the cluster (RolloutStatus only reads).
     pub mutating: bool,
-    /// Everything the action's Job may do, and nothing more.
+    /// Everything the action's Job may do in the target's scope, and nothing more.
     pub rules: &'static [RbacRule],
+    /// What the Job may read in the *execution's* namespace (PatchSecret's
+    /// source Secret). Non-empty: a second ClusterRole `<service account>-source`
+    /// exists and is bound just in time there, for one execution.
+    pub source_rules: &'static [RbacRule],
     /// Conditions checked before every execution of this action.
     pub preconditions: &'static [DefaultCondition],
     /// Conditions verified after every execution of this action.
@@ -151,6 +155,18 @@ pub fn effective_conditions(
 }
 
 impl ActionSpec {
+    /// Name of the ClusterRole bound in the execution's namespace for
+    /// [`ActionSpec::source_rules`], when the action has any.
+    pub fn source_role(&self) -> Option<String> {
+        (!self.source_rules.is_empty()).then(|| format!("{}-source", self.service_account()))
+    }
+
+    /// Name of the ClusterRole that lets a requester ask for this action
+    /// (verb `execute` on `actions/<name>`).
+    pub fn execute_role(&self) -> String {
+        format!("kubernetes-executor-execute-{}", self.kebab())
+    }
+
     /// `ScaleDeployment` → `scale-deployment`.
     pub fn kebab(&self) -> String {
         kebab(self.name)
@@ -215,6 +231,10 @@ const fn d(
     }
 }
 
+/// PatchSecret's parameter naming the Secret (in the execution's namespace)
+/// that holds the new data.
+pub const FROM_SECRET: &str = "fromSecret";
+
 const PATCH_TYPES: &[&str] = &["merge", "json", "strategic"];
 const GRACE: ParamKind = ParamKind::Int { min: 0, max: 3600 };
 const READ_DEPLOYMENT: RbacRule = RbacRule {
@@ -258,6 +278,7 @@ pub static CATALOG: &[ActionSpec] = &[
             READ_DEPLOYMENT,
             READ_REPLICASETS,
         ],
+        source_rules: &[],
         preconditions: &[
             DefaultCondition {
                 name: "image_pull_secrets_valid",
@@ -300,6 +321,7 @@ pub static CATALOG: &[ActionSpec] = &[
             },
             READ_REPLICASETS,
         ],
+        source_rules: &[],
         preconditions: &[],
         postconditions: &[],
     },
@@ -322,6 +344,7 @@ pub static CATALOG: &[ActionSpec] = &[
             resources: &["pods"],
             verbs: &["get", "delete"],
         }],
+        source_rules: &[],
         preconditions: &[],
         postconditions: &[],
     },
@@ -347,37 +370,33 @@ pub static CATALOG: &[ActionSpec] = &[
             resources: &["configmaps"],
             verbs: &["get", "patch"],
         }],
+        source_rules: &[],
         preconditions: &[],
         postconditions: &[],
     },
     ActionSpec {
         name: "PatchSecret",
         aliases: &["patch_secret", "patch-secret"],
-        description: "Patch a Secret (values are never echoed)",
+        description: "Set keys of a Secret from another Secret (values travel by reference, never in the spec)",
         target_kind: "Secret",
         scope: Scope::Namespaced,
-        params: &[
-            ParamSpec {
-                name: "patch",
-                kind: ParamKind::Patch,
-                required: true,
-                default: None,
-                secret: true,
-                description: "The patch document (sensitive)",
-            },
-            d(
-                "patchType",
-                ParamKind::Enum(PATCH_TYPES),
-                "merge",
-                "merge, json or strategic",
-            ),
-        ],
+        params: &[p(
+            FROM_SECRET,
+            ParamKind::Name,
+            true,
+            "Name of a Secret in the execution's namespace whose keys are written into the target",
+        )],
         default_timeout: Duration::from_secs(60),
         mutating: true,
         rules: &[RbacRule {
             api_groups: &[""],
             resources: &["secrets"],
             verbs: &["get", "patch"],
+        }],
+        source_rules: &[RbacRule {
+            api_groups: &[""],
+            resources: &["secrets"],
+            verbs: &["get"],
         }],
         preconditions: &[],
         postconditions: &[],
@@ -407,6 +426,7 @@ pub static CATALOG: &[ActionSpec] = &[
             },
             READ_REPLICASETS,
         ],
+        source_rules: &[],
         preconditions: &[],
         postconditions: &[],
     },
@@ -420,6 +440,7 @@ pub static CATALOG: &[ActionSpec] = &[
         default_timeout: Duration::from_secs(60),
         mutating: true,
         rules: &[NODE_PATCH],
+        source_rules: &[],
         preconditions: &[],
         postconditions: &[],
     },
@@ -483,6 +504,7 @@ pub static CATALOG: &[ActionSpec] = &[
                 verbs: &["get", "list"],
             },
         ],
+        source_rules: &[],
         preconditions: &[],
         postconditions: &[],
     },
@@ -496,6 +518,7 @@ pub static CATALOG: &[ActionSpec] = &[
         default_timeout: Duration::from_secs(60),
         mutating: true,
         rules: &[NODE_PATCH],
+        source_rules: &[],
         preconditions: &[],
         postconditions: &[],
     },
@@ -509,6 +532,7 @@ pub static CATALOG: &[ActionSpec] = &[
         default_timeout: Duration::from_secs(300),
         mutating: false,
         rules: &[READ_DEPLOYMENT, READ_REPLICASETS],
+        source_rules: &[],
         preconditions: &[],
         postconditions: &[],
     },
@@ -710,6 +734,15 @@ pub fn validate_params(
 ) -> Result<BTreeMap<String, String>, Rejection> {
     let invalid = |m: String| Rejection::new(reasons::INVALID_PARAMETERS, m);
     for name in given.keys() {
+        if action.param(FROM_SECRET).is_some() && (name == "patch" || name == "patchType") {
+            // Never accept secret values inline: they would stay in the
+            // (immutable) spec, etcd, audit logs and last-applied annotations.
+            return Err(invalid(format!(
+                "parameter {name:?} is refused for action {}: secret values never travel in the spec; \
+                 put the new keys in a Secret in the execution's namespace and name it with parameter {FROM_SECRET:?}",
+                action.name
+            )));
+        }
         if action.param(name).is_none() {
             let accepted = if action.params.is_empty() {
                 "it takes no parameters".to_string()
@@ -965,14 +998,43 @@ mod tests {
     }
 
     #[test]
-    fn secret_parameters_are_never_echoed() {
+    fn secret_values_are_refused_inline_and_never_echoed() {
+        for (name, value) in [
+            ("patch", r#"{"stringData":{"password":"hunter2"}}"#),
+            ("patchType", "hunter2"),
+        ] {
+            let err = validate(
+                &spec(
+                    "PatchSecret",
+                    "Secret",
+                    &[(name, value), (FROM_SECRET, "new-creds")],
+                ),
+                "ns",
+            )
+            .expect_err("inline secret values are refused");
+            assert_eq!(err.reason, reasons::INVALID_PARAMETERS);
+            assert!(!err.message.contains("hunter2"), "{}", err.message);
+            assert!(err.message.contains("fromSecret"), "{}", err.message);
+            assert!(err.message.contains(&format!("{name:?}")), "{}", err.message);
+        }
+        let err = validate(&spec("PatchSecret", "Secret", &[]), "ns").expect_err("required");
+        assert!(err.message.contains("fromSecret"), "{}", err.message);
         let err = validate(
-            &spec("PatchSecret", "Secret", &[("patch", "hunter2-not-json")]),
+            &spec("PatchSecret", "Secret", &[(FROM_SECRET, "Not_A_Name")]),
             "ns",
         )
-        .expect_err("bad");
-        assert!(!err.message.contains("hunter2"), "{}", err.message);
-        assert!(err.message.contains("<redacted>"), "{}", err.message);
+        .expect_err("a Secret name");
+        assert!(err.message.contains("Not_A_Name"), "{}", err.message);
+        let ok = validate(
+            &spec("PatchSecret", "Secret", &[(FROM_SECRET, "new-creds")]),
+            "ns",
+        )
+        .expect("by reference");
+        assert_eq!(ok.params.get(FROM_SECRET).map(String::as_str), Some("new-creds"));
+        assert!(
+            CATALOG.iter().all(|a| a.params.iter().all(|p| !p.secret)),
+            "no action takes a secret value as a parameter"
+        );
     }
 
     #[test]

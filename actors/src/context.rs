@@ -23,6 +23,9 @@ pub struct Settings {
     /// Testing knob: panic once in an ExecutionActor whose execution carries
     /// the annotation `kubernetesexecution.kubernaut.io/chaos-panic` (off in production).
     pub chaos: bool,
+    /// Namespaces (names, or prefixes ending in `*`) whose executions may
+    /// carry inline Rego conditions; empty (the default): none may.
+    pub inline_conditions: Vec<String>,
 }
 
 /// Shared context of the actor tree.

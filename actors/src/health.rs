@@ -12,6 +12,7 @@ pub struct Health {
     watch_synced: AtomicBool,
     actors_up: AtomicBool,
     leader: AtomicBool,
+    admission: Mutex<Vec<String>>,
 }
 
 impl Health {
@@ -31,6 +32,18 @@ impl Health {
     /// Records that the actor tree is up.
     pub fn set_actors_up(&self, up: bool) {
         self.actors_up.store(up, Ordering::Relaxed);
+    }
+
+    /// Records what is wrong with the admission policies (empty: all enforcing).
+    pub fn set_admission_problems(&self, problems: Vec<String>) {
+        if let Ok(mut a) = self.admission.lock() {
+            *a = problems;
+        }
+    }
+
+    /// What is wrong with the admission policies (empty: all enforcing).
+    pub fn admission_problems(&self) -> Vec<String> {
+        self.admission.lock().map(|a| a.clone()).unwrap_or_default()
     }
 
     /// Records whether this replica leads.

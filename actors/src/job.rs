@@ -24,24 +24,6 @@ pub struct JobConfig {
     pub ttl_seconds: i32,
 }
 
-/// Prefix of the environment variables that carry secret parameters
-/// (`KE_SECRET_PARAM_<name>`) into the Job, from the params Secret.
-pub const SECRET_PARAM_ENV: &str = "KE_SECRET_PARAM_";
-
-/// Name of the per-execution Secret holding secret parameters.
-pub fn params_secret_name(uid: &str) -> String {
-    format!("ke-{uid}-params")
-}
-
-/// The secret parameters of a validated action (name → value).
-pub fn secret_params(v: &ValidatedAction) -> BTreeMap<String, String> {
-    v.params
-        .iter()
-        .filter(|(k, _)| v.action.param(k).is_some_and(|p| p.secret))
-        .map(|(k, val)| (k.clone(), val.clone()))
-        .collect()
-}
-
 /// The deterministic Job name of an execution: `ke-<uid>-<attempt>`. A
 /// restarted actor finds the Job it (maybe) created instead of making another.
 pub fn job_name(uid: &str, attempt: u32) -> String {
@@ -98,12 +80,14 @@ fn truncate_label(s: &str) -> String {
     s
 }
 
-/// `run-action` arguments for a validated action. Secret parameters are not
-/// included (they travel through a Secret mounted as environment).
+/// `run-action` arguments for a validated action of an execution in
+/// `exec_namespace`. No parameter is a secret value (secrets travel by
+/// reference: PatchSecret names a Secret that the Job reads itself).
 pub fn run_action_args(
     v: &ValidatedAction,
     expected_uid: Option<&str>,
     dry_run: bool,
+    exec_namespace: &str,
 ) -> Vec<String> {
     let mut args = vec![
         "run-action".to_string(),
@@ -121,10 +105,10 @@ pub fn run_action_args(
         args.extend(["--expected-uid".into(), uid.to_string()]);
     }
     args.extend(["--timeout-seconds".into(), v.timeout.as_secs().to_string()]);
+    if !v.action.source_rules.is_empty() {
+        args.extend(["--source-namespace".into(), exec_namespace.to_string()]);
+    }
     for (k, val) in &v.params {
-        if v.action.param(k).is_some_and(|p| p.secret) {
-            continue;
-        }
         args.extend(["--param".into(), format!("{k}={val}")]);
     }
     if dry_run {
@@ -144,13 +128,7 @@ pub fn build_job(
     let uid = exec.metadata.uid.clone().unwrap_or_default();
     let name = job_name(&uid, 1);
     let labels = owner_labels(exec, v.action.name);
-    let mut env = vec![json!({ "name": "RUST_LOG", "value": "info" })];
-    for k in secret_params(v).keys() {
-        env.push(json!({
-            "name": format!("{SECRET_PARAM_ENV}{k}"),
-            "valueFrom": { "secretKeyRef": { "name": params_secret_name(&uid), "key": k } },
-        }));
-    }
+    let env = vec![json!({ "name": "RUST_LOG", "value": "info" })];
     let job = json!({
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -188,7 +166,7 @@ pub fn build_job(
                     "containers": [{
                         "name": "action",
                         "image": cfg.image,
-                        "args": run_action_args(v, expected_uid, false),
+                        "args": run_action_args(v, expected_uid, false, exec.metadata.namespace.as_deref().unwrap_or_default()),
                         "env": env,
                         "terminationMessagePath": "/dev/termination-log",
                         "terminationMessagePolicy": "File",
@@ -284,32 +262,29 @@ mod tests {
     }
 
     #[test]
-    fn secret_parameters_never_reach_job_args() {
+    fn patch_secret_job_names_its_source_never_a_value() {
         let mut e = exec();
         e.spec.action = "PatchSecret".into();
         e.spec.target_resource.kind = "Secret".into();
-        e.spec.parameters = [(
-            "patch".to_string(),
-            r#"{"stringData":{"password":"hunter2"}}"#.to_string(),
-        )]
-        .into();
+        e.spec.parameters = [("fromSecret".to_string(), "new-creds".to_string())].into();
         let v = validate(&e.spec, "shop").expect("valid");
-        let args = run_action_args(&v, None, false).join(" ");
-        assert!(!args.contains("hunter2"), "{args}");
-        assert!(args.contains("patchType=merge"));
+        let args = run_action_args(&v, None, false, "shop");
+        assert!(
+            args.windows(2)
+                .any(|w| w == ["--source-namespace", "shop"])
+        );
+        assert!(args.windows(2).any(|w| w == ["--param", "fromSecret=new-creds"]));
         let cfg = JobConfig {
             namespace: "ops".into(),
             image: "img".into(),
             ttl_seconds: 60,
         };
-        let job = serde_json::to_string(&build_job(&e, &v, None, &cfg)).expect("json");
-        assert!(
-            !job.contains("hunter2"),
-            "the Job never holds secret values: {job}"
-        );
-        assert!(
-            job.contains("KE_SECRET_PARAM_patch")
-                && job.contains(&params_secret_name("0b5c7e1a-1111-2222-3333-444455556666"))
+        let job = serde_json::to_value(build_job(&e, &v, None, &cfg)).expect("json");
+        let env = &job["spec"]["template"]["spec"]["containers"][0]["env"];
+        assert_eq!(
+            env.as_array().map(Vec::len),
+            Some(1),
+            "no secret reaches the Job's environment: {env}"
         );
     }
 }

@@ -7,10 +7,12 @@
 //! talks to the Kubernetes API; only the PolicyActor touches regorus.
 #![forbid(unsafe_code)]
 
+pub mod authz;
 pub mod catalog;
 pub mod context;
 pub mod duration;
 pub mod execution;
+pub mod grants;
 pub mod health;
 pub mod job;
 pub mod job_watcher;

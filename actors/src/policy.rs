@@ -268,6 +268,12 @@ fn eval_condition(
     })
 }
 
+/// Whether a condition's `policy` is inline Rego (a whole module) rather
+/// than the name of a condition module of the policy set.
+pub fn is_inline(policy: &str) -> bool {
+    policy.contains("package ")
+}
+
 impl PolicySet {
     /// Evaluates a pre/postcondition: `policy` is the name of a condition
     /// module of this set (package `kubernetes_executor.conditions.<name>`) or
@@ -277,7 +283,7 @@ impl PolicySet {
         policy: &str,
         input: &serde_json::Value,
     ) -> Result<ConditionOutcome, PolicyError> {
-        if policy.contains("package ") {
+        if is_inline(policy) {
             let package = policy
                 .lines()
                 .find_map(|l| l.trim().strip_prefix("package "))
@@ -593,6 +599,10 @@ pub fn policy_input(
             "workflow_execution": exec.spec.workflow_execution_ref.as_ref().and_then(|r| r.name.clone()),
             "step_number": exec.spec.step_number,
         },
+        "requester": exec.spec.requester.as_ref().map(|r| serde_json::json!({
+            "username": r.username,
+            "groups": r.groups,
+        })),
         "cluster": {
             "operator_namespace": operator_namespace,
         },

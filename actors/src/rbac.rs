@@ -1,75 +1,83 @@
-//! RbacActor: grants an action's Job just what it needs, just in time. For
-//! namespaced actions it creates a RoleBinding in the target namespace that
-//! binds the action's ClusterRole to the action's ServiceAccount, for one
-//! execution, and deletes it when the execution ends. Node actions are
-//! granted by a static ClusterRoleBinding (deploy/).
+//! RbacActor: grants an action's Job just what it needs, just in time, and
+//! takes it back. The bindings themselves are built by [`crate::grants`]:
+//! a RoleBinding in the target namespace (namespaced actions), a
+//! ClusterRoleBinding (node actions), and for PatchSecret a RoleBinding to
+//! read its source in the execution's namespace — one set per execution,
+//! deleted when the execution ends.
+//!
+//! A janitor (`Sweep`, every [`SWEEP_INTERVAL`] on the leader) deletes any
+//! labelled grant whose execution is gone or finished: a crash between the
+//! grant and its revocation never leaves a credential behind for long.
 //!
 //! The actor decides what to grant; the API calls run in tasks that answer
 //! the caller, so grants for many executions proceed concurrently (done
 //! inline, one at a time, they were the bottleneck of real executions under
 //! load: every Job waited behind every other execution's RoleBinding write).
 
-use k8s_openapi::api::rbac::v1::RoleBinding;
-use kubernetes_executor_crds::labels;
+use std::time::Duration;
+
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use serde_json::json;
 
-use crate::catalog::{ActionSpec, Scope};
-use crate::kube_api::{ApiError, KubeApi, PATIENCE, retry_for};
+use crate::catalog::ActionSpec;
+use crate::grants::{For, Grant, grants_for};
+use crate::kube_api::{KubeApi, PATIENCE, retry_for};
 
-/// Name of the just-in-time RoleBinding of an execution.
-pub fn binding_name(exec_uid: &str) -> String {
-    format!("kubernetes-executor-{exec_uid}")
+/// How often the janitor looks for grants whose execution is gone.
+pub const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Grants younger than this are never swept (their execution may not be
+/// visible to a read yet).
+const SWEEP_MIN_AGE: Duration = Duration::from_secs(30);
+
+/// The execution a grant is for (owned, for messages).
+#[derive(Clone, Debug)]
+pub struct ExecutionId {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// UID.
+    pub uid: String,
 }
 
-/// Builds the just-in-time RoleBinding (pure).
-pub fn role_binding(
-    action: &ActionSpec,
-    target_ns: &str,
-    exec_uid: &str,
-    operator_ns: &str,
-) -> RoleBinding {
-    let sa = action.service_account();
-    serde_json::from_value(json!({
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "RoleBinding",
-        "metadata": {
-            "name": binding_name(exec_uid),
-            "namespace": target_ns,
-            "labels": {
-                labels::MANAGED_BY: labels::MANAGER,
-                labels::EXECUTION_UID: exec_uid,
-                labels::ACTION: action.name,
-            },
-        },
-        "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": sa },
-        "subjects": [{ "kind": "ServiceAccount", "name": sa, "namespace": operator_ns }],
-    }))
-    .unwrap_or_default()
+impl ExecutionId {
+    fn as_for(&self) -> For<'_> {
+        For {
+            namespace: &self.namespace,
+            name: &self.name,
+            uid: &self.uid,
+        }
+    }
 }
 
 /// Messages of the RbacActor.
 pub enum RbacMsg {
-    /// Ensure the grant for one execution exists.
+    /// Ensure every grant of one execution exists.
     Grant {
         /// The action.
         action: &'static ActionSpec,
         /// Target namespace (None for cluster-scoped actions).
         target_ns: Option<String>,
-        /// Execution UID.
-        exec_uid: String,
+        /// The execution.
+        exec: ExecutionId,
         /// Result.
         reply: RpcReplyPort<Result<(), String>>,
     },
-    /// Remove the grant of one execution (idempotent).
+    /// Remove every grant of one execution (idempotent).
     Revoke {
-        /// Target namespace (None: nothing to remove).
+        /// The action, when known (unknown: the janitor sweeps later).
+        action: Option<&'static ActionSpec>,
+        /// Target namespace (None for cluster-scoped actions).
         target_ns: Option<String>,
-        /// Execution UID.
-        exec_uid: String,
+        /// The execution.
+        exec: ExecutionId,
         /// Result.
         reply: RpcReplyPort<Result<(), String>>,
     },
+    /// Start the janitor (sent once this replica leads).
+    StartJanitor,
+    /// Janitor tick: delete grants whose execution is gone or finished.
+    Sweep,
 }
 
 /// Shorthand for the actor's reference.
@@ -78,9 +86,10 @@ pub type RbacRef = ActorRef<RbacMsg>;
 /// The RbacActor.
 pub struct RbacActor;
 
-/// State: the API facade.
+/// State: the API facade, and whether a sweep is running.
 pub struct RbacState {
     api: KubeApi,
+    janitor: bool,
 }
 
 impl Actor for RbacActor {
@@ -93,12 +102,15 @@ impl Actor for RbacActor {
         _myself: RbacRef,
         api: KubeApi,
     ) -> Result<RbacState, ActorProcessingErr> {
-        Ok(RbacState { api })
+        Ok(RbacState {
+            api,
+            janitor: false,
+        })
     }
 
     async fn handle(
         &self,
-        _myself: RbacRef,
+        myself: RbacRef,
         msg: RbacMsg,
         state: &mut RbacState,
     ) -> Result<(), ActorProcessingErr> {
@@ -106,43 +118,120 @@ impl Actor for RbacActor {
             RbacMsg::Grant {
                 action,
                 target_ns,
-                exec_uid,
+                exec,
                 reply,
-            } => match (action.scope, target_ns) {
-                (Scope::Namespaced, Some(ns)) => {
-                    let rb = role_binding(action, &ns, &exec_uid, state.api.namespace());
-                    let api = state.api.clone();
-                    tokio::spawn(async move {
-                        let result = retry_for(PATIENCE, || api.ensure_role_binding(&rb))
-                            .await
-                            .map_err(|e: ApiError| e.to_string());
-                        let _ = reply.send(result);
-                    });
-                }
-                _ => {
-                    let _ = reply.send(Ok(()));
-                }
-            },
+            } => {
+                let grants = grants_for(
+                    action,
+                    target_ns.as_deref(),
+                    exec.as_for(),
+                    state.api.namespace(),
+                );
+                let api = state.api.clone();
+                tokio::spawn(async move {
+                    let mut result = Ok(());
+                    for g in &grants {
+                        if let Err(e) = retry_for(PATIENCE, || api.ensure_grant(g)).await {
+                            result = Err(e.to_string());
+                            break;
+                        }
+                    }
+                    let _ = reply.send(result);
+                });
+            }
             RbacMsg::Revoke {
+                action,
                 target_ns,
-                exec_uid,
+                exec,
                 reply,
-            } => match target_ns {
-                Some(ns) => {
-                    let name = binding_name(&exec_uid);
-                    let api = state.api.clone();
-                    tokio::spawn(async move {
-                        let result = retry_for(PATIENCE, || api.delete_role_binding(&ns, &name))
-                            .await
-                            .map_err(|e| e.to_string());
-                        let _ = reply.send(result);
-                    });
+            } => {
+                let grants = action
+                    .map(|a| {
+                        grants_for(
+                            a,
+                            target_ns.as_deref(),
+                            exec.as_for(),
+                            state.api.namespace(),
+                        )
+                    })
+                    .unwrap_or_default();
+                let api = state.api.clone();
+                tokio::spawn(async move {
+                    let _ = reply.send(revoke(&api, &grants).await);
+                });
+            }
+            RbacMsg::StartJanitor => {
+                if !state.janitor {
+                    state.janitor = true;
+                    myself.send_interval(SWEEP_INTERVAL, || RbacMsg::Sweep);
+                    let _ = myself.cast(RbacMsg::Sweep);
                 }
-                None => {
-                    let _ = reply.send(Ok(()));
-                }
-            },
+            }
+            RbacMsg::Sweep => {
+                let api = state.api.clone();
+                tokio::spawn(async move { sweep(&api).await });
+            }
         }
         Ok(())
+    }
+}
+
+async fn revoke(api: &KubeApi, grants: &[Grant]) -> Result<(), String> {
+    let mut result = Ok(());
+    for g in grants {
+        if let Err(e) = retry_for(PATIENCE, || api.delete_grant(g)).await {
+            result = Err(e.to_string());
+        }
+    }
+    result
+}
+
+/// Whether a grant's execution is gone, replaced (another UID) or finished.
+fn orphaned(grant: &Grant, live: Option<&kubernetes_executor_crds::KubernetesExecution>) -> bool {
+    match live {
+        None => true,
+        Some(e) => {
+            e.metadata.uid.as_deref() != grant.execution_uid() || e.phase().is_terminal()
+        }
+    }
+}
+
+/// One janitor pass.
+async fn sweep(api: &KubeApi) {
+    let grants = match api.list_grants().await {
+        Ok(g) => g,
+        Err(e) => {
+            tracing::warn!(error = %e, "janitor: cannot list grants");
+            return;
+        }
+    };
+    let now = k8s_openapi::jiff::Timestamp::now();
+    for g in grants {
+        let created = match &g {
+            Grant::Namespaced(rb) => rb.metadata.creation_timestamp.clone(),
+            Grant::Cluster(crb) => crb.metadata.creation_timestamp.clone(),
+        };
+        let young = created.is_some_and(|t| {
+            now.duration_since(t.0).unsigned_abs() < SWEEP_MIN_AGE
+        });
+        if young {
+            continue;
+        }
+        let live = match g.execution() {
+            Some((ns, name)) => match api.get_execution(&ns, &name).await {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::warn!(error = %e, grant = %g.display(), "janitor: cannot read its execution");
+                    continue;
+                }
+            },
+            None => None,
+        };
+        if orphaned(&g, live.as_ref()) {
+            match api.delete_grant(&g).await {
+                Ok(()) => tracing::info!(grant = %g.display(), "janitor: removed a grant whose execution is gone or finished"),
+                Err(e) => tracing::warn!(error = %e, grant = %g.display(), "janitor: cannot remove grant"),
+            }
+        }
     }
 }

@@ -70,12 +70,16 @@ pub mod labels {
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     printcolumn(name = "Reason", type_ = "string", json_path = ".status.reason", description = "Machine-readable reason of the last transition"),
     printcolumn(name = "Message", type_ = "string", json_path = ".status.message", description = "Human-readable message", priority = 1),
+    printcolumn(name = "Requester", type_ = "string", json_path = ".spec.requester.username", description = "Who asked (recorded by the API server)", priority = 1),
     validation = kube::core::Rule::new(
         "!has(oldSelf.status) || !has(oldSelf.status.phase) || oldSelf.status.phase == 'Pending' || self.spec == oldSelf.spec"
     ).message("spec is immutable once the execution has left the Pending phase"),
     validation = kube::core::Rule::new(
         "!has(oldSelf.status) || !has(oldSelf.status.phase) || !(oldSelf.status.phase in ['Completed', 'Failed']) || (has(self.status) && has(self.status.phase) && self.status.phase == oldSelf.status.phase)"
-    ).message("a terminal phase (Completed, Failed) never changes")
+    ).message("a terminal phase (Completed, Failed) never changes"),
+    validation = kube::core::Rule::new(
+        "has(self.spec.requester) == has(oldSelf.spec.requester) && (!has(self.spec.requester) || self.spec.requester == oldSelf.spec.requester)"
+    ).message("spec.requester is recorded by the API server on create and cannot be changed")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct KubernetesExecutionSpec {
@@ -130,6 +134,30 @@ pub struct KubernetesExecutionSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub step_number: Option<i32>,
+
+    /// Who asked for this execution. Written by the API server on create
+    /// (the `kubernetes-executor-requester` MutatingAdmissionPolicy) from the
+    /// authenticated user of the request: whatever a client sends here is
+    /// overwritten, and it cannot be changed afterwards. The operator
+    /// authorizes the action as this identity, in the target's scope, and
+    /// refuses an execution without it (`RequesterUnauthorized`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requester: Option<Requester>,
+}
+
+/// The authenticated identity that created an execution.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Requester {
+    /// User name, e.g. `system:serviceaccount:tenant-a:bot` or `alice`.
+    pub username: String,
+    /// UID of the user, when the authenticator provides one (ServiceAccount
+    /// tokens do; impersonation does not).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
+    /// Groups of the user, e.g. `system:serviceaccounts:tenant-a`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
 }
 
 /// Behaviour when the target is locked by another execution.
@@ -157,6 +185,7 @@ impl KubernetesExecutionSpec {
             workflow_execution_ref: None,
             on_target_busy: None,
             step_number: None,
+            requester: None,
         }
     }
 }

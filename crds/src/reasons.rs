@@ -17,6 +17,9 @@ pub const TARGET_CHANGED: &str = "TargetChanged";
 pub const WAITING_FOR_TARGET: &str = "WaitingForTarget";
 /// Another live execution holds the target.
 pub const TARGET_BUSY: &str = "TargetBusy";
+/// The requester is not recorded, or may not `execute` the action in the
+/// target's scope (checked with a SubjectAccessReview).
+pub const REQUESTER_UNAUTHORIZED: &str = "RequesterUnauthorized";
 /// The safety policies denied the action.
 pub const POLICY_DENIED: &str = "PolicyDenied";
 /// No usable policy set is loaded (fail closed).

@@ -227,7 +227,12 @@ pub struct RollbackInfo {
     /// The previous `kubectl.kubernetes.io/restartedAt` annotation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_restarted_at: Option<String>,
-    /// sha256 digest of the ConfigMap/Secret data before a patch (never the data).
+    /// Keys a PatchSecret wrote (names only, never values).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub patched_keys: Vec<String>,
+    /// Digest of the data before a patch (never the data): `sha256:<hex>` of
+    /// the ConfigMap keys the patch touched; for Secrets a salted
+    /// `sha256-salted:<salt>:<hex>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_data_digest: Option<String>,
     /// Previous ConfigMap data (ConfigMaps only; never Secret data).

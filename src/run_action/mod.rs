@@ -19,13 +19,14 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::api::{DeleteParams, Preconditions};
 use kube::{Client, ResourceExt};
 use kubernetes_executor_actors::catalog::{self, ValidatedAction};
-use kubernetes_executor_actors::job::{ActionOutput, SECRET_PARAM_ENV};
+use kubernetes_executor_actors::job::ActionOutput;
 use kubernetes_executor_crds::{ExecutionResult, RollbackInfo};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::config::RunActionArgs;
 
+mod config_map;
 mod drain;
 mod secret;
 
@@ -95,12 +96,6 @@ fn validated(args: &RunActionArgs) -> Result<ValidatedAction, ActionError> {
             .ok_or_else(|| ActionError::Permanent(format!("malformed --param {p:?}")))?;
         given.insert(k.to_string(), v.to_string());
     }
-    // Secret parameters come from the environment (the params Secret), never argv.
-    for p in action.params.iter().filter(|p| p.secret) {
-        if let Ok(val) = std::env::var(format!("{SECRET_PARAM_ENV}{}", p.name)) {
-            given.insert(p.name.to_string(), val);
-        }
-    }
     let params =
         catalog::validate_params(action, &given).map_err(|r| ActionError::Permanent(r.message))?;
     Ok(ValidatedAction {
@@ -147,7 +142,7 @@ async fn execute(args: &RunActionArgs) -> Outcome {
         "DeletePod" => delete_pod(client, &v, args).await,
         "RestartDeployment" => restart_deployment(client, &v, args, deadline).await,
         "UpdateImage" => update_image(client, &v, args, deadline).await,
-        "PatchConfigMap" => patch_config_map(client, &v, args).await,
+        "PatchConfigMap" => config_map::patch_config_map(client, &v, args).await,
         "PatchSecret" => secret::patch_secret(client, &v, args).await,
         "DrainNode" => drain::drain_node(client, &v, args, deadline).await,
         other => Err((
@@ -539,72 +534,4 @@ pub(crate) fn data_digest(data: &BTreeMap<String, String>) -> String {
     format!("sha256:{}", hex::encode(h.finalize()))
 }
 
-async fn patch_config_map(client: Client, v: &ValidatedAction, args: &RunActionArgs) -> Outcome {
-    let ns = v.target.namespace.clone().unwrap_or_default();
-    let api: Api<ConfigMap> = Api::namespaced(client, &ns);
-    let key = format!("ConfigMap/{ns}/{}", v.target.name);
-    let cm = api
-        .get(&v.target.name)
-        .await
-        .map_err(|e| (e.into(), None))?;
-    check_uid(cm.uid(), args, &key).map_err(|e| (e, None))?;
-    let data = cm.data.clone().unwrap_or_default();
-    let rollback = RollbackInfo {
-        restorable: true,
-        previous_data_digest: Some(data_digest(&data)),
-        previous_data: Some(data),
-        ..Default::default()
-    };
-    let doc: serde_json::Value = serde_json::from_str(
-        v.params.get("patch").map(String::as_str).unwrap_or("{}"),
-    )
-    .map_err(|e| {
-        (
-            ActionError::Permanent(format!("patch is not JSON: {e}")),
-            None,
-        )
-    })?;
-    let patch = match v
-        .params
-        .get("patchType")
-        .map(String::as_str)
-        .unwrap_or("merge")
-    {
-        "json" => Patch::Json::<serde_json::Value>(serde_json::from_value(doc).map_err(|e| {
-            (
-                ActionError::Permanent(format!("invalid JSON patch: {e}")),
-                None,
-            )
-        })?),
-        "strategic" => Patch::Strategic(doc),
-        _ => Patch::Merge(doc),
-    };
-    // The resourceVersion read above makes the patch fail if the ConfigMap
-    // changed in between.
-    let guarded = PatchParams {
-        dry_run: args.dry_run,
-        ..Default::default()
-    };
-    if let Patch::Merge(doc) | Patch::Strategic(doc) = &patch {
-        let mut doc = doc.clone();
-        if let Some(o) = doc.as_object_mut() {
-            o.insert(
-                "metadata".into(),
-                json!({ "resourceVersion": cm.resource_version(), "uid": cm.uid() }),
-            );
-        }
-        let p = if matches!(patch, Patch::Merge(_)) {
-            Patch::Merge(doc)
-        } else {
-            Patch::Strategic(doc)
-        };
-        api.patch(&v.target.name, &guarded, &p)
-            .await
-            .map_err(|e| (e.into(), Some(rollback.clone())))?;
-    } else {
-        api.patch(&v.target.name, &guarded, &patch)
-            .await
-            .map_err(|e| (e.into(), Some(rollback.clone())))?;
-    }
-    done(format!("patched {key}"), key, rollback)
-}
+

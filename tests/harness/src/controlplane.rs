@@ -170,11 +170,12 @@ impl ControlPlane {
             ],
         )?;
         let pki = &self.pki;
-        // Audit (metadata only) of Jobs and executions: tests read who did what.
+        // Audit of Jobs and executions with request bodies: tests read who
+        // did what, and that no secret value ever travels in a request.
         let audit_policy = self.dir.join("audit-policy.yaml");
         std::fs::write(
             &audit_policy,
-            "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n- level: Metadata\n  resources:\n  - group: batch\n    resources: [jobs]\n  - group: kubernetesexecution.kubernaut.io\n- level: None\n",
+            "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n- level: Request\n  resources:\n  - group: batch\n    resources: [jobs]\n  - group: kubernetesexecution.kubernaut.io\n- level: None\n",
         )?;
         self.spawn(
             "kube-apiserver",

@@ -21,12 +21,17 @@ use crate::runner::eventually;
 pub const OPERATOR_NS: &str = "kubernetes-executor-system";
 
 /// The manifests of `deploy/` the operator needs, in apply order.
-pub const MANIFESTS: [&str; 4] = [
+pub const MANIFESTS: [&str; 5] = [
     "deploy/namespace.yaml",
     "deploy/crds/kubernetesexecutions.yaml",
     "deploy/rbac/actions.yaml",
     "deploy/rbac/operator.yaml",
+    "deploy/admission/policies.yaml",
 ];
+
+/// A user that may create executions in `default` but execute nothing; the
+/// install probe uses it to see the authorization policy deny.
+const PROBE_USER: &str = "system:serviceaccount:default:ke-admission-probe";
 
 /// Runs kubectl against the control plane; fails with its stderr.
 pub fn kubectl(cp: &ControlPlane, args: &[&str]) -> Result<String> {
@@ -64,7 +69,52 @@ pub fn install(cp: &ControlPlane, repo: &Path) -> Result<()> {
             "--timeout=60s",
         ],
     )?;
-    Ok(())
+    wait_admission_enforcing(cp)
+}
+
+/// Admission policies take effect a moment after they are created: waits
+/// until a server-side dry run shows the requester recorded and a create
+/// without an `execute` grant refused.
+pub fn wait_admission_enforcing(cp: &ControlPlane) -> Result<()> {
+    let probe = cp.dir().join("admission-probe.yaml");
+    std::fs::write(
+        &probe,
+        "apiVersion: kubernetesexecution.kubernaut.io/v1alpha1\nkind: KubernetesExecution\n\
+         metadata: {name: admission-probe, namespace: default}\n\
+         spec: {action: RolloutStatus, targetResource: {kind: Deployment, name: x, namespace: kube-system},\n\
+         \x20 requester: {username: forged}}\n",
+    )?;
+    let rb = json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": { "name": "ke-admission-probe", "namespace": "default" },
+        "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "kubernetes-executor-edit" },
+        "subjects": [{ "kind": "ServiceAccount", "name": "ke-admission-probe", "namespace": "default" }],
+    });
+    let rb_file = cp.dir().join("admission-probe-rbac.json");
+    std::fs::write(&rb_file, rb.to_string())?;
+    kubectl(cp, &["apply", "-f", &rb_file.display().to_string()])?;
+    let path = probe.display().to_string();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let recorded = kubectl(
+            cp,
+            &["create", "--dry-run=server", "-o", "jsonpath={.spec.requester.username}", "-f", &path],
+        )
+        .map(|u| u != "forged" && !u.is_empty())
+        .unwrap_or(false);
+        let denied = match kubectl(cp, &["--as", PROBE_USER, "create", "--dry-run=server", "-f", &path]) {
+            Ok(_) => false,
+            Err(e) => e.to_string().contains("may not execute RolloutStatus in namespace kube-system"),
+        };
+        if recorded && denied {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "admission policies not enforcing after 60s (requester recorded: {recorded}, cross-namespace create denied: {denied})"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
 }
 
 /// A running operator process.

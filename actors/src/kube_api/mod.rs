@@ -6,13 +6,15 @@ use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ObjectReference, Pod};
-use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind, PartialObjectMeta};
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::{Client, Resource, ResourceExt};
 use kubernetes_executor_crds::{FINALIZER, KubernetesExecution, KubernetesExecutionStatus};
 use serde_json::json;
+
+mod access;
+pub use access::{AdmissionState, Grant};
 
 /// Field manager of every write the operator makes.
 pub const FIELD_MANAGER: &str = "kubernetes-executor";
@@ -103,7 +105,7 @@ impl ApiError {
 pub type ApiResult<T> = Result<T, ApiError>;
 
 /// Identity and labels of a target as read at validation time.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct TargetMeta {
     /// UID.
     pub uid: String,
@@ -402,92 +404,6 @@ impl KubeApi {
             .items;
         list.sort_by_key(|p| std::cmp::Reverse(p.metadata.creation_timestamp.clone()));
         Ok(list)
-    }
-
-    /// Creates (or keeps) the per-execution Secret carrying secret parameters.
-    pub async fn ensure_params_secret(
-        &self,
-        name: &str,
-        labels: &std::collections::BTreeMap<String, String>,
-        data: &std::collections::BTreeMap<String, String>,
-    ) -> ApiResult<()> {
-        let api: Api<k8s_openapi::api::core::v1::Secret> =
-            Api::namespaced(self.client.clone(), &self.namespace);
-        let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
-            "metadata": { "name": name, "namespace": self.namespace, "labels": labels },
-            "type": "Opaque",
-            "stringData": data,
-        }))
-        .map_err(|e| ApiError::Invalid {
-            what: format!("secret {name}"),
-            message: e.to_string(),
-        })?;
-        match api
-            .create(
-                &PostParams {
-                    field_manager: Some(FIELD_MANAGER.into()),
-                    ..Default::default()
-                },
-                &secret,
-            )
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
-            // Never include the server message: it could quote the data.
-            Err(kube::Error::Api(s)) => Err(ApiError::Invalid {
-                what: format!("create secret {name}"),
-                message: format!("{} {}", s.code, s.reason),
-            }),
-            Err(e) => Err(ApiError::classify(format!("create secret {name}"), e)),
-        }
-    }
-
-    /// Deletes the per-execution params Secret; absent is fine.
-    pub async fn delete_params_secret(&self, name: &str) -> ApiResult<()> {
-        let api: Api<k8s_openapi::api::core::v1::Secret> =
-            Api::namespaced(self.client.clone(), &self.namespace);
-        match api.delete(name, &DeleteParams::default()).await {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-            Err(e) => Err(ApiError::classify(format!("delete secret {name}"), e)),
-        }
-    }
-
-    /// Creates (or keeps) a RoleBinding.
-    pub async fn ensure_role_binding(&self, rb: &RoleBinding) -> ApiResult<()> {
-        let ns = rb.namespace().unwrap_or_default();
-        let api: Api<RoleBinding> = Api::namespaced(self.client.clone(), &ns);
-        match api
-            .create(
-                &PostParams {
-                    field_manager: Some(FIELD_MANAGER.into()),
-                    ..Default::default()
-                },
-                rb,
-            )
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
-            Err(e) => Err(ApiError::classify(
-                format!("create rolebinding {ns}/{}", rb.name_any()),
-                e,
-            )),
-        }
-    }
-
-    /// Deletes a RoleBinding; absent is fine.
-    pub async fn delete_role_binding(&self, ns: &str, name: &str) -> ApiResult<()> {
-        let api: Api<RoleBinding> = Api::namespaced(self.client.clone(), ns);
-        match api.delete(name, &DeleteParams::default()).await {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-            Err(e) => Err(ApiError::classify(
-                format!("delete rolebinding {ns}/{name}"),
-                e,
-            )),
-        }
     }
 
     /// Publishes a Kubernetes Event about any object (best effort); `action`

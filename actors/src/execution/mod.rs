@@ -30,6 +30,9 @@ use crate::machine::{
 use crate::policy::{ConditionOutcome, PolicyMsg, policy_input};
 use crate::rbac::RbacMsg;
 
+mod authorize;
+pub use authorize::namespace_listed;
+
 /// Annotation read by the chaos knob (see [`crate::context::Settings::chaos`]).
 pub const CHAOS_PANIC_ANNOTATION: &str = "kubernetesexecution.kubernaut.io/chaos-panic";
 
@@ -103,7 +106,13 @@ impl Actor for ExecutionActor {
         });
         let status = exec.status.clone().unwrap_or_default();
         let name = actor_name(&exec.namespace().unwrap_or_default(), &exec.name_any());
-        let span = tracing::info_span!("execution", key = %exec.key(), uid = %exec.uid().unwrap_or_default());
+        let requester = exec
+            .spec
+            .requester
+            .as_ref()
+            .map(|r| r.username.clone())
+            .unwrap_or_default();
+        let span = tracing::info_span!("execution", key = %exec.key(), uid = %exec.uid().unwrap_or_default(), requester = %requester);
         let machine = MachineState {
             phase: status.phase.unwrap_or_default(),
             deleting: false,
@@ -322,6 +331,14 @@ fn validated(state: &ExecutionState) -> Option<ValidatedAction> {
     })
 }
 
+fn execution_id(state: &ExecutionState) -> crate::rbac::ExecutionId {
+    crate::rbac::ExecutionId {
+        namespace: state.exec.namespace().unwrap_or_default(),
+        name: state.exec.name_any(),
+        uid: uid(state),
+    }
+}
+
 fn current_job_name(state: &ExecutionState) -> String {
     state
         .status
@@ -415,24 +432,18 @@ async fn execute(myself: &ExecutionRef, state: &mut ExecutionState, fx: Effect) 
                     tracing::warn!(error = %e, "failed to release the target lock (it expires)");
                 }
             }
-            if v.as_ref()
-                .is_none_or(|v| v.action.params.iter().any(|p| p.secret))
-            {
-                let params_secret = crate::job::params_secret_name(&uid(state));
-                if let Err(e) =
-                    retry_for(PATIENCE, || ctx.api.delete_params_secret(&params_secret)).await
-                {
-                    tracing::warn!(error = %e, "failed to delete the params secret");
-                }
-            }
-            let target_ns = v.and_then(|v| v.target.namespace);
-            let exec_uid = uid(state);
+            let (action, target_ns) = match v {
+                Some(v) => (Some(v.action), v.target.namespace),
+                None => (None, None),
+            };
+            let exec = execution_id(state);
             match ctx
                 .rbac
                 .call(
                     |reply| RbacMsg::Revoke {
+                        action,
                         target_ns,
-                        exec_uid,
+                        exec,
                         reply,
                     },
                     Some(Duration::from_secs(30)),
@@ -441,7 +452,7 @@ async fn execute(myself: &ExecutionRef, state: &mut ExecutionState, fx: Effect) 
             {
                 Ok(ractor::rpc::CallResult::Success(Ok(()))) => {}
                 other => {
-                    tracing::warn!(result = ?other.map(|_| ()), "failed to revoke the just-in-time grant")
+                    tracing::warn!(result = ?other.map(|_| ()), "failed to revoke the just-in-time grants (the janitor sweeps them)")
                 }
             }
             None
@@ -535,7 +546,18 @@ async fn write_transition_in_span(state: &mut ExecutionState, change: &StatusCha
                 &state.exec,
                 warning,
                 change.reason,
-                format!("{from} → {}: {}", change.phase, change.message),
+                format!(
+                    "{from} → {}: {} (requested by {})",
+                    change.phase,
+                    change.message,
+                    state
+                        .exec
+                        .spec
+                        .requester
+                        .as_ref()
+                        .map(|r| r.username.as_str())
+                        .unwrap_or("nobody recorded")
+                ),
             )
             .await;
     }
@@ -544,11 +566,31 @@ async fn write_transition_in_span(state: &mut ExecutionState, change: &StatusCha
 /// Kill switch: a Pending execution does not start while new executions are
 /// paused (globally or in its namespace); it looks again every 2 s.
 async fn paused(myself: &ExecutionRef, state: &mut ExecutionState) -> bool {
-    let ns = state.exec.namespace().unwrap_or_default();
-    let why = match retry(3, || state.ctx.api.paused(&ns)).await {
-        Ok(why) => why,
-        Err(e) => Some(format!("cannot read the kill switch ({e}); not starting")),
-    };
+    // The execution's namespace and the target's: a paused namespace is
+    // protected from executions created elsewhere too.
+    let exec_ns = state.exec.namespace().unwrap_or_default();
+    let mut namespaces = vec![exec_ns.clone()];
+    if let Some(target_ns) = validate(&state.exec.spec, &exec_ns)
+        .ok()
+        .and_then(|v| v.target.namespace)
+        .filter(|ns| *ns != exec_ns)
+    {
+        namespaces.push(target_ns);
+    }
+    let mut why = None;
+    for ns in &namespaces {
+        match retry(3, || state.ctx.api.paused(ns)).await {
+            Ok(None) => {}
+            Ok(Some(w)) => {
+                why = Some(w);
+                break;
+            }
+            Err(e) => {
+                why = Some(format!("cannot read the kill switch ({e}); not starting"));
+                break;
+            }
+        }
+    }
     let Some(why) = why else { return false };
     if state.status.reason.as_deref() != Some(reasons::PAUSED)
         || state.status.message.as_deref() != Some(why.as_str())
@@ -646,6 +688,13 @@ async fn validate_all(state: &mut ExecutionState) -> Result<Plan, Refusal> {
         action: Some(action.clone()),
         target: Some(target.clone()),
     };
+    // Who may ask: the requester, in the target's scope, before anything
+    // about the target is read, locked, granted or run.
+    authorize::authorize(&ctx, &state.exec, &v)
+        .await
+        .map_err(|r| with(r, None))?;
+    authorize::inline_conditions_allowed(&ctx.settings.inline_conditions, &state.exec)
+        .map_err(|r| with(r, None))?;
     let (pre, _) = crate::catalog::effective_conditions(v.action, &state.exec.spec);
     // With preconditions on a Deployment, read the whole object once: its
     // metadata for validation and the object itself for the condition state.
@@ -665,6 +714,11 @@ async fn validate_all(state: &mut ExecutionState) -> Result<Plan, Refusal> {
                     meta
                 })
             })
+    } else if v.target.kind == "Secret" {
+        // The operator may not read Secrets outside its namespace (not even
+        // their metadata): the Job, under its just-in-time grant, checks the
+        // target exists. Policies see no labels of Secret targets.
+        Ok(Some(crate::kube_api::TargetMeta::default()))
     } else {
         retry_for(PATIENCE, || {
             ctx.api.get_target_meta(
@@ -769,10 +823,10 @@ async fn validate_all(state: &mut ExecutionState) -> Result<Plan, Refusal> {
             ));
         }
     }
-    let snapshot = TargetSnapshot {
+    let snapshot = (!meta.uid.is_empty()).then(|| TargetSnapshot {
         uid: meta.uid.clone(),
         resource_version: meta.resource_version.clone(),
-    };
+    });
     let dry_run = state.exec.spec.dry_run;
     let output = dry_run.then(|| {
         format!(
@@ -801,7 +855,7 @@ async fn validate_all(state: &mut ExecutionState) -> Result<Plan, Refusal> {
         dry_run,
         action,
         target,
-        snapshot: Some(snapshot),
+        snapshot,
         decision: Some(decision),
         output,
     })
@@ -906,7 +960,7 @@ async fn create_job(state: &mut ExecutionState) -> Result<Created, Refusal> {
             Err(e) => return Err(fail(format!("cannot take the target lock: {e}"))),
         }
     }
-    let exec_uid = uid(state);
+    let exec = execution_id(state);
     let target_ns = v.target.namespace.clone();
     let action = v.action;
     match ctx
@@ -915,7 +969,7 @@ async fn create_job(state: &mut ExecutionState) -> Result<Created, Refusal> {
             |reply| RbacMsg::Grant {
                 action,
                 target_ns,
-                exec_uid,
+                exec,
                 reply,
             },
             Some(Duration::from_secs(30)),
@@ -934,16 +988,6 @@ async fn create_job(state: &mut ExecutionState) -> Result<Created, Refusal> {
                 other.map(|_| ())
             )));
         }
-    }
-    let secrets = crate::job::secret_params(&v);
-    if !secrets.is_empty() {
-        let name = crate::job::params_secret_name(&uid(state));
-        let labels = crate::job::owner_labels(&state.exec, v.action.name);
-        retry_for(PATIENCE, || {
-            ctx.api.ensure_params_secret(&name, &labels, &secrets)
-        })
-        .await
-        .map_err(|e| fail(format!("cannot store the secret parameters: {e}")))?;
     }
     let expected_uid = state.status.target_snapshot.as_ref().map(|s| s.uid.clone());
     let job = build_job(&state.exec, &v, expected_uid.as_deref(), &ctx.settings.job);
