@@ -145,7 +145,7 @@ pub fn admission_yaml(namespace: &str) -> anyhow::Result<String> {
                 }]},
                 "mutations": [{
                     "patchType": "JSONPatch",
-                    "jsonPatch": { "expression": "[JSONPatch{op: \"add\", path: \"/spec/requester\", value: Object.spec.requester{username: request.userInfo.username, uid: request.userInfo.uid, groups: request.userInfo.groups}}]" },
+                    "jsonPatch": { "expression": "[JSONPatch{op: \"add\", path: \"/spec/requester\", value: Object.spec.requester{username: request.userInfo.username, uid: has(request.userInfo.uid) ? request.userInfo.uid : \"\", groups: has(request.userInfo.groups) ? request.userInfo.groups : []}}]" },
                 }],
             },
         }),

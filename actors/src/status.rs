@@ -54,6 +54,25 @@ fn is_validation_reason(reason: &str) -> bool {
 }
 
 /// Applies `change` to `status` at time `now` for spec generation `generation`.
+/// Longest `status.message` (and condition message) written; longer ones are
+/// cut with a marker. Status must stay small: it is read by every watcher,
+/// and nothing a requester controls (inline conditions, server messages)
+/// may use it to copy large amounts of the cluster's data.
+pub const MAX_MESSAGE_BYTES: usize = 1024;
+
+/// `msg`, cut to at most `max` bytes on a character boundary.
+pub fn bounded(msg: &str, max: usize) -> String {
+    if msg.len() <= max {
+        return msg.to_string();
+    }
+    const MARK: &str = "… (truncated)";
+    let mut end = max.saturating_sub(MARK.len());
+    while !msg.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{MARK}", &msg[..end])
+}
+
 pub fn apply(
     status: &mut KubernetesExecutionStatus,
     change: &StatusChange,
@@ -63,13 +82,14 @@ pub fn apply(
     let previous = status.phase.unwrap_or_default();
     status.phase = Some(change.phase);
     status.reason = Some(change.reason.to_string());
-    status.message = Some(change.message.clone());
+    let msg = bounded(&change.message, MAX_MESSAGE_BYTES);
+    status.message = Some(msg.clone());
     status.observed_generation = generation;
     if status.start_time.is_none() {
         status.start_time = Some(now.clone());
     }
     let conds = &mut status.conditions;
-    let msg = change.message.as_str();
+    let msg = msg.as_str();
 
     if let Some(plan) = &change.plan {
         status.resolved_action = Some(plan.action.clone());
@@ -361,5 +381,14 @@ mod tests {
         }
         assert_eq!(s.job_name.as_deref(), Some("ke-x-1"));
         assert_eq!(s.attempts, Some(1));
+    }
+
+    #[test]
+    fn messages_are_bounded() {
+        let long = "é".repeat(5000);
+        let b = super::bounded(&long, super::MAX_MESSAGE_BYTES);
+        assert!(b.len() <= super::MAX_MESSAGE_BYTES, "{}", b.len());
+        assert!(b.ends_with("(truncated)"));
+        assert_eq!(super::bounded("short", 10), "short");
     }
 }

@@ -1200,7 +1200,10 @@ async fn evaluate_once(
         passed,
         required: c.required,
         outcome: Some(outcome.to_string()),
-        message: Some(message),
+        message: Some(crate::status::bounded(
+            &message,
+            crate::status::MAX_MESSAGE_BYTES,
+        )),
         evaluated_at: Some(now()),
     }
 }

@@ -194,10 +194,7 @@ impl KubeApi {
                 ));
             }
             if let Some(b) = binding {
-                let actions = b
-                    .spec
-                    .and_then(|s| s.validation_actions)
-                    .unwrap_or_default();
+                let actions = b.spec.validation_actions.clone();
                 if !actions.iter().any(|a| a == "Deny") {
                     problems.push(format!(
                         "ValidatingAdmissionPolicyBinding {} does not Deny (validationActions {actions:?})",

@@ -14,7 +14,7 @@ use kubernetes_executor_crds::{FINALIZER, KubernetesExecution, KubernetesExecuti
 use serde_json::json;
 
 mod access;
-pub use access::{AdmissionState, Grant};
+pub use access::{AdmissionState, Grant, admission};
 
 /// Field manager of every write the operator makes.
 pub const FIELD_MANAGER: &str = "kubernetes-executor";
