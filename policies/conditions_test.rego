@@ -21,6 +21,12 @@ test_pull_secret_missing if {
 	contains(msg, "regcred")
 }
 
+test_pull_secret_unverified_is_inconclusive if {
+	count(image_pull_secrets_valid.deny) == 0 with input as state({"image_pull_secrets": {"regcred": null}})
+	some msg in image_pull_secrets_valid.inconclusive with input as state({"image_pull_secrets": {"regcred": null}})
+	contains(msg, "cannot be verified")
+}
+
 test_selector_matches_a_node if {
 	count(node_selector_matches.deny) == 0 with input as state({
 		"target": deployment({"disk": "ssd"}),

@@ -63,3 +63,13 @@ deny contains msg if {
 	size > limit
 	msg := sprintf("%s patch is %d bytes, more than the %d-byte limit", [input.action, size, limit])
 }
+
+# Force deletion (grace period 0) skips a pod's shutdown and can run two
+# copies of a pod at once: refused unless an administrator removes this rule.
+force_delete_actions := {"DeletePod", "DrainNode"}
+
+deny contains msg if {
+	input.action in force_delete_actions
+	input.parameters.gracePeriodSeconds == "0"
+	msg := sprintf("%s with gracePeriodSeconds \"0\" (force deletion) is not allowed by the default policy", [input.action])
+}

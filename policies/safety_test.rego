@@ -80,3 +80,20 @@ test_big_secret_patch_denied if {
 test_small_configmap_patch_allowed if {
 	count(safety.deny) == 0 with input as object.union(base, {"action": "PatchConfigMap", "parameters": {"patch": "{}"}, "parameter_sizes": {"patch": 2}, "target_resource": {"kind": "ConfigMap", "name": "c", "namespace": "shop"}})
 }
+
+test_force_delete_denied if {
+	some msg in safety.deny with input as object.union(base, {
+		"action": "DeletePod",
+		"parameters": {"gracePeriodSeconds": "0"},
+		"target_resource": {"kind": "Pod", "name": "p", "namespace": "shop"},
+	})
+	contains(msg, "force deletion")
+}
+
+test_graceful_delete_allowed if {
+	count(safety.deny) == 0 with input as object.union(base, {
+		"action": "DeletePod",
+		"parameters": {"gracePeriodSeconds": "30"},
+		"target_resource": {"kind": "Pod", "name": "p", "namespace": "shop"},
+	})
+}

@@ -47,7 +47,8 @@ pub fn rbac_yaml(namespace: &str) -> anyhow::Result<String> {
     };
     for a in CATALOG {
         let name = a.service_account();
-        let labels = json!({ "app.kubernetes.io/name": "kubernetes-executor", labels::ACTION: a.name });
+        let labels =
+            json!({ "app.kubernetes.io/name": "kubernetes-executor", labels::ACTION: a.name });
         docs.push(json!({
             "apiVersion": "v1", "kind": "ServiceAccount",
             "metadata": { "name": name, "namespace": namespace, "labels": labels },

@@ -150,7 +150,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 let state = api.admission_state().await;
                 if last.as_ref() != Some(&state.problems) {
                     if state.enforcing() {
-                        tracing::info!("admission policies installed and enforcing: requesters are recorded and authorized at create");
+                        tracing::info!(
+                            "admission policies installed and enforcing: requesters are recorded and authorized at create"
+                        );
                     } else {
                         tracing::warn!(problems = ?state.problems, "admission policies are not all enforcing; executions without a recorded requester are refused");
                     }

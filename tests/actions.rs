@@ -174,7 +174,8 @@ async fn delete_pod_deletes_exactly_that_pod() {
             "Pod",
             "victim",
             None,
-            &[("gracePeriodSeconds", "0")],
+            // "0" (force deletion) is refused by the default policy.
+            &[("gracePeriodSeconds", "1")],
         ),
     )
     .await;
@@ -219,6 +220,12 @@ async fn patch_config_map_records_previous_data_and_the_inverse_restores_it() {
     assert_eq!(data.get("mode").map(String::as_str), Some("fast"));
     assert_eq!(data.get("keep").map(String::as_str), Some("1"));
     let previous = rb.previous_data.expect("previous data");
+    // Only the keys the patch touches are recorded (never a whole ConfigMap).
+    assert_eq!(
+        previous.keys().collect::<Vec<_>>(),
+        vec!["mode"],
+        "{previous:?}"
+    );
     assert!(
         rb.previous_data_digest
             .is_some_and(|d| d.starts_with("sha256:"))
@@ -411,7 +418,12 @@ async fn patch_secret_by_reference_never_exposes_values() {
     // the execution's own namespace.
     let target_ns = namespace(&client, "secret-target").await;
     let put = |ns: &str, name: &str, value: &str| {
-        let (client, ns, name, value) = (client.clone(), ns.to_string(), name.to_string(), value.to_string());
+        let (client, ns, name, value) = (
+            client.clone(),
+            ns.to_string(),
+            name.to_string(),
+            value.to_string(),
+        );
         async move {
             let s: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
                 "metadata": { "name": name }, "stringData": { "password": value, "user": "app" }
@@ -431,33 +443,69 @@ async fn patch_secret_by_reference_never_exposes_values() {
         &client,
         &ns,
         "inline",
-        spec("PatchSecret", "Secret", "db", Some(&target_ns), &[("patch", r#"{"stringData":{"password":"inline-s3cret-value"}}"#)]),
+        spec(
+            "PatchSecret",
+            "Secret",
+            "db",
+            Some(&target_ns),
+            &[(
+                "patch",
+                r#"{"stringData":{"password":"inline-s3cret-value"}}"#,
+            )],
+        ),
     )
     .await;
     let refused = wait_terminal(&client, &ns, "inline").await;
     assert_eq!(phase(&refused), Phase::Failed);
     assert_eq!(reason(&refused), "InvalidParameters");
-    assert!(message(&refused).contains("fromSecret"), "{}", message(&refused));
-    assert!(!message(&refused).contains("inline-s3cret"), "{}", message(&refused));
+    assert!(
+        message(&refused).contains("fromSecret"),
+        "{}",
+        message(&refused)
+    );
+    assert!(
+        !message(&refused).contains("inline-s3cret"),
+        "{}",
+        message(&refused)
+    );
 
     let e = create(
         &client,
         &ns,
         "rotate",
-        spec("PatchSecret", "Secret", "db", Some(&target_ns), &[("fromSecret", "db-rotated")]),
+        spec(
+            "PatchSecret",
+            "Secret",
+            "db",
+            Some(&target_ns),
+            &[("fromSecret", "db-rotated")],
+        ),
     )
     .await;
     let done = wait_terminal(&client, &ns, "rotate").await;
     assert_eq!(phase(&done), Phase::Completed, "{:?}", done.status);
-    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), &target_ns);
-    let data = secrets.get("db").await.expect("get").data.unwrap_or_default();
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(client.clone(), &target_ns);
+    let data = secrets
+        .get("db")
+        .await
+        .expect("get")
+        .data
+        .unwrap_or_default();
     assert_eq!(
         data.get("password").map(|b| b.0.as_slice()),
         Some(b"new-s3cret-value".as_slice()),
         "the target got the source's value"
     );
-    let rb = done.status.clone().and_then(|s| s.rollback_info).expect("rollback");
-    assert_eq!(rb.patched_keys, vec!["password".to_string(), "user".to_string()]);
+    let rb = done
+        .status
+        .clone()
+        .and_then(|s| s.rollback_info)
+        .expect("rollback");
+    assert_eq!(
+        rb.patched_keys,
+        vec!["password".to_string(), "user".to_string()]
+    );
     let digest = rb.previous_data_digest.clone().unwrap_or_default();
     assert!(digest.starts_with("sha256-salted:"), "{digest}");
     assert!(rb.previous_data.is_none());
@@ -465,10 +513,23 @@ async fn patch_secret_by_reference_never_exposes_values() {
     // No value anywhere: the execution object, Events, the Job, the
     // operator's log and the API server's audit log (requests logged with
     // their bodies).
-    let whole = serde_json::to_string(&Api::<KubernetesExecution>::namespaced(client.clone(), &ns).get("rotate").await.expect("get")).expect("json");
+    let whole = serde_json::to_string(
+        &Api::<KubernetesExecution>::namespaced(client.clone(), &ns)
+            .get("rotate")
+            .await
+            .expect("get"),
+    )
+    .expect("json");
     assert!(!whole.contains("s3cret"), "{whole}");
     let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), &ns);
-    let evs = serde_json::to_string(&events.list(&Default::default()).await.expect("events").items).expect("json");
+    let evs = serde_json::to_string(
+        &events
+            .list(&Default::default())
+            .await
+            .expect("events")
+            .items,
+    )
+    .expect("json");
     assert!(!evs.contains("s3cret"));
     let jobs: Api<k8s_openapi::api::batch::v1::Job> = Api::namespaced(client.clone(), OPERATOR_NS);
     let uid = e.metadata.uid.clone().unwrap_or_default();
@@ -480,19 +541,40 @@ async fn patch_secret_by_reference_never_exposes_values() {
         .expect("jobs")
         .items;
     assert_eq!(js.len(), 1);
-    assert!(!serde_json::to_string(&js[0]).expect("json").contains("s3cret"));
+    assert!(
+        !serde_json::to_string(&js[0])
+            .expect("json")
+            .contains("s3cret")
+    );
     let log = std::fs::read_to_string(env().dir().join("logs/operator.log")).expect("operator log");
     assert!(log.contains(&uid), "the operator log covers this execution");
-    assert!(!log.contains("s3cret"), "no secret value in the operator's log");
+    assert!(
+        !log.contains("s3cret"),
+        "no secret value in the operator's log"
+    );
     let audit = std::fs::read_to_string(env().audit_log()).expect("audit log");
-    assert!(audit.contains("db-rotated"), "the audit log records execution requests with bodies");
-    assert!(!audit.contains("new-s3cret") && !audit.contains("old-s3cret"), "no secret value in the audit log");
+    assert!(
+        audit.contains("db-rotated"),
+        "the audit log records execution requests with bodies"
+    );
+    assert!(
+        !audit.contains("new-s3cret") && !audit.contains("old-s3cret"),
+        "no secret value in the audit log"
+    );
     // The just-in-time grants (target and source) are gone once it ended.
-    let rbs = |ns: String| Api::<k8s_openapi::api::rbac::v1::RoleBinding>::namespaced(client.clone(), &ns);
+    let rbs = |ns: String| {
+        Api::<k8s_openapi::api::rbac::v1::RoleBinding>::namespaced(client.clone(), &ns)
+    };
     let (target_rbs, source_rbs) = (rbs(target_ns.clone()), rbs(ns.clone()));
     eventually("grants revoked", WAIT, || async {
-        Ok(target_rbs.get_opt(&format!("kubernetes-executor-{uid}")).await?.is_none()
-            && source_rbs.get_opt(&format!("kubernetes-executor-{uid}-source")).await?.is_none())
+        Ok(target_rbs
+            .get_opt(&format!("kubernetes-executor-{uid}"))
+            .await?
+            .is_none()
+            && source_rbs
+                .get_opt(&format!("kubernetes-executor-{uid}-source"))
+                .await?
+                .is_none())
     })
     .await
     .expect("grants removed");
@@ -617,14 +699,19 @@ async fn every_action_service_account_holds_exactly_its_grant() {
             Scope::Cluster => None,
         };
         // At rest (no execution running) an action's ServiceAccount holds
-        // nothing of its rules anywhere: no permanent binding, not even for
-        // node actions.
-        for rule in action.rules {
-            for (g, r, v) in rule
-                .api_groups
-                .iter()
-                .flat_map(|g| rule.resources.iter().flat_map(move |r| rule.verbs.iter().map(move |v| (*g, *r, *v))))
-            {
+        // nothing of its rules in this namespace. (Node actions are checked
+        // below by their bindings: other tests of this binary run node
+        // actions concurrently, whose grants are cluster-wide while they run.)
+        for rule in action
+            .rules
+            .iter()
+            .filter(|_| action.scope == Scope::Namespaced)
+        {
+            for (g, r, v) in rule.api_groups.iter().flat_map(|g| {
+                rule.resources
+                    .iter()
+                    .flat_map(move |r| rule.verbs.iter().map(move |v| (*g, *r, *v)))
+            }) {
                 let ns_for = if r == "nodes" { None } else { target_ns };
                 assert!(
                     !allowed(&client, &sa, ns_for, g, r, v).await,
@@ -719,11 +806,33 @@ async fn every_action_service_account_holds_exactly_its_grant() {
             "operator: {v} {g}/{r} must be forbidden"
         );
     }
+    // No permanent binding of any action role: every ClusterRoleBinding of
+    // one is a labelled per-execution grant.
+    let action_roles: Vec<String> = CATALOG.iter().map(|a| a.service_account()).collect();
+    for crb in Api::<k8s_openapi::api::rbac::v1::ClusterRoleBinding>::all(client.clone())
+        .list(&Default::default())
+        .await
+        .expect("clusterrolebindings")
+        .items
+    {
+        if action_roles.contains(&crb.role_ref.name) {
+            assert!(
+                crb.metadata.labels.as_ref().is_some_and(
+                    |l| l.contains_key("kubernetesexecution.kubernaut.io/execution-uid")
+                ),
+                "permanent binding of an action role: {:?}",
+                crb.metadata.name
+            );
+        }
+    }
     // Node actions' grants are per execution: remove this test's.
     for action in CATALOG.iter().filter(|a| a.scope == Scope::Cluster) {
         let _ = Api::<k8s_openapi::api::rbac::v1::ClusterRoleBinding>::all(client.clone())
             .delete(
-                &kubernetes_executor_actors::grants::binding_name(&format!("test-{}", action.kebab())),
+                &kubernetes_executor_actors::grants::binding_name(&format!(
+                    "test-{}",
+                    action.kebab()
+                )),
                 &Default::default(),
             )
             .await;

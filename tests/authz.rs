@@ -45,7 +45,9 @@ async fn service_account(admin: &Client, ns: &str, name: &str) -> (Client, Servi
         .and_then(|s| s.token)
         .expect("token");
     let kc = env().dir().join(format!("{ns}-{name}.kubeconfig"));
-    env().write_token_kubeconfig(&kc, &token).expect("kubeconfig");
+    env()
+        .write_token_kubeconfig(&kc, &token)
+        .expect("kubeconfig");
     let client = testkit::client_from_kubeconfig(&kc).await.expect("client");
     (client, sa)
 }
@@ -62,13 +64,19 @@ async fn bind(admin: &Client, ns: Option<&str>, role: &str, sa_ns: &str, sa: &st
     match ns {
         Some(ns) => {
             Api::<RoleBinding>::namespaced(admin.clone(), ns)
-                .create(&PostParams::default(), &serde_json::from_value(body).expect("rb"))
+                .create(
+                    &PostParams::default(),
+                    &serde_json::from_value(body).expect("rb"),
+                )
                 .await
                 .expect("create rolebinding");
         }
         None => {
             Api::<ClusterRoleBinding>::all(admin.clone())
-                .create(&PostParams::default(), &serde_json::from_value(body).expect("crb"))
+                .create(
+                    &PostParams::default(),
+                    &serde_json::from_value(body).expect("crb"),
+                )
                 .await
                 .expect("create clusterrolebinding");
         }
@@ -82,13 +90,21 @@ async fn try_create(
     spec: KubernetesExecutionSpec,
 ) -> Result<KubernetesExecution, kube::Error> {
     Api::<KubernetesExecution>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &KubernetesExecution::new(name, spec))
+        .create(
+            &PostParams::default(),
+            &KubernetesExecution::new(name, spec),
+        )
         .await
 }
 
 /// Creates an execution, retrying while RBAC bindings made just before
 /// propagate (a fresh binding can take a moment to be seen by the authorizer).
-async fn create_as(client: &Client, ns: &str, name: &str, spec: KubernetesExecutionSpec) -> KubernetesExecution {
+async fn create_as(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    spec: KubernetesExecutionSpec,
+) -> KubernetesExecution {
     let mut last = None;
     for _ in 0..40 {
         match try_create(client, ns, name, spec.clone()).await {
@@ -149,7 +165,8 @@ async fn the_requester_is_recorded_by_the_api_server_and_cannot_be_forged() {
     for (i, doc) in [rb, rb2].iter().enumerate() {
         let f = env().dir().join(format!("{ns}-alice-{i}.json"));
         std::fs::write(&f, doc.to_string()).expect("write");
-        testkit::operator::kubectl(env(), &["apply", "-f", &f.display().to_string()]).expect("bind alice");
+        testkit::operator::kubectl(env(), &["apply", "-f", &f.display().to_string()])
+            .expect("bind alice");
     }
     let manifest = env().dir().join(format!("{ns}-forged.yaml"));
     std::fs::write(
@@ -166,7 +183,15 @@ async fn the_requester_is_recorded_by_the_api_server_and_cannot_be_forged() {
     for _ in 0..40 {
         match testkit::operator::kubectl(
             env(),
-            &["--as", "alice", "--as-group", "ke-testers", "create", "-f", &manifest.display().to_string()],
+            &[
+                "--as",
+                "alice",
+                "--as-group",
+                "ke-testers",
+                "create",
+                "-f",
+                &manifest.display().to_string(),
+            ],
         ) {
             Ok(_) => {
                 created = Some(());
@@ -182,14 +207,34 @@ async fn the_requester_is_recorded_by_the_api_server_and_cannot_be_forged() {
     assert_eq!(r.username, "alice", "the forged requester is overwritten");
     assert!(r.groups.contains(&"ke-testers".to_string()), "{r:?}");
     assert!(!r.groups.contains(&"system:masters".to_string()), "{r:?}");
-    let wide = testkit::operator::kubectl(env(), &["-n", &ns, "get", "kexec", "by-alice", "-o", "wide"]).expect("get -o wide");
-    assert!(wide.contains("REQUESTER") && wide.contains("alice"), "{wide}");
+    let wide = testkit::operator::kubectl(
+        env(),
+        &["-n", &ns, "get", "kexec", "by-alice", "-o", "wide"],
+    )
+    .expect("get -o wide");
+    assert!(
+        wide.contains("REQUESTER") && wide.contains("alice"),
+        "{wide}"
+    );
 
     // 2. A ServiceAccount token.
     let (bot, sa) = service_account(&admin, &ns, "bot").await;
     bind(&admin, Some(&ns), "kubernetes-executor-edit", &ns, "bot").await;
-    bind(&admin, Some(&ns), "kubernetes-executor-execute-namespaced", &ns, "bot").await;
-    let mut s = spec("ScaleDeployment", "Deployment", "web", None, &[("replicas", "2")]);
+    bind(
+        &admin,
+        Some(&ns),
+        "kubernetes-executor-execute-namespaced",
+        &ns,
+        "bot",
+    )
+    .await;
+    let mut s = spec(
+        "ScaleDeployment",
+        "Deployment",
+        "web",
+        None,
+        &[("replicas", "2")],
+    );
     s.requester = Some(kubernetes_executor_crds::Requester {
         username: "system:serviceaccount:kube-system:admin".into(),
         uid: Some("forged".into()),
@@ -199,7 +244,10 @@ async fn the_requester_is_recorded_by_the_api_server_and_cannot_be_forged() {
     let r = by_bot.spec.requester.clone().expect("requester recorded");
     assert_eq!(r.username, format!("system:serviceaccount:{ns}:bot"));
     assert_eq!(r.uid, sa.metadata.uid, "the token's UID is recorded");
-    assert!(r.groups.contains(&format!("system:serviceaccounts:{ns}")), "{r:?}");
+    assert!(
+        r.groups.contains(&format!("system:serviceaccounts:{ns}")),
+        "{r:?}"
+    );
 
     // 3. Changing it afterwards is refused, even for an admin.
     let change = api
@@ -221,11 +269,18 @@ async fn the_requester_is_recorded_by_the_api_server_and_cannot_be_forged() {
         .patch(
             "by-bot",
             &PatchParams::default(),
-            &Patch::Json::<()>(serde_json::from_value(json!([{ "op": "remove", "path": "/spec/requester" }])).expect("patch")),
+            &Patch::Json::<()>(
+                serde_json::from_value(json!([{ "op": "remove", "path": "/spec/requester" }]))
+                    .expect("patch"),
+            ),
         )
         .await;
     assert!(removed.is_err(), "the requester cannot be removed either");
-    assert_eq!(phase(&api.get("by-bot").await.expect("get")), Phase::Pending, "still paused");
+    assert_eq!(
+        phase(&api.get("by-bot").await.expect("get")),
+        Phase::Pending,
+        "still paused"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -235,34 +290,89 @@ async fn a_tenant_acts_in_its_own_namespace_only() {
     deployment(&admin, &tenant_a, "web", 1, json!({}), true).await;
     deployment(&admin, &tenant_b, "web", 1, json!({}), true).await;
     let (bot, _) = service_account(&admin, &tenant_a, "bot").await;
-    bind(&admin, Some(&tenant_a), "kubernetes-executor-edit", &tenant_a, "bot").await;
-    bind(&admin, Some(&tenant_a), "kubernetes-executor-execute-scale-deployment", &tenant_a, "bot").await;
+    bind(
+        &admin,
+        Some(&tenant_a),
+        "kubernetes-executor-edit",
+        &tenant_a,
+        "bot",
+    )
+    .await;
+    bind(
+        &admin,
+        Some(&tenant_a),
+        "kubernetes-executor-execute-scale-deployment",
+        &tenant_a,
+        "bot",
+    )
+    .await;
 
     // Its own namespace: runs, and the cluster shows it.
-    create_as(&bot, &tenant_a, "scale-own", spec("ScaleDeployment", "Deployment", "web", None, &[("replicas", "2")])).await;
+    create_as(
+        &bot,
+        &tenant_a,
+        "scale-own",
+        spec(
+            "ScaleDeployment",
+            "Deployment",
+            "web",
+            None,
+            &[("replicas", "2")],
+        ),
+    )
+    .await;
     let done = wait_terminal(&admin, &tenant_a, "scale-own").await;
     assert_eq!(phase(&done), Phase::Completed, "{:?}", done.status);
     assert_eq!(replicas(&admin, &tenant_a, "web").await, 2);
+    // Events say who asked.
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(admin.clone(), &tenant_a);
+    let notes: Vec<String> = events
+        .list(&Default::default())
+        .await
+        .expect("events")
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("scale-own"))
+        .filter_map(|e| e.note)
+        .collect();
+    assert!(
+        !notes.is_empty()
+            && notes.iter().all(|n| n.contains(&format!(
+                "requested by system:serviceaccount:{tenant_a}:bot"
+            ))),
+        "{notes:?}"
+    );
 
     // Another tenant's namespace: refused at admission, naming what is missing.
     let err = try_create(
         &bot,
         &tenant_a,
         "scale-other",
-        spec("UpdateImage", "Deployment", "web", Some(&tenant_b), &[("image", "evil:1")]),
+        spec(
+            "UpdateImage",
+            "Deployment",
+            "web",
+            Some(&tenant_b),
+            &[("image", "evil:1")],
+        ),
     )
     .await
     .expect_err("cross-namespace UpdateImage is refused");
-    assert!(
-        forbidden_message(err).contains(&format!(
-            "system:serviceaccount:{tenant_a}:bot may not execute UpdateImage in namespace {tenant_b}"
-        ))
-    );
+    assert!(forbidden_message(err).contains(&format!(
+        "system:serviceaccount:{tenant_a}:bot may not execute UpdateImage in namespace {tenant_b}"
+    )));
     let err = try_create(
         &bot,
         &tenant_a,
         "scale-other",
-        spec("scale_deployment", "Deployment", "web", Some(&tenant_b), &[("replicas", "5")]),
+        spec(
+            "scale_deployment",
+            "Deployment",
+            "web",
+            Some(&tenant_b),
+            &[("replicas", "5")],
+        ),
     )
     .await
     .expect_err("cross-namespace scale is refused (alias resolved)");
@@ -274,7 +384,11 @@ async fn a_tenant_acts_in_its_own_namespace_only() {
     let api: Api<KubernetesExecution> = Api::namespaced(bot.clone(), &tenant_a);
     assert!(api.get_opt("scale-other").await.expect("get").is_none());
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(replicas(&admin, &tenant_b, "web").await, 1, "tenant-b untouched");
+    assert_eq!(
+        replicas(&admin, &tenant_b, "web").await,
+        1,
+        "tenant-b untouched"
+    );
     let images: Vec<String> = Api::<Deployment>::namespaced(admin.clone(), &tenant_b)
         .get("web")
         .await
@@ -296,18 +410,30 @@ async fn node_actions_need_a_cluster_scoped_grant() {
     let (bot, _) = service_account(&admin, &ns, "bot").await;
     bind(&admin, Some(&ns), "kubernetes-executor-edit", &ns, "bot").await;
     // A namespaced grant of a node action does not count.
-    bind(&admin, Some(&ns), "kubernetes-executor-execute-cordon-node", &ns, "bot").await;
-    bind(&admin, Some(&ns), "kubernetes-executor-execute-namespaced", &ns, "bot").await;
+    bind(
+        &admin,
+        Some(&ns),
+        "kubernetes-executor-execute-cordon-node",
+        &ns,
+        "bot",
+    )
+    .await;
+    bind(
+        &admin,
+        Some(&ns),
+        "kubernetes-executor-execute-namespaced",
+        &ns,
+        "bot",
+    )
+    .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     for action in ["CordonNode", "DrainNode"] {
         let err = try_create(&bot, &ns, "node", spec(action, "Node", &node, None, &[]))
             .await
             .expect_err("refused without a cluster-scoped grant");
-        assert!(
-            forbidden_message(err).contains(&format!(
-                "system:serviceaccount:{ns}:bot may not execute {action} cluster-wide"
-            ))
-        );
+        assert!(forbidden_message(err).contains(&format!(
+            "system:serviceaccount:{ns}:bot may not execute {action} cluster-wide"
+        )));
     }
     let unschedulable = |admin: Client, node: String| async move {
         Api::<Node>::all(admin)
@@ -320,20 +446,44 @@ async fn node_actions_need_a_cluster_scoped_grant() {
     };
     assert!(!unschedulable(admin.clone(), node.clone()).await);
     // With a ClusterRoleBinding of the cordon role: cordon works, drain still not.
-    bind(&admin, None, "kubernetes-executor-execute-cordon-node", &ns, "bot").await;
-    create_as(&bot, &ns, "cordon", spec("CordonNode", "Node", &node, None, &[])).await;
+    bind(
+        &admin,
+        None,
+        "kubernetes-executor-execute-cordon-node",
+        &ns,
+        "bot",
+    )
+    .await;
+    create_as(
+        &bot,
+        &ns,
+        "cordon",
+        spec("CordonNode", "Node", &node, None, &[]),
+    )
+    .await;
     let done = wait_terminal(&admin, &ns, "cordon").await;
     assert_eq!(phase(&done), Phase::Completed, "{:?}", done.status);
-    assert!(unschedulable(admin.clone(), node.clone()).await, "the node is cordoned");
-    let err = try_create(&bot, &ns, "drain", spec("DrainNode", "Node", &node, None, &[]))
-        .await
-        .expect_err("drain still refused");
+    assert!(
+        unschedulable(admin.clone(), node.clone()).await,
+        "the node is cordoned"
+    );
+    let err = try_create(
+        &bot,
+        &ns,
+        "drain",
+        spec("DrainNode", "Node", &node, None, &[]),
+    )
+    .await
+    .expect_err("drain still refused");
     assert!(forbidden_message(err).contains("may not execute DrainNode cluster-wide"));
     // The cordon's cluster-wide grant was per execution: gone.
     let uid = done.uid().unwrap_or_default();
     let crbs: Api<ClusterRoleBinding> = Api::all(admin.clone());
     eventually("node grant revoked", WAIT, || async {
-        Ok(crbs.get_opt(&format!("kubernetes-executor-{uid}")).await?.is_none())
+        Ok(crbs
+            .get_opt(&format!("kubernetes-executor-{uid}"))
+            .await?
+            .is_none())
     })
     .await
     .expect("revoked");
@@ -345,13 +495,29 @@ async fn a_paused_namespace_is_protected_from_executions_created_elsewhere() {
     let paused = namespace(&admin, "pause-dst").await;
     deployment(&admin, &paused, "web", 1, json!({}), true).await;
     let nss: Api<Namespace> = Api::all(admin.clone());
-    let annotate = |v: serde_json::Value| Patch::Merge(json!({ "metadata": { "annotations": { "kubernetesexecution.kubernaut.io/paused": v } } }));
+    let annotate = |v: serde_json::Value| {
+        Patch::Merge(
+            json!({ "metadata": { "annotations": { "kubernetesexecution.kubernaut.io/paused": v } } }),
+        )
+    };
     nss.patch(&paused, &PatchParams::default(), &annotate(json!("true")))
         .await
         .expect("pause");
     // The kill switch answers from a watch: give it a moment to see the pause.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    create(&admin, &ns, "into-paused", spec("ScaleDeployment", "Deployment", "web", Some(&paused), &[("replicas", "3")])).await;
+    create(
+        &admin,
+        &ns,
+        "into-paused",
+        spec(
+            "ScaleDeployment",
+            "Deployment",
+            "web",
+            Some(&paused),
+            &[("replicas", "3")],
+        ),
+    )
+    .await;
     let api: Api<KubernetesExecution> = Api::namespaced(admin.clone(), &ns);
     eventually("held as Paused", WAIT, || async {
         let e = api.get("into-paused").await?;
@@ -360,13 +526,28 @@ async fn a_paused_namespace_is_protected_from_executions_created_elsewhere() {
     .await
     .expect("held");
     let e = api.get("into-paused").await.expect("get");
-    assert!(message(&e).contains(&paused), "names the paused namespace: {}", message(&e));
+    assert!(
+        message(&e).contains(&paused),
+        "names the paused namespace: {}",
+        message(&e)
+    );
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(phase(&api.get("into-paused").await.expect("get")), Phase::Pending);
-    assert_eq!(replicas(&admin, &paused, "web").await, 1, "untouched while paused");
-    nss.patch(&paused, &PatchParams::default(), &annotate(serde_json::Value::Null))
-        .await
-        .expect("resume");
+    assert_eq!(
+        phase(&api.get("into-paused").await.expect("get")),
+        Phase::Pending
+    );
+    assert_eq!(
+        replicas(&admin, &paused, "web").await,
+        1,
+        "untouched while paused"
+    );
+    nss.patch(
+        &paused,
+        &PatchParams::default(),
+        &annotate(serde_json::Value::Null),
+    )
+    .await
+    .expect("resume");
     let done = wait_terminal(&admin, &ns, "into-paused").await;
     assert_eq!(phase(&done), Phase::Completed, "{:?}", done.status);
     assert_eq!(replicas(&admin, &paused, "web").await, 3);
@@ -376,10 +557,18 @@ async fn a_paused_namespace_is_protected_from_executions_created_elsewhere() {
 async fn inline_conditions_are_refused_by_default() {
     let (admin, ns) = setup("inline").await;
     deployment(&admin, &ns, "web", 1, json!({}), true).await;
-    let mut s = spec("ScaleDeployment", "Deployment", "web", None, &[("replicas", "2")]);
+    let mut s = spec(
+        "ScaleDeployment",
+        "Deployment",
+        "web",
+        None,
+        &[("replicas", "2")],
+    );
     s.preconditions = vec![kubernetes_executor_crds::ActionCondition {
         name: "peek".into(),
-        policy: "package custom.peek\n\ndeny contains sprintf(\"%v\", [input.cluster]) if { true }\n".into(),
+        policy:
+            "package custom.peek\n\ndeny contains sprintf(\"%v\", [input.cluster]) if { true }\n"
+                .into(),
         required: true,
         timeout: None,
     }];
@@ -387,8 +576,16 @@ async fn inline_conditions_are_refused_by_default() {
     let done = wait_terminal(&admin, &ns, "peek").await;
     assert_eq!(phase(&done), Phase::Failed);
     assert_eq!(reason(&done), "InvalidParameters");
-    assert!(message(&done).contains("\"peek\" is inline Rego"), "{}", message(&done));
-    assert!(message(&done).contains("--allow-inline-conditions"), "{}", message(&done));
+    assert!(
+        message(&done).contains("\"peek\" is inline Rego"),
+        "{}",
+        message(&done)
+    );
+    assert!(
+        message(&done).contains("--allow-inline-conditions"),
+        "{}",
+        message(&done)
+    );
     assert_eq!(replicas(&admin, &ns, "web").await, 1);
 }
 
@@ -406,7 +603,9 @@ async fn the_operator_cannot_grant_anything_but_action_roles() {
         .and_then(|s| s.token)
         .expect("token");
     let kc = env().dir().join(format!("{ns}-operator.kubeconfig"));
-    env().write_token_kubeconfig(&kc, &token).expect("kubeconfig");
+    env()
+        .write_token_kubeconfig(&kc, &token)
+        .expect("kubeconfig");
     let operator = testkit::client_from_kubeconfig(&kc).await.expect("client");
     let labels = json!({ "app.kubernetes.io/managed-by": "kubernetes-executor", "kubernetesexecution.kubernaut.io/execution-uid": "x" });
     let binding = |name: &str, role: &str, sa_ns: &str, sa: &str| {
@@ -420,36 +619,63 @@ async fn the_operator_cannot_grant_anything_but_action_roles() {
     let crbs: Api<ClusterRoleBinding> = Api::all(operator.clone());
     let attempt_rb = |doc: serde_json::Value| {
         let rbs = rbs.clone();
-        async move { rbs.create(&PostParams::default(), &serde_json::from_value(doc).expect("rb")).await }
+        async move {
+            rbs.create(
+                &PostParams::default(),
+                &serde_json::from_value(doc).expect("rb"),
+            )
+            .await
+        }
     };
     // An action role to a tenant's ServiceAccount (RBAC alone would allow it).
-    let e = attempt_rb(binding("a", "kubernetes-executor-scale-deployment", &ns, "default"))
-        .await
-        .expect_err("subject must be the action's own SA");
+    let e = attempt_rb(binding(
+        "a",
+        "kubernetes-executor-scale-deployment",
+        &ns,
+        "default",
+    ))
+    .await
+    .expect_err("subject must be the action's own SA");
     assert!(forbidden_message(e).contains("only to that action's own ServiceAccount"));
     // A role that is not an action role.
-    let e = attempt_rb(binding("b", "cluster-admin", OPERATOR_NS, "kubernetes-executor-scale-deployment"))
-        .await
-        .expect_err("not an action role");
+    let e = attempt_rb(binding(
+        "b",
+        "cluster-admin",
+        OPERATOR_NS,
+        "kubernetes-executor-scale-deployment",
+    ))
+    .await
+    .expect_err("not an action role");
     // RBAC's escalation check refuses it first (no `bind` on cluster-admin);
     // the grants policy would as well.
     let m = forbidden_message(e);
     assert!(
-        m.contains("attempting to grant RBAC permissions not currently held") || m.contains("cluster-admin"),
+        m.contains("attempting to grant RBAC permissions not currently held")
+            || m.contains("cluster-admin"),
         "{m}"
     );
     // A namespaced action bound cluster-wide.
     let e = crbs
         .create(
             &PostParams::default(),
-            &serde_json::from_value(binding(&testkit::unique_name("ke-attack"), "kubernetes-executor-scale-deployment", OPERATOR_NS, "kubernetes-executor-scale-deployment"))
-                .expect("crb"),
+            &serde_json::from_value(binding(
+                &testkit::unique_name("ke-attack"),
+                "kubernetes-executor-scale-deployment",
+                OPERATOR_NS,
+                "kubernetes-executor-scale-deployment",
+            ))
+            .expect("crb"),
         )
         .await
         .expect_err("no cluster-wide scale grant");
     assert!(forbidden_message(e).contains("cluster-wide only the node actions"));
     // Unlabelled.
-    let mut unlabelled = binding("c", "kubernetes-executor-scale-deployment", OPERATOR_NS, "kubernetes-executor-scale-deployment");
+    let mut unlabelled = binding(
+        "c",
+        "kubernetes-executor-scale-deployment",
+        OPERATOR_NS,
+        "kubernetes-executor-scale-deployment",
+    );
     unlabelled["metadata"]["labels"] = json!({});
     let e = attempt_rb(unlabelled).await.expect_err("unlabelled");
     assert!(forbidden_message(e).contains("labelled for one execution"));
@@ -461,10 +687,17 @@ async fn the_operator_cannot_grant_anything_but_action_roles() {
         .expect_err("cannot delete a tenant's binding");
     forbidden_message(e);
     // What it may do: the action's role to the action's SA, labelled.
-    attempt_rb(binding("ok", "kubernetes-executor-scale-deployment", OPERATOR_NS, "kubernetes-executor-scale-deployment"))
+    attempt_rb(binding(
+        "ok",
+        "kubernetes-executor-scale-deployment",
+        OPERATOR_NS,
+        "kubernetes-executor-scale-deployment",
+    ))
+    .await
+    .expect("a proper just-in-time grant is admitted");
+    rbs.delete("ok", &Default::default())
         .await
-        .expect("a proper just-in-time grant is admitted");
-    rbs.delete("ok", &Default::default()).await.expect("and removed");
+        .expect("and removed");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -477,14 +710,20 @@ async fn the_janitor_removes_grants_of_gone_executions() {
     let grants = kubernetes_executor_actors::grants::grants_for(
         action,
         Some(&ns),
-        kubernetes_executor_actors::grants::For { namespace: &ns, name: "gone", uid: "00000000-dead-beef-0000-000000000000" },
+        kubernetes_executor_actors::grants::For {
+            namespace: &ns,
+            name: "gone",
+            uid: "00000000-dead-beef-0000-000000000000",
+        },
         OPERATOR_NS,
     );
     let kubernetes_executor_actors::grants::Grant::Namespaced(rb) = grants[0].clone() else {
         panic!("a RoleBinding")
     };
     let rbs: Api<RoleBinding> = Api::namespaced(admin.clone(), &ns);
-    rbs.create(&PostParams::default(), &rb).await.expect("leftover grant");
+    rbs.create(&PostParams::default(), &rb)
+        .await
+        .expect("leftover grant");
     // The janitor sweeps every minute and skips grants younger than 30 s.
     eventually("leftover grant swept", Duration::from_secs(150), || async {
         Ok(rbs.get_opt(&rb.name_any()).await?.is_none())
@@ -520,7 +759,11 @@ fn matrix() -> Vec<Row> {
             Row {
                 identity: cells[0].clone(),
                 verb: cells[1].clone(),
-                group: if cells[2] == "core" { String::new() } else { cells[2].clone() },
+                group: if cells[2] == "core" {
+                    String::new()
+                } else {
+                    cells[2].clone()
+                },
                 resource: cells[3].clone(),
                 name: cells[4].clone(),
                 namespace: cells[5].clone(),
@@ -540,8 +783,22 @@ async fn the_security_matrix_holds() {
     let (admin, tenant) = setup("matrix").await;
     let other = namespace(&admin, "matrix-other").await;
     service_account(&admin, &tenant, "bot").await;
-    bind(&admin, Some(&tenant), "kubernetes-executor-edit", &tenant, "bot").await;
-    bind(&admin, Some(&tenant), "kubernetes-executor-execute-namespaced", &tenant, "bot").await;
+    bind(
+        &admin,
+        Some(&tenant),
+        "kubernetes-executor-edit",
+        &tenant,
+        "bot",
+    )
+    .await;
+    bind(
+        &admin,
+        Some(&tenant),
+        "kubernetes-executor-execute-namespaced",
+        &tenant,
+        "bot",
+    )
+    .await;
     let rows = matrix();
     assert!(rows.len() >= 30, "the matrix has its rows: {}", rows.len());
     let sa = |ns: &str, name: &str| {
@@ -561,7 +818,9 @@ async fn the_security_matrix_holds() {
             "operator" => sa(OPERATOR_NS, "kubernetes-executor"),
             "requester" => sa(&tenant, "bot"),
             a => {
-                let kebab = a.strip_prefix("action:").unwrap_or_else(|| panic!("unknown identity {a}"));
+                let kebab = a
+                    .strip_prefix("action:")
+                    .unwrap_or_else(|| panic!("unknown identity {a}"));
                 sa(OPERATOR_NS, &format!("kubernetes-executor-{kebab}"))
             }
         };
@@ -603,9 +862,20 @@ async fn the_security_matrix_holds() {
         if answer != row.allowed {
             wrong.push(format!(
                 "{} {} {}/{} {} in {:?}: docs say {}, the API server says {}",
-                row.identity, row.verb, row.group, row.resource, row.name, namespace, row.allowed, answer
+                row.identity,
+                row.verb,
+                row.group,
+                row.resource,
+                row.name,
+                namespace,
+                row.allowed,
+                answer
             ));
         }
     }
-    assert!(wrong.is_empty(), "rows of docs/security.md that do not hold:\n{}", wrong.join("\n"));
+    assert!(
+        wrong.is_empty(),
+        "rows of docs/security.md that do not hold:\n{}",
+        wrong.join("\n")
+    );
 }

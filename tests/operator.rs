@@ -337,7 +337,7 @@ async fn scale_runs_one_least_privilege_job_and_completes() {
     // Terminal executions hold no actor.
     let (code, body) = http_get(&metrics, "/actors").await.expect("actors");
     assert_eq!(code, 200);
-    assert!(!body.contains(&format!("exec/{ns}/scale-web")), "{body}");
+    assert!(!body.contains(&format!("\"{ns}/scale-web\"")), "{body}");
     let (_, m) = http_get(&metrics, "/metrics").await.expect("metrics");
     assert!(m.contains("kubernetes_execution_phase_transitions_total{from_phase=\"Executing\",to_phase=\"Verifying\"}"), "{m}");
 
@@ -741,10 +741,13 @@ async fn a_failing_required_precondition_creates_no_job() {
         .patch(
             "web",
             &PatchParams::default(),
-            &Patch::Merge(json!({ "spec": { "template": { "spec": { "imagePullSecrets": [{ "name": "missing-regcred" }] } } } })),
+            &Patch::Merge(json!({ "spec": { "template": { "spec": {
+                "nodeSelector": { "type": "no-such-node-type" },
+                "imagePullSecrets": [{ "name": "missing-regcred" }],
+            } } } })),
         )
         .await
-        .expect("reference a missing pull secret");
+        .expect("select no node; reference a pull secret");
     let e = create(
         &client,
         &ns,
@@ -762,7 +765,7 @@ async fn a_failing_required_precondition_creates_no_job() {
     assert_eq!(phase(&done), Phase::Failed, "{:?}", done.status);
     assert_eq!(reason(&done), reasons::PRECONDITION_FAILED);
     assert!(
-        message(&done).contains("missing-regcred"),
+        message(&done).contains("no-such-node-type"),
         "{}",
         message(&done)
     );
@@ -772,16 +775,26 @@ async fn a_failing_required_precondition_creates_no_job() {
         .and_then(|s| s.validation_results)
         .expect("results")
         .conditions;
+    let selector = results
+        .iter()
+        .find(|r| r.name == "node_selector_matches")
+        .unwrap_or_else(|| panic!("recorded: {:?}", done.status));
+    assert!(!selector.passed && selector.required);
+    assert_eq!(selector.outcome.as_deref(), Some("Failed"));
+    // The operator reads no Secrets: the pull secret is reported unverified
+    // (Inconclusive, optional), never silently passed.
     let pull = results
         .iter()
         .find(|r| r.name == "image_pull_secrets_valid")
-        .expect("recorded");
-    assert!(!pull.passed && pull.required);
-    assert_eq!(pull.outcome.as_deref(), Some("Failed"));
+        .expect("pull secrets recorded");
+    assert!(!pull.passed && !pull.required);
+    assert_eq!(pull.outcome.as_deref(), Some("Inconclusive"));
     assert!(
-        results
-            .iter()
-            .any(|r| r.name == "node_selector_matches" && r.passed)
+        pull.message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("cannot be verified"),
+        "{pull:?}"
     );
     assert!(
         jobs_of(&client, &e.uid().unwrap_or_default())
@@ -864,7 +877,8 @@ async fn crash_looping_pods_fail_the_postcondition_and_keep_rollback_info() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_undecidable_postcondition_ends_inconclusive_never_passed() {
-    let (client, ns, _) = setup("inconclusive").await;
+    // Inline Rego is allowed only in namespaces the operator lists.
+    let (client, ns, _) = setup("inline-ok-inconclusive").await;
     deployment(&client, &ns, "web", 1, json!({}), true).await;
     let mut s = spec(
         "ScaleDeployment",
@@ -1114,4 +1128,84 @@ async fn actors_endpoint_lists_exactly_the_live_executions_and_metrics_follow_th
         transitions >= n as f64,
         "at least our {n} dry runs: {transitions}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_253_character_name_works_end_to_end() {
+    // Longer than a label value (63): the Job's events are routed by the
+    // execution's UID, so the execution sees its Job finish.
+    let (client, ns, _) = setup("longname").await;
+    deployment(&client, &ns, "web", 1, json!({}), true).await;
+    let name = format!("scale-{}", "a".repeat(247));
+    assert_eq!(name.len(), 253);
+    create(
+        &client,
+        &ns,
+        &name,
+        spec(
+            "ScaleDeployment",
+            "Deployment",
+            "web",
+            None,
+            &[("replicas", "2")],
+        ),
+    )
+    .await;
+    let done = wait_terminal(&client, &ns, &name).await;
+    assert_eq!(phase(&done), Phase::Completed, "{:?}", done.status);
+    assert_eq!(reason(&done), "Succeeded");
+    let d = Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(client.clone(), &ns)
+        .get("web")
+        .await
+        .expect("web");
+    assert_eq!(
+        d.spec.and_then(|s| s.replicas),
+        Some(2),
+        "the cluster shows it"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_deleted_by_someone_else_fails_the_execution_at_once() {
+    let (client, ns, _) = setup("jobgone").await;
+    // Pods never schedule: the rollout (and so the Job) would run to the timeout.
+    deployment(&client, &ns, "web", 1, json!({}), false).await;
+    let mut s = spec(
+        "ScaleDeployment",
+        "Deployment",
+        "web",
+        None,
+        &[("replicas", "2")],
+    );
+    s.timeout = Some("5m".into());
+    create(&client, &ns, "orphaned", s).await;
+    let api: Api<KubernetesExecution> = Api::namespaced(client.clone(), &ns);
+    eventually("Executing with a Job", WAIT, || async {
+        let e = api.get("orphaned").await?;
+        Ok(phase(&e) == Phase::Executing
+            && e.status.as_ref().and_then(|s| s.job_name.clone()).is_some())
+    })
+    .await
+    .expect("executing");
+    let job = api
+        .get("orphaned")
+        .await
+        .expect("get")
+        .status
+        .and_then(|s| s.job_name)
+        .expect("job name");
+    let deleted_at = std::time::Instant::now();
+    Api::<Job>::namespaced(client.clone(), OPERATOR_NS)
+        .delete(&job, &kube::api::DeleteParams::background())
+        .await
+        .expect("delete the Job");
+    let done = wait_terminal(&client, &ns, "orphaned").await;
+    assert!(
+        deleted_at.elapsed() < std::time::Duration::from_secs(30),
+        "noticed in seconds, not at the 5m timeout: {:?}",
+        deleted_at.elapsed()
+    );
+    assert_eq!(phase(&done), Phase::Failed);
+    assert_eq!(reason(&done), reasons::JOB_FAILED);
+    assert!(message(&done).contains("deleted"), "{}", message(&done));
 }

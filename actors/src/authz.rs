@@ -104,7 +104,12 @@ mod tests {
     use crate::catalog::validate;
     use kubernetes_executor_crds::{KubernetesExecutionSpec, TargetResource};
 
-    fn spec(action: &str, kind: &str, ns: Option<&str>, params: &[(&str, &str)]) -> KubernetesExecutionSpec {
+    fn spec(
+        action: &str,
+        kind: &str,
+        ns: Option<&str>,
+        params: &[(&str, &str)],
+    ) -> KubernetesExecutionSpec {
         let mut s = KubernetesExecutionSpec::new(action, TargetResource::new(kind, "t", ns));
         s.parameters = params
             .iter()
@@ -116,23 +121,37 @@ mod tests {
     #[test]
     fn execute_is_checked_in_the_target_namespace_not_the_executions() {
         let v = validate(
-            &spec("scale_deployment", "Deployment", Some("tenant-b"), &[("replicas", "2")]),
+            &spec(
+                "scale_deployment",
+                "Deployment",
+                Some("tenant-b"),
+                &[("replicas", "2")],
+            ),
             "tenant-a",
         )
         .expect("valid");
         let checks = required_checks(&v, "tenant-a");
         assert_eq!(
             checks,
-            vec![AccessCheck::execute("ScaleDeployment", Some("tenant-b".into()))],
+            vec![AccessCheck::execute(
+                "ScaleDeployment",
+                Some("tenant-b".into())
+            )],
             "alias resolved, target's namespace"
         );
         assert_eq!(
             checks[0].denied("system:serviceaccount:tenant-a:bot"),
             "system:serviceaccount:tenant-a:bot may not execute ScaleDeployment in namespace tenant-b"
         );
-        let v = validate(&spec("ScaleDeployment", "Deployment", None, &[("replicas", "2")]), "tenant-a")
-            .expect("valid");
-        assert_eq!(required_checks(&v, "tenant-a")[0].namespace.as_deref(), Some("tenant-a"));
+        let v = validate(
+            &spec("ScaleDeployment", "Deployment", None, &[("replicas", "2")]),
+            "tenant-a",
+        )
+        .expect("valid");
+        assert_eq!(
+            required_checks(&v, "tenant-a")[0].namespace.as_deref(),
+            Some("tenant-a")
+        );
     }
 
     #[test]
@@ -148,7 +167,12 @@ mod tests {
     #[test]
     fn patch_secret_also_needs_read_access_to_its_source() {
         let v = validate(
-            &spec("PatchSecret", "Secret", Some("tenant-b"), &[("fromSecret", "new-creds")]),
+            &spec(
+                "PatchSecret",
+                "Secret",
+                Some("tenant-b"),
+                &[("fromSecret", "new-creds")],
+            ),
             "tenant-a",
         )
         .expect("valid");

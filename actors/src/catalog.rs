@@ -280,9 +280,11 @@ pub static CATALOG: &[ActionSpec] = &[
         ],
         source_rules: &[],
         preconditions: &[
+            // Optional: the operator may not read Secrets, so it can only
+            // report pull secrets as unverified (Inconclusive), a warning.
             DefaultCondition {
                 name: "image_pull_secrets_valid",
-                required: true,
+                required: false,
                 timeout: "30s",
             },
             DefaultCondition {
@@ -687,10 +689,15 @@ pub fn validate(
             let d = parse_duration(s).map_err(|e| {
                 Rejection::new(reasons::INVALID_TIMEOUT, format!("spec.timeout: {e}"))
             })?;
-            if d.is_zero() || d > MAX_TIMEOUT {
+            // A Job's deadline is whole seconds: under 1s it would round to
+            // zero and the Job could never run.
+            if d < Duration::from_secs(1) || d > MAX_TIMEOUT {
                 return Err(Rejection::new(
                     reasons::INVALID_TIMEOUT,
-                    format!("spec.timeout {s:?} must be more than 0 and at most 15m"),
+                    format!(
+                        "spec.timeout {:?} must be at least 1s and at most 15m",
+                        bounded_value(s)
+                    ),
                 ));
             }
             d
@@ -705,6 +712,44 @@ pub fn validate(
                 )
             })?;
         }
+    }
+    // A spec condition may share a catalog default's name only to tighten it
+    // (same module; required stays required): never to replace or weaken it.
+    for (given, defaults) in [
+        (&spec.preconditions, action.preconditions),
+        (&spec.postconditions, action.postconditions),
+    ] {
+        for c in given {
+            if let Some(d) = defaults.iter().find(|d| d.name == c.name)
+                && (c.policy != d.name || (d.required && !c.required))
+            {
+                return Err(Rejection::new(
+                    reasons::INVALID_PARAMETERS,
+                    format!(
+                        "condition {:?} would replace or weaken the catalog default of the same name \
+                         for {} (it must use policy {:?}{}); give it another name",
+                        c.name,
+                        action.name,
+                        d.name,
+                        if d.required { " and stay required" } else { "" }
+                    ),
+                ));
+            }
+        }
+    }
+    if let Some(w) = spec
+        .workflow_execution_ref
+        .as_ref()
+        .and_then(|r| r.name.as_deref())
+        && !is_dns_subdomain(w)
+    {
+        return Err(Rejection::new(
+            reasons::INVALID_PARAMETERS,
+            format!(
+                "workflowExecutionRef.name {:?} is not a valid object name",
+                bounded_value(w)
+            ),
+        ));
     }
     let max_retries = spec.max_retries.unwrap_or(0);
     if !(0..=MAX_RETRIES).contains(&max_retries) {
@@ -725,6 +770,43 @@ pub fn validate(
         timeout,
         max_retries,
     })
+}
+
+/// The first path of a ConfigMap patch outside the keys of `data` and
+/// `binaryData`, if any.
+fn forbidden_patch_path(kind: &str, doc: &serde_json::Value) -> Option<String> {
+    if kind == "json" {
+        for op in doc.as_array().into_iter().flatten() {
+            for field in ["path", "from"] {
+                let Some(p) = op.get(field) else { continue };
+                let p = p.as_str().unwrap_or_default();
+                let key = p
+                    .strip_prefix("/data/")
+                    .or_else(|| p.strip_prefix("/binaryData/"));
+                if key.is_none_or(|k| k.is_empty() || k.contains('/')) {
+                    return Some(p.to_string());
+                }
+            }
+        }
+        return None;
+    }
+    for (k, v) in doc.as_object().into_iter().flatten() {
+        match k.as_str() {
+            "data" | "binaryData" if v.is_object() => {}
+            "data" | "binaryData" => return Some(format!("/{k}")),
+            other => return Some(format!("/{other}")),
+        }
+    }
+    None
+}
+
+/// A value as shown in a message: at most 64 characters of it.
+fn bounded_value(v: &str) -> String {
+    if v.chars().count() <= 64 {
+        v.to_string()
+    } else {
+        format!("{}…", v.chars().take(64).collect::<String>())
+    }
 }
 
 /// Checks every parameter against the action's schema and fills defaults.
@@ -800,6 +882,14 @@ pub fn validate_params(
                 if kind == "json" { "array" } else { "object" }
             )));
         }
+        if let Some(path) = forbidden_patch_path(kind, &doc) {
+            return Err(invalid(format!(
+                "parameter \"patch\" touches {:?}: a patch may change only keys under \
+                 /data and /binaryData (never metadata such as ownerReferences, finalizers or \
+                 labels, never `immutable`, never all of data at once)",
+                bounded_value(&path)
+            )));
+        }
     }
     Ok(out)
 }
@@ -807,10 +897,18 @@ pub fn validate_params(
 fn check_value(spec: &ParamSpec, v: &str) -> Result<(), String> {
     match spec.kind {
         ParamKind::Int { min, max } => {
-            let n: i64 = v
-                .trim()
-                .parse()
-                .map_err(|_| "must be an integer".to_string())?;
+            // One spelling per number: no sign, spaces, leading zeros or
+            // exponents, so validation and the Job can never read the same
+            // string differently.
+            let digits = v.strip_prefix('-').unwrap_or(v);
+            let canonical = !digits.is_empty()
+                && digits.bytes().all(|b| b.is_ascii_digit())
+                && (digits == "0" || !digits.starts_with('0'))
+                && v != "-0";
+            if !canonical {
+                return Err("must be an integer written plainly (digits only: no sign, spaces or leading zeros)".into());
+            }
+            let n: i64 = v.parse().map_err(|_| "must be an integer".to_string())?;
             if n < min || n > max {
                 return Err(format!("must be between {min} and {max}"));
             }
@@ -958,6 +1056,101 @@ mod tests {
     }
 
     #[test]
+    fn patches_touch_only_data_keys() {
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "json",
+                r#"[{"op":"add","path":"/metadata/ownerReferences","value":[]}]"#,
+                "/metadata/ownerReferences",
+            ),
+            (
+                "json",
+                r#"[{"op":"remove","path":"/metadata/finalizers/0"}]"#,
+                "/metadata/finalizers/0",
+            ),
+            (
+                "json",
+                r#"[{"op":"replace","path":"/data","value":{}}]"#,
+                "/data",
+            ),
+            (
+                "json",
+                r#"[{"op":"add","path":"/immutable","value":true}]"#,
+                "/immutable",
+            ),
+            (
+                "json",
+                r#"[{"op":"copy","from":"/metadata/name","path":"/data/x"}]"#,
+                "/metadata/name",
+            ),
+            ("merge", r#"{"immutable":true}"#, "/immutable"),
+            ("merge", r#"{"data":null}"#, "/data"),
+            (
+                "strategic",
+                r#"{"metadata":{"labels":{"a":"b"}}}"#,
+                "/metadata",
+            ),
+        ];
+        for (kind, patch, path) in cases {
+            let err = validate(
+                &spec(
+                    "PatchConfigMap",
+                    "ConfigMap",
+                    &[("patch", patch), ("patchType", kind)],
+                ),
+                "ns",
+            )
+            .expect_err(patch);
+            assert_eq!(err.reason, reasons::INVALID_PARAMETERS);
+            assert!(
+                err.message.contains(&format!("{path:?}")),
+                "{patch}: {}",
+                err.message
+            );
+        }
+        for (kind, patch) in [
+            (
+                "json",
+                r#"[{"op":"replace","path":"/data/mode","value":"fast"}]"#,
+            ),
+            ("merge", r#"{"data":{"mode":"fast","old":null}}"#),
+            ("strategic", r#"{"binaryData":{"b":"AA=="}}"#),
+        ] {
+            validate(
+                &spec(
+                    "PatchConfigMap",
+                    "ConfigMap",
+                    &[("patch", patch), ("patchType", kind)],
+                ),
+                "ns",
+            )
+            .expect(patch);
+        }
+    }
+
+    #[test]
+    fn integers_have_one_spelling() {
+        for bad in [
+            " 3", "3\n", "+3", "007", "1e3", "3.0", "", "-0", "0x10", "٣",
+        ] {
+            let err = validate(
+                &spec("ScaleDeployment", "Deployment", &[("replicas", bad)]),
+                "ns",
+            )
+            .expect_err(bad);
+            assert_eq!(err.reason, reasons::INVALID_PARAMETERS, "{bad:?}");
+            assert!(err.message.contains(&format!("{bad:?}")), "{}", err.message);
+        }
+        for good in ["0", "3", "1000"] {
+            validate(
+                &spec("ScaleDeployment", "Deployment", &[("replicas", good)]),
+                "ns",
+            )
+            .expect(good);
+        }
+    }
+
+    #[test]
     fn defaults_are_filled_and_enums_checked() {
         let ok = validate(&spec("DeletePod", "Pod", &[]), "ns").expect("valid");
         assert_eq!(
@@ -1015,7 +1208,11 @@ mod tests {
             assert_eq!(err.reason, reasons::INVALID_PARAMETERS);
             assert!(!err.message.contains("hunter2"), "{}", err.message);
             assert!(err.message.contains("fromSecret"), "{}", err.message);
-            assert!(err.message.contains(&format!("{name:?}")), "{}", err.message);
+            assert!(
+                err.message.contains(&format!("{name:?}")),
+                "{}",
+                err.message
+            );
         }
         let err = validate(&spec("PatchSecret", "Secret", &[]), "ns").expect_err("required");
         assert!(err.message.contains("fromSecret"), "{}", err.message);
@@ -1030,7 +1227,10 @@ mod tests {
             "ns",
         )
         .expect("by reference");
-        assert_eq!(ok.params.get(FROM_SECRET).map(String::as_str), Some("new-creds"));
+        assert_eq!(
+            ok.params.get(FROM_SECRET).map(String::as_str),
+            Some("new-creds")
+        );
         assert!(
             CATALOG.iter().all(|a| a.params.iter().all(|p| !p.secret)),
             "no action takes a secret value as a parameter"
@@ -1060,6 +1260,19 @@ mod tests {
             validate(&s, "ns").expect_err("too long").reason,
             reasons::INVALID_TIMEOUT
         );
+        for bad in [
+            "500ms",
+            "0s",
+            "18446744073709551615s",
+            "99999999999999999999999s",
+        ] {
+            s.timeout = Some(bad.into());
+            assert_eq!(
+                validate(&s, "ns").expect_err(bad).reason,
+                reasons::INVALID_TIMEOUT,
+                "{bad}"
+            );
+        }
         s.timeout = Some("soon".into());
         let err = validate(&s, "ns").expect_err("bad");
         assert!(err.message.contains("\"soon\""), "{}", err.message);
@@ -1072,13 +1285,49 @@ mod tests {
     }
 
     #[test]
+    fn a_spec_condition_cannot_weaken_a_default() {
+        let weaken = |policy: &str, required: bool| {
+            let mut s = spec("ScaleDeployment", "Deployment", &[("replicas", "1")]);
+            s.postconditions = vec![kubernetes_executor_crds::ActionCondition {
+                name: "no_crashloop_pods".into(),
+                policy: policy.into(),
+                required,
+                timeout: Some("5s".into()),
+            }];
+            validate(&s, "ns")
+        };
+        let err = weaken("no_crashloop_pods", false).expect_err("optional");
+        assert_eq!(err.reason, reasons::INVALID_PARAMETERS);
+        assert!(
+            err.message.contains("\"no_crashloop_pods\""),
+            "{}",
+            err.message
+        );
+        let err = weaken("package x\ndeny contains 1 if false", true).expect_err("replaced");
+        assert!(err.message.contains("weaken"), "{}", err.message);
+        weaken("no_crashloop_pods", true).expect("a shorter timeout tightens it");
+        let mut s = spec("ScaleDeployment", "Deployment", &[("replicas", "1")]);
+        s.workflow_execution_ref = Some(k8s_openapi::api::core::v1::ObjectReference {
+            name: Some("Bad Name/..".into()),
+            ..Default::default()
+        });
+        let err = validate(&s, "ns").expect_err("bad workflow name");
+        assert_eq!(err.reason, reasons::INVALID_PARAMETERS);
+        assert!(
+            err.message.contains("workflowExecutionRef.name"),
+            "{}",
+            err.message
+        );
+    }
+
+    #[test]
     fn scale_has_default_conditions_and_spec_overrides_them() {
         let a = lookup("ScaleDeployment").expect("scale");
         let mut s = spec("ScaleDeployment", "Deployment", &[("replicas", "1")]);
         s.postconditions = vec![kubernetes_executor_crds::ActionCondition {
             name: "no_crashloop_pods".into(),
             policy: "no_crashloop_pods".into(),
-            required: false,
+            required: true,
             timeout: Some("5s".into()),
         }];
         let (pre, post) = effective_conditions(a, &s);
@@ -1091,7 +1340,11 @@ mod tests {
             .iter()
             .find(|c| c.name == "no_crashloop_pods")
             .expect("override");
-        assert!(!crash.required, "the spec's version replaces the default");
+        assert_eq!(
+            crash.timeout.as_deref(),
+            Some("5s"),
+            "the spec's (tighter) version is used"
+        );
     }
 
     #[test]

@@ -200,7 +200,9 @@ mod tests {
         let a = lookup("DrainNode").expect("drain");
         let g = grants_for(a, None, EXEC, "ops");
         assert_eq!(g.len(), 1);
-        assert!(matches!(&g[0], Grant::Cluster(c) if c.role_ref.name == "kubernetes-executor-drain-node"));
+        assert!(
+            matches!(&g[0], Grant::Cluster(c) if c.role_ref.name == "kubernetes-executor-drain-node")
+        );
         assert_eq!(g[0].name(), binding_name(EXEC.uid));
         assert_eq!(g[0].namespace(), None);
     }

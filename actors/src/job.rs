@@ -269,11 +269,11 @@ mod tests {
         e.spec.parameters = [("fromSecret".to_string(), "new-creds".to_string())].into();
         let v = validate(&e.spec, "shop").expect("valid");
         let args = run_action_args(&v, None, false, "shop");
+        assert!(args.windows(2).any(|w| w == ["--source-namespace", "shop"]));
         assert!(
             args.windows(2)
-                .any(|w| w == ["--source-namespace", "shop"])
+                .any(|w| w == ["--param", "fromSecret=new-creds"])
         );
-        assert!(args.windows(2).any(|w| w == ["--param", "fromSecret=new-creds"]));
         let cfg = JobConfig {
             namespace: "ops".into(),
             image: "img".into(),

@@ -1,6 +1,6 @@
 //! JobWatcherActor: one watch on the operator's Jobs; routes each change to
-//! the owning ExecutionActor (found by name `exec/<ns>/<name>` from the Job's
-//! labels). A Job whose actor is not running is ignored: an actor that starts
+//! the owning ExecutionActor (found by name `exec/<uid>` from the Job's
+//! execution-UID label; names can be longer than a label value). A Job whose actor is not running is ignored: an actor that starts
 //! later reads its Job itself.
 
 use futures::StreamExt;
@@ -17,6 +17,8 @@ use crate::execution::{ExecutionMsg, actor_name};
 pub enum JobWatcherMsg {
     /// A Job of the operator changed.
     Changed(Box<Job>),
+    /// A Job of the operator was deleted (its last state).
+    Deleted(Box<Job>),
 }
 
 /// Shorthand for the actor's reference.
@@ -55,18 +57,23 @@ impl Actor for JobWatcherActor {
             labels::MANAGER
         ));
         let task = tokio::spawn(async move {
-            let mut stream = watcher::watcher(api, cfg)
-                .default_backoff()
-                .applied_objects()
-                .boxed();
+            // Deletions too: a Job deleted by someone else must fail its
+            // execution at once, not at its timeout.
+            let mut stream = watcher::watcher(api, cfg).default_backoff().boxed();
             while let Some(item) = stream.next().await {
-                match item {
-                    Ok(job) => {
-                        if myself.cast(JobWatcherMsg::Changed(Box::new(job))).is_err() {
-                            return;
-                        }
+                let msg = match item {
+                    Ok(watcher::Event::Apply(job) | watcher::Event::InitApply(job)) => {
+                        JobWatcherMsg::Changed(Box::new(job))
                     }
-                    Err(e) => tracing::warn!(error = %e, "job watch error (backing off)"),
+                    Ok(watcher::Event::Delete(job)) => JobWatcherMsg::Deleted(Box::new(job)),
+                    Ok(watcher::Event::Init | watcher::Event::InitDone) => continue,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "job watch error (backing off)");
+                        continue;
+                    }
+                };
+                if myself.cast(msg).is_err() {
+                    return;
                 }
             }
         });
@@ -88,16 +95,21 @@ impl Actor for JobWatcherActor {
         msg: JobWatcherMsg,
         _state: &mut JobWatcherState,
     ) -> Result<(), ActorProcessingErr> {
-        let JobWatcherMsg::Changed(job) = msg;
-        let l = job.labels();
-        if let (Some(ns), Some(name)) = (
-            l.get(labels::EXECUTION_NAMESPACE),
-            l.get(labels::EXECUTION_NAME),
-        ) {
-            let name = actor_name(ns, name);
-            if let Some(actor) = ActorRef::<ExecutionMsg>::where_is(name) {
-                let _ = actor.cast(ExecutionMsg::JobChanged(job));
-            }
+        let (job, deleted) = match msg {
+            JobWatcherMsg::Changed(job) => (job, false),
+            JobWatcherMsg::Deleted(job) => (job, true),
+        };
+        // By UID: the name label is truncated for names over 63 characters.
+        let actor = job
+            .labels()
+            .get(labels::EXECUTION_UID)
+            .and_then(|uid| ActorRef::<ExecutionMsg>::where_is(actor_name(uid)));
+        if let Some(actor) = actor {
+            let _ = actor.cast(if deleted {
+                ExecutionMsg::JobDeleted(job)
+            } else {
+                ExecutionMsg::JobChanged(job)
+            });
         }
         Ok(())
     }

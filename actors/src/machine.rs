@@ -299,7 +299,9 @@ pub fn transition(state: &MachineState, event: Event) -> (MachineState, Vec<Effe
             }
             JobOutcome::Missing => {
                 next.phase = Failed;
-                let message = "the action's Job disappeared before it finished".to_string();
+                let message =
+                    "the action's Job was deleted before it finished; what it did is unknown"
+                        .to_string();
                 let mut change = to(Failed, reasons::JOB_FAILED, message.clone());
                 change.result = Some(ExecutionResult {
                     succeeded: false,

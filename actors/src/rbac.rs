@@ -190,9 +190,7 @@ async fn revoke(api: &KubeApi, grants: &[Grant]) -> Result<(), String> {
 fn orphaned(grant: &Grant, live: Option<&kubernetes_executor_crds::KubernetesExecution>) -> bool {
     match live {
         None => true,
-        Some(e) => {
-            e.metadata.uid.as_deref() != grant.execution_uid() || e.phase().is_terminal()
-        }
+        Some(e) => e.metadata.uid.as_deref() != grant.execution_uid() || e.phase().is_terminal(),
     }
 }
 
@@ -211,9 +209,7 @@ async fn sweep(api: &KubeApi) {
             Grant::Namespaced(rb) => rb.metadata.creation_timestamp.clone(),
             Grant::Cluster(crb) => crb.metadata.creation_timestamp.clone(),
         };
-        let young = created.is_some_and(|t| {
-            now.duration_since(t.0).unsigned_abs() < SWEEP_MIN_AGE
-        });
+        let young = created.is_some_and(|t| now.duration_since(t.0).unsigned_abs() < SWEEP_MIN_AGE);
         if young {
             continue;
         }
@@ -229,8 +225,12 @@ async fn sweep(api: &KubeApi) {
         };
         if orphaned(&g, live.as_ref()) {
             match api.delete_grant(&g).await {
-                Ok(()) => tracing::info!(grant = %g.display(), "janitor: removed a grant whose execution is gone or finished"),
-                Err(e) => tracing::warn!(error = %e, grant = %g.display(), "janitor: cannot remove grant"),
+                Ok(()) => {
+                    tracing::info!(grant = %g.display(), "janitor: removed a grant whose execution is gone or finished")
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, grant = %g.display(), "janitor: cannot remove grant")
+                }
             }
         }
     }

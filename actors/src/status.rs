@@ -53,7 +53,6 @@ fn is_validation_reason(reason: &str) -> bool {
     .contains(&reason)
 }
 
-/// Applies `change` to `status` at time `now` for spec generation `generation`.
 /// Longest `status.message` (and condition message) written; longer ones are
 /// cut with a marker. Status must stay small: it is read by every watcher,
 /// and nothing a requester controls (inline conditions, server messages)
@@ -73,6 +72,7 @@ pub fn bounded(msg: &str, max: usize) -> String {
     format!("{}{MARK}", &msg[..end])
 }
 
+/// Applies `change` to `status` at time `now` for spec generation `generation`.
 pub fn apply(
     status: &mut KubernetesExecutionStatus,
     change: &StatusChange,

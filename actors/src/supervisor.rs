@@ -146,7 +146,7 @@ impl SupervisorState {
             return;
         }
         let restarts = self.restarts.get(&key).map(|r| r.count).unwrap_or(0);
-        let name = actor_name(&exec.namespace().unwrap_or_default(), &exec.name_any());
+        let name = actor_name(&uid);
         let args = ExecutionArgs {
             exec,
             ctx: self.ctx.clone(),

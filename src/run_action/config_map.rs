@@ -32,7 +32,7 @@ pub(crate) fn touched_keys(patch_type: &str, doc: &serde_json::Value) -> Touched
                 let Some(path) = op.get(field).and_then(|p| p.as_str()) else {
                     continue;
                 };
-                if path == "/data" || path == "" {
+                if path == "/data" || path.is_empty() {
                     return Touched::All;
                 }
                 if let Some(key) = path.strip_prefix("/data/") {
@@ -51,7 +51,11 @@ pub(crate) fn touched_keys(patch_type: &str, doc: &serde_json::Value) -> Touched
     }
 }
 
-pub(super) async fn patch_config_map(client: Client, v: &ValidatedAction, args: &RunActionArgs) -> Outcome {
+pub(super) async fn patch_config_map(
+    client: Client,
+    v: &ValidatedAction,
+    args: &RunActionArgs,
+) -> Outcome {
     let ns = v.target.namespace.clone().unwrap_or_default();
     let api: Api<ConfigMap> = Api::namespaced(client, &ns);
     let key = format!("ConfigMap/{ns}/{}", v.target.name);
@@ -138,9 +142,19 @@ mod tests {
 
     #[test]
     fn merge_patches_touch_their_data_keys() {
-        assert_eq!(touched_keys("merge", &json!({"data": {"a": "1", "b": null}})), keys(&["a", "b"]));
-        assert_eq!(touched_keys("strategic", &json!({"metadata": {"labels": {"x": "y"}}})), keys(&[]));
-        assert_eq!(touched_keys("merge", &json!({})), keys(&[]), "{{}} copies nothing");
+        assert_eq!(
+            touched_keys("merge", &json!({"data": {"a": "1", "b": null}})),
+            keys(&["a", "b"])
+        );
+        assert_eq!(
+            touched_keys("strategic", &json!({"metadata": {"labels": {"x": "y"}}})),
+            keys(&[])
+        );
+        assert_eq!(
+            touched_keys("merge", &json!({})),
+            keys(&[]),
+            "{{}} copies nothing"
+        );
         assert_eq!(touched_keys("merge", &json!({"data": null})), Touched::All);
     }
 
@@ -152,8 +166,15 @@ mod tests {
             {"op": "add", "path": "/metadata/labels/x", "value": "y"},
         ]);
         assert_eq!(touched_keys("json", &doc), keys(&["a/b", "mode"]));
-        let doc = json!([{"op": "copy", "from": "/data/secret", "path": "/metadata/annotations/x"}]);
+        let doc =
+            json!([{"op": "copy", "from": "/data/secret", "path": "/metadata/annotations/x"}]);
         assert_eq!(touched_keys("json", &doc), keys(&["secret"]));
-        assert_eq!(touched_keys("json", &json!([{"op": "replace", "path": "/data", "value": {}}])), Touched::All);
+        assert_eq!(
+            touched_keys(
+                "json",
+                &json!([{"op": "replace", "path": "/data", "value": {}}])
+            ),
+            Touched::All
+        );
     }
 }

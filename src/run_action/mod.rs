@@ -533,5 +533,3 @@ pub(crate) fn data_digest(data: &BTreeMap<String, String>) -> String {
     }
     format!("sha256:{}", hex::encode(h.finalize()))
 }
-
-

@@ -72,7 +72,12 @@ pub(super) async fn patch_secret(
     let source = Api::<Secret>::namespaced(client.clone(), source_ns)
         .get(source_name)
         .await
-        .map_err(|e| (redacted(e, &format!("reading the source {source_key}")), None))?;
+        .map_err(|e| {
+            (
+                redacted(e, &format!("reading the source {source_key}")),
+                None,
+            )
+        })?;
     let new_data = source.data.clone().unwrap_or_default();
     if new_data.is_empty() {
         return Err((
@@ -114,7 +119,12 @@ pub(super) async fn patch_secret(
     };
     api.patch(&v.target.name, &pp, &Patch::Merge(patch))
         .await
-        .map_err(|e| (redacted(e, &format!("patching {key}")), Some(rollback.clone())))?;
+        .map_err(|e| {
+            (
+                redacted(e, &format!("patching {key}")),
+                Some(rollback.clone()),
+            )
+        })?;
     done(
         format!(
             "set keys {} of {key} from {source_key} (values not shown)",

@@ -66,7 +66,15 @@ pub async fn shared_operator() -> &'static str {
     let op = tokio::task::block_in_place(|| {
         OP.get_or_init(|| {
             testkit::block_on_testkit(
-                async move { start_operator(env, "operator", &["--chaos"]).await },
+                // Inline conditions only where a test opts in by namespace prefix.
+                async move {
+                    start_operator(
+                        env,
+                        "operator",
+                        &["--chaos", "--allow-inline-conditions=inline-ok-*"],
+                    )
+                    .await
+                },
             )
         })
     });

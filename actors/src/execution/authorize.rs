@@ -7,7 +7,7 @@
 
 use kubernetes_executor_crds::{KubernetesExecution, reasons};
 
-use crate::authz::{required_checks, requester};
+use crate::authz::{requester, required_checks};
 use crate::catalog::{Rejection, ValidatedAction};
 use crate::context::Ctx;
 use crate::kube_api::{PATIENCE, retry_for};

@@ -1,4 +1,4 @@
-//! ExecutionActor: one per live execution, named `exec/<ns>/<name>`. Feeds
+//! ExecutionActor: one per live execution, named `exec/<uid>`. Feeds
 //! events into the pure phase machine ([`crate::machine`]) and executes the
 //! effects it returns: status writes, events, validation (catalog, target,
 //! PolicyActor), RBAC grants (RbacActor), the Job, timers, cleanup.
@@ -36,9 +36,11 @@ pub use authorize::namespace_listed;
 /// Annotation read by the chaos knob (see [`crate::context::Settings::chaos`]).
 pub const CHAOS_PANIC_ANNOTATION: &str = "kubernetesexecution.kubernaut.io/chaos-panic";
 
-/// Registered name of the actor of execution `ns/name`.
-pub fn actor_name(ns: &str, name: &str) -> String {
-    format!("exec/{ns}/{name}")
+/// Registered name of the actor of the execution with `uid`. By UID, not
+/// by name: a name can be 253 characters, longer than a label value, and the
+/// Job watcher routes by the UID label of the Job.
+pub fn actor_name(uid: &str) -> String {
+    format!("exec/{uid}")
 }
 
 /// Messages of an ExecutionActor.
@@ -47,6 +49,8 @@ pub enum ExecutionMsg {
     Observed(Box<KubernetesExecution>),
     /// The JobWatcher saw the execution's Job change.
     JobChanged(Box<Job>),
+    /// The JobWatcher saw the execution's Job deleted (its last state).
+    JobDeleted(Box<Job>),
     /// A machine event produced by an effect or a timer.
     Machine(Box<Event>),
     /// The postcondition verification task finished.
@@ -105,7 +109,7 @@ impl Actor for ExecutionActor {
             ..(*args.ctx).clone()
         });
         let status = exec.status.clone().unwrap_or_default();
-        let name = actor_name(&exec.namespace().unwrap_or_default(), &exec.name_any());
+        let name = actor_name(&exec.uid().unwrap_or_default());
         let requester = exec
             .spec
             .requester
@@ -256,6 +260,25 @@ async fn handle_message(
             }
             ExecutionMsg::JobChanged(job) => {
                 if let Some(ev) = job_event(state, &job).await {
+                    run(&myself, state, ev).await;
+                }
+            }
+            ExecutionMsg::JobDeleted(job) => {
+                // Finished before it went: its outcome stands. Deleted while
+                // running (by someone else: the operator deletes Jobs only
+                // when the execution is deleted): the action's outcome is
+                // unknown, and the execution fails now, not at its timeout.
+                let ev = match job_event(state, &job).await {
+                    Some(ev) => Some(ev),
+                    None if state.machine.phase == Phase::Executing
+                        && !state.machine.deleting
+                        && job.name_any() == current_job_name(state) =>
+                    {
+                        Some(Event::JobFinished(JobOutcome::Missing))
+                    }
+                    None => None,
+                };
+                if let Some(ev) = ev {
                     run(&myself, state, ev).await;
                 }
             }

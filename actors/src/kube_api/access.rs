@@ -15,8 +15,8 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use super::{ApiError, ApiResult, FIELD_MANAGER, KubeApi};
-pub use crate::grants::Grant;
 use crate::authz::AccessCheck;
+pub use crate::grants::Grant;
 
 /// Names of the admission objects in deploy/admission/.
 pub mod admission {
@@ -59,7 +59,8 @@ impl KubeApi {
         if let Some(ns) = &check.namespace {
             attrs["namespace"] = json!(ns);
         }
-        let mut spec = json!({ "user": who.username, "groups": who.groups, "resourceAttributes": attrs });
+        let mut spec =
+            json!({ "user": who.username, "groups": who.groups, "resourceAttributes": attrs });
         if let Some(uid) = who.uid.as_deref().filter(|u| !u.is_empty()) {
             spec["uid"] = json!(uid);
         }

@@ -98,13 +98,32 @@ pub fn wait_admission_enforcing(cp: &ControlPlane) -> Result<()> {
     loop {
         let recorded = kubectl(
             cp,
-            &["create", "--dry-run=server", "-o", "jsonpath={.spec.requester.username}", "-f", &path],
+            &[
+                "create",
+                "--dry-run=server",
+                "-o",
+                "jsonpath={.spec.requester.username}",
+                "-f",
+                &path,
+            ],
         )
         .map(|u| u != "forged" && !u.is_empty())
         .unwrap_or(false);
-        let denied = match kubectl(cp, &["--as", PROBE_USER, "create", "--dry-run=server", "-f", &path]) {
+        let denied = match kubectl(
+            cp,
+            &[
+                "--as",
+                PROBE_USER,
+                "create",
+                "--dry-run=server",
+                "-f",
+                &path,
+            ],
+        ) {
             Ok(_) => false,
-            Err(e) => e.to_string().contains("may not execute RolloutStatus in namespace kube-system"),
+            Err(e) => e
+                .to_string()
+                .contains("may not execute RolloutStatus in namespace kube-system"),
         };
         if recorded && denied {
             return Ok(());
