@@ -282,7 +282,11 @@ async fn scale_runs_one_least_privilege_job_and_completes() {
     );
     assert_eq!(job["metadata"]["labels"][labels::ACTION], "ScaleDeployment");
     assert_eq!(job["metadata"]["labels"][labels::STEP], "7");
-    assert_eq!(job["spec"]["activeDeadlineSeconds"], 120);
+    // The Job's deadline is what remains of the 2m timeout when it starts.
+    let deadline = job["spec"]["activeDeadlineSeconds"]
+        .as_i64()
+        .unwrap_or_default();
+    assert!((100..=120).contains(&deadline), "{deadline}");
     assert_eq!(job["spec"]["backoffLimit"], 1);
     assert!(
         job["spec"]["ttlSecondsAfterFinished"]
@@ -1208,4 +1212,95 @@ async fn a_job_deleted_by_someone_else_fails_the_execution_at_once() {
     assert_eq!(phase(&done), Phase::Failed);
     assert_eq!(reason(&done), reasons::JOB_FAILED);
     assert!(message(&done).contains("deleted"), "{}", message(&done));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crash_after_the_job_was_created_adopts_the_job_instead_of_validating_again() {
+    // The actor's first life panics right after creating the Job, before
+    // Executing is recorded. The restarted actor resumes in Validating. The
+    // Job deletes the pod, so validating again would now answer
+    // TargetNotFound; the Job must be adopted and its real outcome recorded.
+    let (client, ns, _) = setup("adopt").await;
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), &ns);
+    let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(json!({
+        "metadata": { "name": "victim" },
+        "spec": {
+            "nodeSelector": { "type": "kwok" },
+            "tolerations": [{ "key": kubernetes_executor_testkit::KWOK_TAINT_KEY, "operator": "Exists" }],
+            "containers": [{ "name": "main", "image": "busybox" }],
+        },
+    }))
+    .expect("pod");
+    pods.create(&Default::default(), &pod).await.expect("pod");
+    let mut e = KubernetesExecution::new(
+        "adopt",
+        spec(
+            "DeletePod",
+            "Pod",
+            "victim",
+            None,
+            &[("gracePeriodSeconds", "1")],
+        ),
+    );
+    e.metadata.annotations = Some(
+        [(
+            "kubernetesexecution.kubernaut.io/chaos-crash-after-job".to_string(),
+            "true".to_string(),
+        )]
+        .into(),
+    );
+    let created = Api::<KubernetesExecution>::namespaced(client.clone(), &ns)
+        .create(&Default::default(), &e)
+        .await
+        .expect("create");
+    let done = wait_terminal(&client, &ns, "adopt").await;
+    assert_eq!(phase(&done), Phase::Completed, "{:?}", done.status);
+    assert_eq!(reason(&done), "Succeeded");
+    let uid = created.uid().unwrap_or_default();
+    assert_eq!(jobs_of(&client, &uid).await.len(), 1, "one Job, adopted");
+    assert_eq!(
+        done.status.as_ref().and_then(|s| s.job_name.clone()),
+        Some(format!("ke-{uid}-1"))
+    );
+    eventually("pod gone", WAIT, || async {
+        Ok(pods.get_opt("victim").await?.is_none())
+    })
+    .await
+    .expect("the pod was deleted");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_execution_whose_actor_keeps_crashing_ends_failed_with_a_reason() {
+    let (client, ns, _) = setup("abandon").await;
+    deployment(&client, &ns, "web", 1, json!({}), true).await;
+    let mut e = KubernetesExecution::new(
+        "doomed",
+        spec(
+            "ScaleDeployment",
+            "Deployment",
+            "web",
+            None,
+            &[("replicas", "2")],
+        ),
+    );
+    e.metadata.annotations = Some(
+        [(
+            "kubernetesexecution.kubernaut.io/chaos-panic".to_string(),
+            "always".to_string(),
+        )]
+        .into(),
+    );
+    Api::<KubernetesExecution>::namespaced(client.clone(), &ns)
+        .create(&Default::default(), &e)
+        .await
+        .expect("create");
+    let done = wait_terminal(&client, &ns, "doomed").await;
+    assert_eq!(phase(&done), Phase::Failed, "{:?}", done.status);
+    assert_eq!(reason(&done), reasons::INTERNAL_ERROR);
+    assert!(message(&done).contains("gave up"), "{}", message(&done));
+    let d = Api::<Deployment>::namespaced(client.clone(), &ns)
+        .get("web")
+        .await
+        .expect("web");
+    assert_eq!(d.spec.and_then(|s| s.replicas), Some(1), "nothing ran");
 }

@@ -349,7 +349,17 @@ impl Actor for SupervisorActor {
                 }
                 rec.count += 1;
                 if rec.count > MAX_RESTARTS {
-                    tracing::error!(execution = %key, error = %err, "execution actor keeps failing; giving up until the next change");
+                    tracing::error!(execution = %key, error = %err, "execution actor keeps failing; giving up");
+                    // Never leave an abandoned execution without a status
+                    // that says so.
+                    let message = format!(
+                        "the operator gave up on this execution: its actor failed {} times within {} minutes (last error: {}); \
+                         a Job it started may still run",
+                        rec.count,
+                        RESTART_WINDOW.as_secs() / 60,
+                        crate::status::bounded(&err.to_string(), 256)
+                    );
+                    tokio::spawn(abandon(state.ctx.clone(), key, message));
                     return Ok(());
                 }
                 let backoff = Duration::from_millis(100) * 2u32.pow(rec.count.min(8) - 1);
@@ -364,6 +374,44 @@ impl Actor for SupervisorActor {
         }
         Ok(())
     }
+}
+
+/// Marks an execution the supervisor gave up on `Failed/InternalError`
+/// (unless it already ended), with an Event.
+async fn abandon(ctx: Ctx, key: String, message: String) {
+    let (ns, name) = key.split_once('/').unwrap_or_default();
+    let exec = match crate::kube_api::retry(5, || ctx.api.get_execution(ns, name)).await {
+        Ok(Some(e)) => e,
+        _ => return,
+    };
+    let mut status = exec.status.clone().unwrap_or_default();
+    if status.phase.is_some_and(|p| p.is_terminal()) {
+        return;
+    }
+    let change = crate::machine::StatusChange {
+        phase: kubernetes_executor_crds::Phase::Failed,
+        reason: kubernetes_executor_crds::reasons::INTERNAL_ERROR,
+        message: message.clone(),
+        ..Default::default()
+    };
+    crate::status::apply(
+        &mut status,
+        &change,
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now()),
+        exec.metadata.generation,
+    );
+    if let Err(e) = crate::kube_api::retry(5, || ctx.api.write_status(ns, name, &status)).await {
+        tracing::error!(execution = %key, error = %e, "cannot record that the execution was abandoned");
+        return;
+    }
+    ctx.api
+        .event(
+            &exec,
+            true,
+            kubernetes_executor_crds::reasons::INTERNAL_ERROR,
+            message,
+        )
+        .await;
 }
 
 #[cfg(test)]

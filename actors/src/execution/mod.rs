@@ -35,6 +35,10 @@ pub use authorize::namespace_listed;
 
 /// Annotation read by the chaos knob (see [`crate::context::Settings::chaos`]).
 pub const CHAOS_PANIC_ANNOTATION: &str = "kubernetesexecution.kubernaut.io/chaos-panic";
+/// Chaos knob: the first life of the actor panics right after creating the
+/// Job, before `Executing` is recorded (a crash at the worst moment).
+pub const CHAOS_CRASH_AFTER_JOB_ANNOTATION: &str =
+    "kubernetesexecution.kubernaut.io/chaos-crash-after-job";
 
 /// Registered name of the actor of the execution with `uid`. By UID, not
 /// by name: a name can be 253 characters, longer than a label value, and the
@@ -84,6 +88,9 @@ pub struct ExecutionState {
     released: bool,
     admitted: Option<tokio::sync::OwnedSemaphorePermit>,
     restarts: u32,
+    /// Resumed (after a crash or failover) in `Validating`: a Job may
+    /// already exist, and must be adopted rather than validated again.
+    resumed_in_validating: bool,
     ctx: Ctx,
     name: String,
     span: tracing::Span,
@@ -141,6 +148,7 @@ impl Actor for ExecutionActor {
             Event::Resume
         };
         myself.cast(ExecutionMsg::Machine(Box::new(first)))?;
+        let resumed_in_validating = machine.phase == Phase::Validating;
         Ok(ExecutionState {
             exec,
             status,
@@ -154,6 +162,7 @@ impl Actor for ExecutionActor {
             released: false,
             admitted: None,
             restarts: args.restarts,
+            resumed_in_validating,
             ctx,
             name,
             span,
@@ -284,14 +293,13 @@ async fn handle_message(
             }
             ExecutionMsg::Machine(ev) => {
                 let ev = *ev;
+                let chaos = state.exec.annotations().get(CHAOS_PANIC_ANNOTATION);
                 if matches!(ev, Event::Resume)
                     && state.ctx.settings.chaos
-                    && state.restarts == 0
-                    && state
-                        .exec
-                        .annotations()
-                        .get(CHAOS_PANIC_ANNOTATION)
-                        .is_some_and(|p| p == state.machine.phase.as_str())
+                    && chaos.is_some_and(|p| {
+                        // `always`: every life panics (the supervisor gives up).
+                        p == "always" || (state.restarts == 0 && p == state.machine.phase.as_str())
+                    })
                 {
                     panic!(
                         "chaos: injected panic in {} at {}",
@@ -378,7 +386,22 @@ async fn execute(myself: &ExecutionRef, state: &mut ExecutionState, fx: Effect) 
             write_transition(state, &change).await;
             None
         }
-        Effect::Validate => Some(Event::Validated(validate_all(state).await)),
+        Effect::Validate => {
+            if std::mem::take(&mut state.resumed_in_validating)
+                && let Some(job) = existing_job(state).await
+            {
+                // A previous life created the Job and crashed before
+                // recording Executing: adopt it and record its real
+                // outcome, whatever validation would say now (the Job may
+                // have deleted the target already).
+                state.validated = validated(state);
+                let name = job.name_any();
+                tracing::info!(job = %name, "adopting the Job of a previous life");
+                let _ = myself.cast(ExecutionMsg::JobChanged(Box::new(job)));
+                return Some(Event::JobCreated { job_name: name });
+            }
+            Some(Event::Validated(validate_all(state).await))
+        }
         Effect::CreateJob => match create_job(state).await {
             Ok(Created::Job(job)) => {
                 // The Job may be one created before a restart, and may even be
@@ -644,10 +667,18 @@ fn timeout_and_elapsed(state: &ExecutionState) -> (Duration, Duration) {
         .as_ref()
         .map(|t| t.0)
         .unwrap_or_else(Timestamp::now);
-    (
-        timeout,
-        Timestamp::now().duration_since(started).unsigned_abs(),
-    )
+    (timeout, elapsed_since(started, Timestamp::now()))
+}
+
+/// Time from `started` to `now`; zero when `started` lies in the future (a
+/// clock ahead on the replica that wrote it must not time an execution out).
+fn elapsed_since(started: Timestamp, now: Timestamp) -> Duration {
+    let d = now.duration_since(started);
+    if d.is_negative() {
+        Duration::ZERO
+    } else {
+        d.unsigned_abs()
+    }
 }
 
 /// The target lock is held by another execution: wait (bounded by the
@@ -1013,15 +1044,63 @@ async fn create_job(state: &mut ExecutionState) -> Result<Created, Refusal> {
         }
     }
     let expected_uid = state.status.target_snapshot.as_ref().map(|s| s.uid.clone());
+    // The Job's deadline is what remains of the timeout (time spent waiting
+    // for the target lock is already gone), in whole seconds.
+    let (timeout, elapsed) = timeout_and_elapsed(state);
+    let remaining = Duration::from_secs(timeout.saturating_sub(elapsed).as_secs());
+    if remaining.is_zero() {
+        return Err(Rejection::new(
+            reasons::TIMEOUT,
+            format!(
+                "the timeout ({}s) passed before the Job could start",
+                timeout.as_secs()
+            ),
+        )
+        .into());
+    }
+    let v = ValidatedAction {
+        timeout: remaining,
+        ..v
+    };
     let job = build_job(&state.exec, &v, expected_uid.as_deref(), &ctx.settings.job);
-    let created = retry_for(PATIENCE, || ctx.api.create_job(&job))
-        .await
-        .map_err(|e| fail(format!("cannot create Job: {e}")))?;
+    let created = match retry_for(PATIENCE, || ctx.api.create_job(&job)).await {
+        Ok(j) => j,
+        // "Failed" after retries may still have been created by the server.
+        Err(e) => match existing_job(state).await {
+            Some(j) => j,
+            None => return Err(fail(format!("cannot create Job: {e}"))),
+        },
+    };
+    if ctx.settings.chaos
+        && state.restarts == 0
+        && state
+            .exec
+            .annotations()
+            .contains_key(CHAOS_CRASH_AFTER_JOB_ANNOTATION)
+    {
+        panic!("chaos: crash after creating Job {}", created.name_any());
+    }
     ctx.metrics
         .job_creation_duration
         .observe(started.elapsed().as_secs_f64());
     state.job_created = Some(Instant::now());
     Ok(Created::Job(Box::new(created)))
+}
+
+/// This execution's Job, if one exists (deterministic name, matching UID label).
+async fn existing_job(state: &ExecutionState) -> Option<Job> {
+    let name = job_name(&uid(state), 1);
+    match retry_for(PATIENCE, || state.ctx.api.get_job(&name)).await {
+        Ok(Some(job))
+            if job
+                .labels()
+                .get(kubernetes_executor_crds::labels::EXECUTION_UID)
+                == Some(&uid(state)) =>
+        {
+            Some(job)
+        }
+        _ => None,
+    }
 }
 
 /// Interprets a Job's status; `Some` when it finished.
@@ -1283,4 +1362,22 @@ fn record_conditions(
         .get_or_insert_with(Default::default);
     vr.conditions.retain(|c| c.phase != phase);
     vr.conditions.extend(results);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::elapsed_since;
+    use k8s_openapi::jiff::{SignedDuration, Timestamp};
+    use std::time::Duration;
+
+    #[test]
+    fn a_start_time_in_the_future_counts_as_no_time_elapsed() {
+        let now = Timestamp::now();
+        let ahead = now
+            .checked_add(SignedDuration::from_secs(20))
+            .expect("time");
+        assert_eq!(elapsed_since(ahead, now), Duration::ZERO);
+        let before = now.checked_sub(SignedDuration::from_secs(5)).expect("time");
+        assert_eq!(elapsed_since(before, now), Duration::from_secs(5));
+    }
 }
