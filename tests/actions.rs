@@ -153,18 +153,7 @@ async fn restart_deployment_rolls_the_pods() {
 async fn delete_pod_deletes_exactly_that_pod() {
     let (client, ns) = setup("delpod").await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
-    let pod: Pod = serde_json::from_value(json!({
-        "metadata": { "name": "victim" },
-        "spec": {
-            "nodeSelector": { "type": "kwok" },
-            "tolerations": [{ "key": testkit::KWOK_TAINT_KEY, "operator": "Exists" }],
-            "containers": [{ "name": "main", "image": "busybox" }],
-        },
-    }))
-    .expect("pod");
-    pods.create(&PostParams::default(), &pod)
-        .await
-        .expect("create pod");
+    kwok_pod(&client, &ns, "victim").await;
     let rb = run_to_completion(
         &client,
         &ns,

@@ -36,19 +36,7 @@ async fn service_account(admin: &Client, ns: &str, name: &str) -> (Client, Servi
         )
         .await
         .expect("create service account");
-    let tr = serde_json::from_value(json!({ "spec": { "expirationSeconds": 3600 } })).expect("tr");
-    let token = sas
-        .create_token_request(name, &PostParams::default(), &tr)
-        .await
-        .expect("token request")
-        .status
-        .and_then(|s| s.token)
-        .expect("token");
-    let kc = env().dir().join(format!("{ns}-{name}.kubeconfig"));
-    env()
-        .write_token_kubeconfig(&kc, &token)
-        .expect("kubeconfig");
-    let client = testkit::client_from_kubeconfig(&kc).await.expect("client");
+    let client = token_client(ns, name).await;
     (client, sa)
 }
 
@@ -593,20 +581,7 @@ async fn inline_conditions_are_refused_by_default() {
 async fn the_operator_cannot_grant_anything_but_action_roles() {
     let (admin, ns) = setup("grants").await;
     // The operator's own token, as a compromised operator would use it.
-    let sas: Api<ServiceAccount> = Api::namespaced(admin.clone(), OPERATOR_NS);
-    let tr = serde_json::from_value(json!({ "spec": { "expirationSeconds": 600 } })).expect("tr");
-    let token = sas
-        .create_token_request("kubernetes-executor", &PostParams::default(), &tr)
-        .await
-        .expect("token")
-        .status
-        .and_then(|s| s.token)
-        .expect("token");
-    let kc = env().dir().join(format!("{ns}-operator.kubeconfig"));
-    env()
-        .write_token_kubeconfig(&kc, &token)
-        .expect("kubeconfig");
-    let operator = testkit::client_from_kubeconfig(&kc).await.expect("client");
+    let operator = token_client(OPERATOR_NS, "kubernetes-executor").await;
     let labels = json!({ "app.kubernetes.io/managed-by": "kubernetes-executor", "kubernetesexecution.kubernaut.io/execution-uid": "x" });
     let binding = |name: &str, role: &str, sa_ns: &str, sa: &str| {
         json!({

@@ -1222,17 +1222,10 @@ async fn a_crash_after_the_job_was_created_adopts_the_job_instead_of_validating_
     // TargetNotFound; the Job must be adopted and its real outcome recorded.
     let (client, ns, _) = setup("adopt").await;
     let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), &ns);
-    let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(json!({
-        "metadata": { "name": "victim" },
-        "spec": {
-            "nodeSelector": { "type": "kwok" },
-            "tolerations": [{ "key": kubernetes_executor_testkit::KWOK_TAINT_KEY, "operator": "Exists" }],
-            "containers": [{ "name": "main", "image": "busybox" }],
-        },
-    }))
-    .expect("pod");
-    pods.create(&Default::default(), &pod).await.expect("pod");
-    let mut e = KubernetesExecution::new(
+    kwok_pod(&client, &ns, "victim").await;
+    let created = create_annotated(
+        &client,
+        &ns,
         "adopt",
         spec(
             "DeletePod",
@@ -1241,18 +1234,12 @@ async fn a_crash_after_the_job_was_created_adopts_the_job_instead_of_validating_
             None,
             &[("gracePeriodSeconds", "1")],
         ),
-    );
-    e.metadata.annotations = Some(
-        [(
-            "kubernetesexecution.kubernaut.io/chaos-crash-after-job".to_string(),
-            "true".to_string(),
-        )]
-        .into(),
-    );
-    let created = Api::<KubernetesExecution>::namespaced(client.clone(), &ns)
-        .create(&Default::default(), &e)
-        .await
-        .expect("create");
+        (
+            "kubernetesexecution.kubernaut.io/chaos-crash-after-job",
+            "true",
+        ),
+    )
+    .await;
     let done = wait_terminal(&client, &ns, "adopt").await;
     assert_eq!(phase(&done), Phase::Completed, "{:?}", done.status);
     assert_eq!(reason(&done), "Succeeded");
@@ -1273,7 +1260,9 @@ async fn a_crash_after_the_job_was_created_adopts_the_job_instead_of_validating_
 async fn an_execution_whose_actor_keeps_crashing_ends_failed_with_a_reason() {
     let (client, ns, _) = setup("abandon").await;
     deployment(&client, &ns, "web", 1, json!({}), true).await;
-    let mut e = KubernetesExecution::new(
+    create_annotated(
+        &client,
+        &ns,
         "doomed",
         spec(
             "ScaleDeployment",
@@ -1282,18 +1271,9 @@ async fn an_execution_whose_actor_keeps_crashing_ends_failed_with_a_reason() {
             None,
             &[("replicas", "2")],
         ),
-    );
-    e.metadata.annotations = Some(
-        [(
-            "kubernetesexecution.kubernaut.io/chaos-panic".to_string(),
-            "always".to_string(),
-        )]
-        .into(),
-    );
-    Api::<KubernetesExecution>::namespaced(client.clone(), &ns)
-        .create(&Default::default(), &e)
-        .await
-        .expect("create");
+        ("kubernetesexecution.kubernaut.io/chaos-panic", "always"),
+    )
+    .await;
     let done = wait_terminal(&client, &ns, "doomed").await;
     assert_eq!(phase(&done), Phase::Failed, "{:?}", done.status);
     assert_eq!(reason(&done), reasons::INTERNAL_ERROR);

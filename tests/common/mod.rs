@@ -181,6 +181,58 @@ pub async fn create(
     .expect("create execution")
 }
 
+/// Creates an execution carrying one annotation (the operator's chaos knobs).
+pub async fn create_annotated(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    spec: KubernetesExecutionSpec,
+    annotation: (&str, &str),
+) -> KubernetesExecution {
+    let mut e = KubernetesExecution::new(name, spec);
+    e.metadata.annotations = Some([(annotation.0.to_string(), annotation.1.to_string())].into());
+    Api::<KubernetesExecution>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &e)
+        .await
+        .expect("create execution")
+}
+
+/// A bare pod on the kwok nodes (running at once).
+pub async fn kwok_pod(client: &Client, ns: &str, name: &str) -> k8s_openapi::api::core::v1::Pod {
+    let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(json!({
+        "metadata": { "name": name },
+        "spec": {
+            "nodeSelector": { "type": "kwok" },
+            "tolerations": [{ "key": testkit::KWOK_TAINT_KEY, "operator": "Exists" }],
+            "containers": [{ "name": "main", "image": "busybox" }],
+        },
+    }))
+    .expect("pod");
+    Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &pod)
+        .await
+        .expect("create pod")
+}
+
+/// A client authenticated with a fresh token of ServiceAccount `ns/name`.
+pub async fn token_client(ns: &str, name: &str) -> Client {
+    let sas: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+        Api::namespaced(env().client().await.expect("client"), ns);
+    let tr = serde_json::from_value(json!({ "spec": { "expirationSeconds": 3600 } })).expect("tr");
+    let token = sas
+        .create_token_request(name, &PostParams::default(), &tr)
+        .await
+        .expect("token request")
+        .status
+        .and_then(|s| s.token)
+        .expect("token");
+    let kc = env().dir().join(format!("{ns}-{name}.kubeconfig"));
+    env()
+        .write_token_kubeconfig(&kc, &token)
+        .expect("kubeconfig");
+    testkit::client_from_kubeconfig(&kc).await.expect("client")
+}
+
 /// Waits for a terminal phase and returns the execution.
 pub async fn wait_terminal(client: &Client, ns: &str, name: &str) -> KubernetesExecution {
     let api: Api<KubernetesExecution> = Api::namespaced(client.clone(), ns);

@@ -483,23 +483,15 @@ async fn execute(myself: &ExecutionRef, state: &mut ExecutionState, fx: Effect) 
                 None => (None, None),
             };
             let exec = execution_id(state);
-            match ctx
-                .rbac
-                .call(
-                    |reply| RbacMsg::Revoke {
-                        action,
-                        target_ns,
-                        exec,
-                        reply,
-                    },
-                    Some(Duration::from_secs(30)),
-                )
-                .await
-            {
-                Ok(ractor::rpc::CallResult::Success(Ok(()))) => {}
-                other => {
-                    tracing::warn!(result = ?other.map(|_| ()), "failed to revoke the just-in-time grants (the janitor sweeps them)")
-                }
+            let revoked = ask_rbac(&ctx, |reply| RbacMsg::Revoke {
+                action,
+                target_ns,
+                exec,
+                reply,
+            })
+            .await;
+            if let Err(e) = revoked {
+                tracing::warn!(error = %e, "failed to revoke the just-in-time grants (the janitor sweeps them)");
             }
             None
         }
@@ -1017,32 +1009,14 @@ async fn create_job(state: &mut ExecutionState) -> Result<Created, Refusal> {
     let exec = execution_id(state);
     let target_ns = v.target.namespace.clone();
     let action = v.action;
-    match ctx
-        .rbac
-        .call(
-            |reply| RbacMsg::Grant {
-                action,
-                target_ns,
-                exec,
-                reply,
-            },
-            Some(Duration::from_secs(30)),
-        )
-        .await
-    {
-        Ok(ractor::rpc::CallResult::Success(Ok(()))) => {}
-        Ok(ractor::rpc::CallResult::Success(Err(e))) => {
-            return Err(fail(format!(
-                "cannot grant the action's ServiceAccount: {e}"
-            )));
-        }
-        other => {
-            return Err(fail(format!(
-                "RBAC actor unavailable: {:?}",
-                other.map(|_| ())
-            )));
-        }
-    }
+    ask_rbac(&ctx, |reply| RbacMsg::Grant {
+        action,
+        target_ns,
+        exec,
+        reply,
+    })
+    .await
+    .map_err(|e| fail(format!("cannot grant the action's ServiceAccount: {e}")))?;
     let expected_uid = state.status.target_snapshot.as_ref().map(|s| s.uid.clone());
     // The Job's deadline is what remains of the timeout (time spent waiting
     // for the target lock is already gone), in whole seconds.
@@ -1085,6 +1059,18 @@ async fn create_job(state: &mut ExecutionState) -> Result<Created, Refusal> {
         .observe(started.elapsed().as_secs_f64());
     state.job_created = Some(Instant::now());
     Ok(Created::Job(Box::new(created)))
+}
+
+/// Asks the RbacActor for a grant or revocation; its answer, or why there
+/// was none.
+async fn ask_rbac(
+    ctx: &Ctx,
+    msg: impl FnOnce(ractor::RpcReplyPort<Result<(), String>>) -> RbacMsg,
+) -> Result<(), String> {
+    match ctx.rbac.call(msg, Some(Duration::from_secs(30))).await {
+        Ok(ractor::rpc::CallResult::Success(result)) => result,
+        other => Err(format!("RBAC actor unavailable: {:?}", other.map(|_| ()))),
+    }
 }
 
 /// This execution's Job, if one exists (deterministic name, matching UID label).
