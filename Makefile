@@ -7,7 +7,7 @@ BIN := $(TARGET_DIR)/debug
 CLUSTER_DIR := $(CURDIR)/target/cluster
 KUBECONFIG_FILE := $(CLUSTER_DIR)/kubeconfig
 
-.PHONY: help controlplane build crds manifests check-crds fmt lint test cluster-up cluster-down demo bench bench-5k
+.PHONY: help controlplane build crds manifests check-crds fmt lint test fuzz cluster-up cluster-down demo bench bench-5k
 
 help: ## List targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -39,6 +39,11 @@ lint: ## rustfmt check and clippy with warnings denied
 
 test: controlplane ## Run every test (unit, Rego, integration against the local control plane)
 	$(CARGO) test --workspace --no-fail-fast
+
+FUZZ_CASES ?= 200000
+
+fuzz: ## Property tests of validation, durations and the phase machine with many cases (not in CI)
+	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test --release -p kubernetes-executor-actors --test properties
 
 cluster-up: controlplane build ## Start a local control plane with kwok nodes and the job runner in the background
 	@mkdir -p $(CLUSTER_DIR)

@@ -416,6 +416,11 @@ async fn failing_job_fails_with_job_failed_and_the_error() {
         .and_then(|r| r.error.clone())
         .unwrap_or_default();
     assert!(err.contains("did not finish rolling out"), "{err}");
+    assert_eq!(
+        done.status.as_ref().and_then(|s| s.attempts),
+        Some(1),
+        "one pod ran (no retries)"
+    );
     assert_eq!(condition(&done, "Executed").as_deref(), Some("False"));
     // The action changed the replicas before failing: rollback info says how to undo it.
     assert_eq!(

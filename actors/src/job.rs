@@ -117,6 +117,19 @@ pub fn run_action_args(
     args
 }
 
+/// A DrainNode Job must not run on the node it drains (it would evict
+/// itself); other Jobs may run anywhere.
+fn avoid_drained_node(v: &ValidatedAction) -> serde_json::Value {
+    if v.action.name != "DrainNode" {
+        return serde_json::Value::Null;
+    }
+    json!({ "nodeAffinity": { "requiredDuringSchedulingIgnoredDuringExecution": {
+        "nodeSelectorTerms": [{ "matchExpressions": [{
+            "key": "kubernetes.io/hostname", "operator": "NotIn", "values": [v.target.name],
+        }]}],
+    }}})
+}
+
 /// Builds the Job for `exec`: per-action ServiceAccount, deadline from the
 /// timeout, backoff from maxRetries, TTL, restricted security context.
 pub fn build_job(
@@ -153,6 +166,7 @@ pub fn build_job(
             "template": {
                 "metadata": { "labels": labels },
                 "spec": {
+                    "affinity": avoid_drained_node(v),
                     "serviceAccountName": v.action.service_account(),
                     "automountServiceAccountToken": true,
                     "restartPolicy": "Never",
@@ -286,5 +300,26 @@ mod tests {
             Some(1),
             "no secret reaches the Job's environment: {env}"
         );
+    }
+
+    #[test]
+    fn a_drain_job_avoids_the_node_it_drains() {
+        let mut e = exec();
+        e.spec.action = "DrainNode".into();
+        e.spec.target_resource =
+            kubernetes_executor_crds::TargetResource::new("Node", "worker-1", None);
+        e.spec.parameters = Default::default();
+        let v = validate(&e.spec, "shop").expect("valid");
+        let cfg = JobConfig {
+            namespace: "ops".into(),
+            image: "img".into(),
+            ttl_seconds: 60,
+        };
+        let job = serde_json::to_value(build_job(&e, &v, None, &cfg)).expect("json");
+        let term = &job["spec"]["template"]["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+            ["nodeSelectorTerms"][0]["matchExpressions"][0];
+        assert_eq!(term["key"], "kubernetes.io/hostname");
+        assert_eq!(term["operator"], "NotIn");
+        assert_eq!(term["values"][0], "worker-1");
     }
 }

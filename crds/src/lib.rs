@@ -103,7 +103,7 @@ pub struct KubernetesExecutionSpec {
     /// Overall time limit as a duration (`90s`, `5m`, `1m30s`); defaults to
     /// the action's catalog default, at most `15m`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"), length(max = 32))]
     pub timeout: Option<String>,
 
     /// Job-level retries of transient failures (0..5, default 0).
@@ -207,7 +207,7 @@ impl TargetResource {
 #[serde(rename_all = "camelCase")]
 pub struct TargetResource {
     /// Kind of the target, e.g. `Deployment`, `Pod`, `Node`.
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1, max = 63))]
     pub kind: String,
     /// Name of the target object.
     #[schemars(length(min = 1, max = 253))]
@@ -215,6 +215,7 @@ pub struct TargetResource {
     /// Namespace of the target; defaults to the execution's namespace for
     /// namespaced kinds, must be empty for cluster-scoped kinds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63))]
     pub namespace: Option<String>,
     /// Labels the client expects on the target (informational; policies see
     /// the live labels).

@@ -36,6 +36,16 @@ fn plan(pod: &Pod, v: &ValidatedAction) -> Plan {
     if annotations.contains_key("kubernetes.io/config.mirror") {
         return Plan::Skip("mirror pod");
     }
+    // Never evict an action Job's pod (this drain's own, or another
+    // execution's): the Job would die mid-action and could leave the node
+    // cordoned with nobody to report it. Drain Jobs avoid the drained node.
+    if pod
+        .labels()
+        .get(kubernetes_executor_crds::labels::MANAGED_BY)
+        .is_some_and(|m| m == kubernetes_executor_crds::labels::MANAGER)
+    {
+        return Plan::Skip("kubernetes-executor action pod");
+    }
     let phase = pod
         .status
         .as_ref()
@@ -329,6 +339,22 @@ mod tests {
             p["metadata"]["annotations"] = json!({ "kubernetes.io/config.mirror": "x" });
         }
         serde_json::from_value(p).expect("pod")
+    }
+
+    #[test]
+    fn drain_never_evicts_an_action_jobs_pod() {
+        let mut p = pod(Some("Job"), false, false);
+        p.metadata.labels = Some(
+            [(
+                "app.kubernetes.io/managed-by".to_string(),
+                "kubernetes-executor".to_string(),
+            )]
+            .into(),
+        );
+        assert_eq!(
+            plan(&p, &v(&[("force", "true")])),
+            Plan::Skip("kubernetes-executor action pod")
+        );
     }
 
     #[test]

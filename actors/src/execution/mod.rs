@@ -206,8 +206,12 @@ impl Actor for ExecutionActor {
         // task. Boxed, an idle actor (thousands of them wait on Jobs) holds
         // a pointer, and the large future exists only while a message runs.
         let result = Box::pin(handle_message(myself, msg, state).instrument(span)).await;
-        if state.machine.phase != Phase::Validating {
-            // Validated (or still Pending, paused): give the permit back.
+        if state.machine.phase != Phase::Validating
+            || state.status.reason.as_deref() == Some(reasons::WAITING_FOR_TARGET)
+        {
+            // Validated (or still Pending, paused), or waiting for a busy
+            // target (validation is done; waiters must not starve the
+            // executions of other targets): give the permit back.
             state.admitted = None;
         }
         result
@@ -1112,6 +1116,13 @@ async fn job_event(state: &mut ExecutionState, job: &Job) -> Option<Event> {
     let failed = is("Failed");
     if !complete && failed.is_none() {
         return None;
+    }
+    // Real attempts: every pod that ran to an end (retries included).
+    if let Some(st) = job.status.as_ref() {
+        let n = st.failed.unwrap_or(0) + st.succeeded.unwrap_or(0);
+        if n > 0 {
+            state.status.attempts = Some(n);
+        }
     }
     if let Some(t) = state.job_created {
         state
