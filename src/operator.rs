@@ -121,8 +121,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|| format!("kubernetes-executor-{}", std::process::id()));
     if args.leader_elect {
         tracing::info!(identity = %identity, lease = LEADER_LEASE, "waiting to lead");
+        let mut observer = kubernetes_executor_actors::leader::LeaseObserver::default();
         loop {
-            match api.try_lead(LEADER_LEASE, &identity, LEASE_SECONDS).await {
+            match api
+                .try_lead(LEADER_LEASE, &identity, LEASE_SECONDS, &mut observer)
+                .await
+            {
                 Ok(true) => break,
                 Ok(false) => {}
                 Err(e) => tracing::warn!(error = %e, "leader election: cannot read the lease"),
@@ -169,9 +173,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         let (api, identity) = (api.clone(), identity.clone());
         tokio::spawn(async move {
             let mut last_ok = tokio::time::Instant::now();
+            let mut observer = kubernetes_executor_actors::leader::LeaseObserver::default();
             loop {
                 tokio::time::sleep(RENEW_PERIOD).await;
-                match api.try_lead(LEADER_LEASE, &identity, LEASE_SECONDS).await {
+                match api
+                    .try_lead(LEADER_LEASE, &identity, LEASE_SECONDS, &mut observer)
+                    .await
+                {
                     Ok(true) => last_ok = tokio::time::Instant::now(),
                     Ok(false) => {
                         let _ = lost_tx.send(true);

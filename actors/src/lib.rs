@@ -18,6 +18,7 @@ pub mod job;
 pub mod job_watcher;
 pub mod kill_switch;
 pub mod kube_api;
+pub mod leader;
 pub mod lock;
 pub mod machine;
 pub mod metrics;

@@ -9,9 +9,9 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Resource, ResourceExt};
 use kubernetes_executor_crds::{FINALIZER, KubernetesExecution};
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SupervisionEvent};
 
@@ -205,20 +205,39 @@ impl Actor for SupervisorActor {
         myself: SupervisorRef,
         ctx: Ctx,
     ) -> Result<SupervisorState, ActorProcessingErr> {
-        let api: Api<KubernetesExecution> = Api::all(ctx.api.client().clone());
+        // Watched untyped and decoded one object at a time: an object this
+        // version cannot decode is reported on itself and skipped, instead
+        // of failing the whole watch (and stalling every other execution).
+        let ar = kube::core::ApiResource::erase::<KubernetesExecution>(&());
+        let api: Api<kube::core::DynamicObject> = Api::all_with(ctx.api.client().clone(), &ar);
         let me = myself.clone();
+        let events = ctx.api.clone();
         let watch = tokio::spawn(async move {
             let mut stream = watcher::watcher(api, watcher::Config::default())
                 .default_backoff()
                 .boxed();
             while let Some(item) = stream.next().await {
-                match item {
-                    Ok(ev) => {
-                        if me.cast(SupervisorMsg::Watch(Box::new(ev))).is_err() {
-                            return;
-                        }
+                let ev = match item {
+                    Ok(watcher::Event::Apply(o)) => {
+                        decode(&events, &ar, o).await.map(watcher::Event::Apply)
                     }
-                    Err(e) => tracing::warn!(error = %e, "execution watch error (backing off)"),
+                    Ok(watcher::Event::InitApply(o)) => {
+                        decode(&events, &ar, o).await.map(watcher::Event::InitApply)
+                    }
+                    Ok(watcher::Event::Delete(o)) => {
+                        decode(&events, &ar, o).await.map(watcher::Event::Delete)
+                    }
+                    Ok(watcher::Event::Init) => Some(watcher::Event::Init),
+                    Ok(watcher::Event::InitDone) => Some(watcher::Event::InitDone),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "execution watch error (backing off)");
+                        None
+                    }
+                };
+                if let Some(ev) = ev
+                    && me.cast(SupervisorMsg::Watch(Box::new(ev))).is_err()
+                {
+                    return;
                 }
             }
         });
@@ -373,6 +392,39 @@ impl Actor for SupervisorActor {
             _ => {}
         }
         Ok(())
+    }
+}
+
+/// Decodes a watched object; one that does not decode gets a warning Event
+/// (naming the problem, bounded) and is skipped.
+async fn decode(
+    api: &crate::kube_api::KubeApi,
+    ar: &kube::core::ApiResource,
+    o: kube::core::DynamicObject,
+) -> Option<KubernetesExecution> {
+    let decoded = serde_json::to_value(&o).and_then(serde_json::from_value::<KubernetesExecution>);
+    match decoded {
+        Ok(e) => Some(e),
+        Err(err) => {
+            let key = format!(
+                "{}/{}",
+                o.metadata.namespace.as_deref().unwrap_or_default(),
+                o.metadata.name.as_deref().unwrap_or_default()
+            );
+            tracing::warn!(execution = %key, error = %err, "cannot decode execution; skipped");
+            api.event_about(
+                &o.object_ref(ar),
+                true,
+                "Decode",
+                kubernetes_executor_crds::reasons::INVALID_PARAMETERS,
+                crate::status::bounded(
+                    &format!("the operator cannot read this execution ({err}); it is ignored"),
+                    512,
+                ),
+            )
+            .await;
+            None
+        }
     }
 }
 

@@ -790,6 +790,7 @@ impl KubeApi {
         name: &str,
         identity: &str,
         duration_seconds: i32,
+        observer: &mut crate::leader::LeaseObserver,
     ) -> ApiResult<bool> {
         use k8s_openapi::api::coordination::v1::Lease;
         use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
@@ -820,9 +821,34 @@ impl KubeApi {
                 Err(e) => Err(ApiError::classify(format!("create lease {name}"), e)),
             };
         };
-        let h = crate::lock::holder(&lease, now);
-        let mine = h.uid == identity;
-        if !mine && !h.expired && !h.uid.is_empty() {
+        let holder = lease
+            .spec
+            .as_ref()
+            .and_then(|s| s.holder_identity.clone())
+            .unwrap_or_default();
+        let mine = holder == identity;
+        // Expiry by observed time (our monotonic clock), never by comparing
+        // the holder's renewTime with our wall clock.
+        let renew = lease
+            .spec
+            .as_ref()
+            .and_then(|s| s.renew_time.as_ref())
+            .map(|t| t.0.to_string());
+        let held_for = lease
+            .spec
+            .as_ref()
+            .and_then(|s| s.lease_duration_seconds)
+            .unwrap_or(duration_seconds)
+            .max(1) as u64;
+        if !mine
+            && !holder.is_empty()
+            && !observer.expired(
+                &holder,
+                renew.as_deref(),
+                std::time::Duration::from_secs(held_for),
+                std::time::Instant::now(),
+            )
+        {
             return Ok(false);
         }
         let spec = lease.spec.get_or_insert_with(Default::default);
