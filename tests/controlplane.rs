@@ -260,6 +260,29 @@ async fn crd_installs_and_its_structural_schema_is_enforced() {
     api.create(&PostParams::default(), &valid)
         .await
         .expect("a valid object is accepted");
+    // status.phase only moves forward: a stale writer (a deposed leader)
+    // cannot move an execution back.
+    let set_phase = |phase: &str| {
+        let api = api.clone();
+        let patch = json!({ "status": { "phase": phase } });
+        async move {
+            api.patch_status(
+                "valid",
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(patch),
+            )
+            .await
+        }
+    };
+    set_phase("Executing").await.expect("forward is fine");
+    match set_phase("Validating").await {
+        Err(kube::Error::Api(e)) => {
+            assert_eq!(e.code, 422, "{e:?}");
+            assert!(e.message.contains("only moves forward"), "{}", e.message);
+        }
+        other => panic!("a backwards phase must be refused, got {other:?}"),
+    }
+    set_phase("Verifying").await.expect("forward is fine");
 
     for (name, spec, needle) in [
         (

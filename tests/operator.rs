@@ -1289,3 +1289,72 @@ async fn an_execution_whose_actor_keeps_crashing_ends_failed_with_a_reason() {
         .expect("web");
     assert_eq!(d.spec.and_then(|s| s.replicas), Some(1), "nothing ran");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn conditions_written_by_another_controller_survive_the_operators_writes() {
+    let (client, ns, _) = setup("ssa").await;
+    deployment(&client, &ns, "web", 1, json!({}), true).await;
+    // Paused: the execution waits in Pending while another controller (a
+    // second field manager) adds its own condition.
+    let nss: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    let pause = |v: serde_json::Value| {
+        Patch::Merge(
+            json!({ "metadata": { "annotations": { "kubernetesexecution.kubernaut.io/paused": v } } }),
+        )
+    };
+    nss.patch(&ns, &PatchParams::default(), &pause(json!("true")))
+        .await
+        .expect("pause");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    create(
+        &client,
+        &ns,
+        "shared",
+        spec(
+            "ScaleDeployment",
+            "Deployment",
+            "web",
+            None,
+            &[("replicas", "2")],
+        ),
+    )
+    .await;
+    let api: Api<KubernetesExecution> = Api::namespaced(client.clone(), &ns);
+    eventually("paused", WAIT, || async {
+        Ok(reason(&api.get("shared").await?) == "Paused")
+    })
+    .await
+    .expect("held");
+    let approval = json!({
+        "apiVersion": "kubernetesexecution.kubernaut.io/v1alpha1",
+        "kind": "KubernetesExecution",
+        "metadata": { "name": "shared", "namespace": ns },
+        "status": { "conditions": [{
+            "type": "ExternalApproval", "status": "True", "reason": "Approved",
+            "message": "approved by the change board", "lastTransitionTime": "2026-11-30T12:00:00Z",
+        }]},
+    });
+    api.patch_status(
+        "shared",
+        &PatchParams::apply("change-board").force(),
+        &Patch::Apply(approval),
+    )
+    .await
+    .expect("second manager applies its condition");
+    nss.patch(
+        &ns,
+        &PatchParams::default(),
+        &pause(serde_json::Value::Null),
+    )
+    .await
+    .expect("resume");
+    let done = wait_terminal(&client, &ns, "shared").await;
+    assert_eq!(phase(&done), Phase::Completed, "{:?}", done.status);
+    assert_eq!(condition(&done, "Succeeded").as_deref(), Some("True"));
+    assert_eq!(
+        condition(&done, "ExternalApproval").as_deref(),
+        Some("True"),
+        "another controller's condition survives: {:?}",
+        done.status
+    );
+}

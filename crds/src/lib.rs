@@ -78,6 +78,9 @@ pub mod labels {
         "!has(oldSelf.status) || !has(oldSelf.status.phase) || !(oldSelf.status.phase in ['Completed', 'Failed']) || (has(self.status) && has(self.status.phase) && self.status.phase == oldSelf.status.phase)"
     ).message("a terminal phase (Completed, Failed) never changes"),
     validation = kube::core::Rule::new(
+        "!has(oldSelf.status) || !has(oldSelf.status.phase) || (has(self.status) && has(self.status.phase) && {'Pending': 0, 'Validating': 1, 'Executing': 2, 'Verifying': 3, 'Completed': 4, 'Failed': 4}[self.status.phase] >= {'Pending': 0, 'Validating': 1, 'Executing': 2, 'Verifying': 3, 'Completed': 4, 'Failed': 4}[oldSelf.status.phase])"
+    ).message("status.phase only moves forward (Pending, Validating, Executing, Verifying, Completed|Failed): a stale writer cannot move an execution back"),
+    validation = kube::core::Rule::new(
         "has(self.spec.requester) == has(oldSelf.spec.requester) && (!has(self.spec.requester) || self.spec.requester == oldSelf.spec.requester)"
     ).message("spec.requester is recorded by the API server on create and cannot be changed")
 )]

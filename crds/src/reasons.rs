@@ -61,4 +61,6 @@ pub mod conditions {
     pub const VERIFIED: &str = "Verified";
     /// The execution as a whole succeeded (`kubectl wait --for=condition=Succeeded`).
     pub const SUCCEEDED: &str = "Succeeded";
+    /// Every condition type the operator writes (and owns).
+    pub const ALL: &[&str] = &[VALIDATED, POLICY_ALLOWED, EXECUTED, VERIFIED, SUCCEEDED];
 }

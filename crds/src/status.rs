@@ -79,8 +79,11 @@ pub struct KubernetesExecutionStatus {
     /// Canonical catalog name of the action (aliases resolved).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolved_action: Option<String>,
-    /// Standard conditions: Validated, PolicyAllowed, Executed, Verified, Succeeded.
+    /// Standard conditions: Validated, PolicyAllowed, Executed, Verified,
+    /// Succeeded. A map keyed by `type`: other controllers may add their own
+    /// conditions (server-side apply keeps each writer's).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
     /// Every reason the safety policies gave for denying the action.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

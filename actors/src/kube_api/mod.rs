@@ -228,11 +228,28 @@ impl KubeApi {
         name: &str,
         status: &KubernetesExecutionStatus,
     ) -> ApiResult<KubernetesExecution> {
-        let patch = json!({ "status": status });
+        // Server-side apply as the operator's field manager, owning only the
+        // operator's own condition types: conditions other controllers add
+        // survive. The CRD's forward-only rule refuses a stale writer (say,
+        // a deposed leader) that would move the phase back.
+        let mut status = status.clone();
+        status.conditions.retain(|c| {
+            kubernetes_executor_crds::reasons::conditions::ALL.contains(&c.type_.as_str())
+        });
+        let body = json!({
+            "apiVersion": format!("{}/{}", kubernetes_executor_crds::GROUP, kubernetes_executor_crds::VERSION),
+            "kind": "KubernetesExecution",
+            "metadata": { "name": name, "namespace": ns },
+            "status": status,
+        });
         self.executions(ns)
-            .patch_status(name, &PatchParams::default(), &Patch::Merge(patch))
+            .patch_status(
+                name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(body),
+            )
             .await
-            .map_err(|e| ApiError::classify(format!("patch status of execution {ns}/{name}"), e))
+            .map_err(|e| ApiError::classify(format!("apply status of execution {ns}/{name}"), e))
     }
 
     /// Adds the operator's finalizer (idempotent).
