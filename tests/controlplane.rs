@@ -302,10 +302,45 @@ async fn crd_installs_and_its_structural_schema_is_enforced() {
                     "targetResource": { "kind": "Deployment", "name": "web" } }),
             "parameters",
         ),
+        // Oversized values are refused at the door, in one request.
+        (
+            "huge-kind",
+            json!({ "action": "ScaleDeployment",
+                    "targetResource": { "kind": "D".repeat(500_000), "name": "web" } }),
+            "kind",
+        ),
+        (
+            "huge-namespace",
+            json!({ "action": "ScaleDeployment",
+                    "targetResource": { "kind": "Deployment", "name": "web", "namespace": "n".repeat(500_000) } }),
+            "namespace",
+        ),
+        (
+            "huge-param",
+            json!({ "action": "PatchConfigMap", "parameters": { "patch": "x".repeat(500_000) },
+                    "targetResource": { "kind": "ConfigMap", "name": "web" } }),
+            "parameters",
+        ),
+        (
+            "huge-timeout",
+            json!({ "action": "ScaleDeployment", "timeout": format!("{}s", "9".repeat(500_000)),
+                    "targetResource": { "kind": "Deployment", "name": "web" } }),
+            "timeout",
+        ),
     ] {
         match api.create(&PostParams::default(), &obj(name, spec)).await {
             Err(kube::Error::Api(e)) => {
-                assert_eq!(e.code, 422, "{name}: {e:?}");
+                assert_eq!(
+                    e.code,
+                    422,
+                    "{name}: {}",
+                    &e.message[..e.message.len().min(300)]
+                );
+                assert!(
+                    e.message.len() < 4096,
+                    "{name}: the refusal does not repeat the value ({} bytes)",
+                    e.message.len()
+                );
                 assert!(
                     e.message.contains(needle),
                     "{name}: message names {needle}: {}",

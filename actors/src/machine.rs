@@ -327,7 +327,9 @@ pub fn transition(state: &MachineState, event: Event) -> (MachineState, Vec<Effe
             fx.extend([ReleaseGrants, Stop]);
             fx
         }
-        (Verifying, Event::Resume) => vec![Verify],
+        // After a restart the execution's own timer exists again, as it did
+        // before (armed in Executing).
+        (Verifying, Event::Resume) => vec![ArmTimeout, Verify],
         (Verifying, Event::Verified(Ok(()))) => {
             next.phase = Completed;
             vec![
@@ -530,7 +532,7 @@ mod tests {
         );
         assert_eq!(
             transition(&st(Verifying), Event::Resume).1,
-            vec![Effect::Verify]
+            vec![Effect::ArmTimeout, Effect::Verify]
         );
         // The Job found again after a restart does not re-write Executing.
         let (_, fx) = transition(

@@ -91,8 +91,10 @@ pub struct KubernetesExecutionSpec {
     pub action: String,
 
     /// Action-specific parameters as strings, e.g. `replicas: "3"`. Unknown
-    /// parameter names are rejected.
+    /// parameter names are rejected. At most 16 parameters of at most 256 KiB
+    /// each.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 16, "additionalProperties" = {"type": "string", "maxLength": 262144}))]
     pub parameters: BTreeMap<String, String>,
 
     /// The object the action acts on.

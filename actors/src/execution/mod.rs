@@ -83,6 +83,9 @@ pub struct ExecutionState {
     phase_since: Instant,
     timeout_armed: bool,
     verifying: bool,
+    /// The postcondition polling task, aborted when the actor stops (the
+    /// execution ended, timed out or was deleted).
+    verify_task: Option<AbortOnDrop>,
     job_created: Option<Instant>,
     finalizer_added: bool,
     released: bool,
@@ -94,6 +97,15 @@ pub struct ExecutionState {
     ctx: Ctx,
     name: String,
     span: tracing::Span,
+}
+
+/// Aborts a spawned task when dropped.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// The ExecutionActor.
@@ -157,6 +169,7 @@ impl Actor for ExecutionActor {
             phase_since: Instant::now(),
             timeout_armed: false,
             verifying: false,
+            verify_task: None,
             job_created: None,
             finalizer_added: false,
             released: false,
@@ -174,6 +187,9 @@ impl Actor for ExecutionActor {
         _myself: ExecutionRef,
         state: &mut ExecutionState,
     ) -> Result<(), ActorProcessingErr> {
+        // Postcondition polling stops with the execution (also when the
+        // actor fails: the guard aborts it when the state is dropped).
+        state.verify_task = None;
         state
             .ctx
             .metrics
@@ -451,10 +467,11 @@ async fn execute(myself: &ExecutionRef, state: &mut ExecutionState, fx: Effect) 
                 state.verifying = true;
                 // Polling can take minutes: run it in a task that messages back.
                 let (ctx, me, exec) = (state.ctx.clone(), myself.clone(), state.exec.clone());
-                tokio::spawn(async move {
+                let task = tokio::spawn(async move {
                     let results = verify_postconditions(&ctx, &exec, &v, &post).await;
                     let _ = me.cast(ExecutionMsg::PostconditionsDone(results));
                 });
+                state.verify_task = Some(AbortOnDrop(task.abort_handle()));
             }
             None
         }
