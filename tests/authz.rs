@@ -854,3 +854,77 @@ async fn the_security_matrix_holds() {
         wrong.join("\n")
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_operator_rechecks_the_requester_before_acting() {
+    // Admitted while the requester held the grant; the grant is withdrawn
+    // before the operator acts (the namespace was paused). The operator's own
+    // SubjectAccessReview refuses: RequesterUnauthorized, nothing changed.
+    let (admin, ns) = setup("recheck").await;
+    deployment(&admin, &ns, "web", 1, json!({}), true).await;
+    let nss: Api<Namespace> = Api::all(admin.clone());
+    let pause = |v: serde_json::Value| {
+        Patch::Merge(
+            json!({ "metadata": { "annotations": { "kubernetesexecution.kubernaut.io/paused": v } } }),
+        )
+    };
+    nss.patch(&ns, &PatchParams::default(), &pause(json!("true")))
+        .await
+        .expect("pause");
+    let (bot, _) = service_account(&admin, &ns, "bot").await;
+    bind(&admin, Some(&ns), "kubernetes-executor-edit", &ns, "bot").await;
+    bind(
+        &admin,
+        Some(&ns),
+        "kubernetes-executor-execute-scale-deployment",
+        &ns,
+        "bot",
+    )
+    .await;
+    create_as(
+        &bot,
+        &ns,
+        "late",
+        spec(
+            "ScaleDeployment",
+            "Deployment",
+            "web",
+            None,
+            &[("replicas", "4")],
+        ),
+    )
+    .await;
+    Api::<RoleBinding>::namespaced(admin.clone(), &ns)
+        .delete(
+            &format!("{ns}-bot-kubernetes-executor-execute-scale-deployment"),
+            &Default::default(),
+        )
+        .await
+        .expect("withdraw the grant");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    nss.patch(
+        &ns,
+        &PatchParams::default(),
+        &pause(serde_json::Value::Null),
+    )
+    .await
+    .expect("resume");
+    let done = wait_terminal(&admin, &ns, "late").await;
+    assert_eq!(phase(&done), Phase::Failed, "{:?}", done.status);
+    assert_eq!(reason(&done), "RequesterUnauthorized");
+    assert!(
+        message(&done).contains(&format!(
+            "system:serviceaccount:{ns}:bot may not execute ScaleDeployment in namespace {ns}"
+        )),
+        "{}",
+        message(&done)
+    );
+    assert_eq!(replicas(&admin, &ns, "web").await, 1, "nothing was scaled");
+    assert!(
+        done.status
+            .as_ref()
+            .and_then(|s| s.job_name.clone())
+            .is_none(),
+        "no Job"
+    );
+}
