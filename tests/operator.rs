@@ -1358,3 +1358,84 @@ async fn conditions_written_by_another_controller_survive_the_operators_writes()
         done.status
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_precondition_timeout_is_waited_for() {
+    // nodeSelector matches no node yet; the spec gives the (same, required)
+    // precondition 40 s to hold. A matching node label appears meanwhile.
+    let (client, ns, _) = setup("prewait").await;
+    let node = kubernetes_executor_testkit::unique_name("ke-late-node");
+    kubernetes_executor_testkit::controlplane::create_ready_node(&client, &node, false)
+        .await
+        .expect("node");
+    let d = deployment(&client, &ns, "web", 0, json!({}), true).await;
+    let key = d.metadata.namespace.clone().unwrap_or_default();
+    Api::<Deployment>::namespaced(client.clone(), &ns)
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "template": { "spec": { "nodeSelector": { "type": null, "ke-late": key } } } } })),
+        )
+        .await
+        .expect("select a label no node has yet");
+    let mut s = spec(
+        "ScaleDeployment",
+        "Deployment",
+        "web",
+        None,
+        &[("replicas", "0")],
+    );
+    s.preconditions = vec![kubernetes_executor_crds::ActionCondition {
+        name: "node_selector_matches".into(),
+        policy: "node_selector_matches".into(),
+        required: true,
+        timeout: Some("40s".into()),
+    }];
+    create(&client, &ns, "waits", s).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let api: Api<KubernetesExecution> = Api::namespaced(client.clone(), &ns);
+    assert!(
+        !api.get("waits").await.expect("get").phase().is_terminal(),
+        "still waiting for the precondition"
+    );
+    Api::<k8s_openapi::api::core::v1::Node>::all(client.clone())
+        .patch(
+            &node,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "metadata": { "labels": { "ke-late": key } } })),
+        )
+        .await
+        .expect("label the node");
+    let done = wait_terminal(&client, &ns, "waits").await;
+    assert_eq!(phase(&done), Phase::Completed, "{:?}", done.status);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_created_although_its_create_failed_is_adopted() {
+    let (client, ns, _) = setup("lostcreate").await;
+    deployment(&client, &ns, "web", 1, json!({}), true).await;
+    let created = create_annotated(
+        &client,
+        &ns,
+        "lost",
+        spec(
+            "ScaleDeployment",
+            "Deployment",
+            "web",
+            None,
+            &[("replicas", "2")],
+        ),
+        ("kubernetesexecution.kubernaut.io/chaos-create-lost", "true"),
+    )
+    .await;
+    let done = wait_terminal(&client, &ns, "lost").await;
+    assert_eq!(phase(&done), Phase::Completed, "{:?}", done.status);
+    assert_eq!(reason(&done), "Succeeded");
+    assert_eq!(
+        jobs_of(&client, &created.uid().unwrap_or_default())
+            .await
+            .len(),
+        1,
+        "the one Job the server created was adopted"
+    );
+}

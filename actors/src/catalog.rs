@@ -282,15 +282,17 @@ pub static CATALOG: &[ActionSpec] = &[
         preconditions: &[
             // Optional: the operator may not read Secrets, so it can only
             // report pull secrets as unverified (Inconclusive), a warning.
+            // Preconditions are evaluated once by default (`0s`); a spec may
+            // give one a timeout to wait for it to hold.
             DefaultCondition {
                 name: "image_pull_secrets_valid",
                 required: false,
-                timeout: "30s",
+                timeout: "0s",
             },
             DefaultCondition {
                 name: "node_selector_matches",
                 required: true,
-                timeout: "30s",
+                timeout: "0s",
             },
         ],
         postconditions: &[

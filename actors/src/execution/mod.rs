@@ -35,6 +35,9 @@ pub use authorize::namespace_listed;
 
 /// Annotation read by the chaos knob (see [`crate::context::Settings::chaos`]).
 pub const CHAOS_PANIC_ANNOTATION: &str = "kubernetesexecution.kubernaut.io/chaos-panic";
+/// Chaos knob: Job creation "fails" although the server created the Job
+/// (its answer lost), in the actor's first life.
+pub const CHAOS_CREATE_LOST_ANNOTATION: &str = "kubernetesexecution.kubernaut.io/chaos-create-lost";
 /// Chaos knob: the first life of the actor panics right after creating the
 /// Job, before `Executing` is recorded (a crash at the worst moment).
 pub const CHAOS_CRASH_AFTER_JOB_ANNOTATION: &str =
@@ -877,6 +880,38 @@ async fn validate_all(state: &mut ExecutionState) -> Result<Plan, Refusal> {
         for c in &pre {
             results.push(evaluate_once(&ctx, c, &input, ConditionPhase::Pre).await);
         }
+        // A required precondition that does not hold yet is evaluated again
+        // (fresh cluster state, backoff) until its own `timeout` — `0s`, the
+        // catalog default, means once. Bounded by the execution's timeout.
+        let limit = |c: &ActionCondition| {
+            c.timeout
+                .as_deref()
+                .and_then(|t| crate::duration::parse_duration(t).ok())
+                .unwrap_or_default()
+                .min(v.timeout)
+        };
+        let started = Instant::now();
+        let mut delay = Duration::from_millis(500);
+        loop {
+            let waiting: Vec<usize> = (0..pre.len())
+                .filter(|&i| {
+                    results[i].required
+                        && !results[i].passed
+                        && started.elapsed() + delay <= limit(&pre[i])
+                })
+                .collect();
+            if waiting.is_empty() {
+                break;
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(4));
+            let Ok(input) = condition_input(&ctx, &state.exec, &v, &meta.labels, None).await else {
+                continue;
+            };
+            for i in waiting {
+                results[i] = evaluate_once(&ctx, &pre[i], &input, ConditionPhase::Pre).await;
+            }
+        }
         record_conditions(&mut state.status, ConditionPhase::Pre, results.clone());
         if let Some(failed) = results.iter().find(|r| r.required && !r.passed) {
             let msg = format!(
@@ -1058,7 +1093,22 @@ async fn create_job(state: &mut ExecutionState) -> Result<Created, Refusal> {
         ..v
     };
     let job = build_job(&state.exec, &v, expected_uid.as_deref(), &ctx.settings.job);
-    let created = match retry_for(PATIENCE, || ctx.api.create_job(&job)).await {
+    let mut outcome = retry_for(PATIENCE, || ctx.api.create_job(&job)).await;
+    if ctx.settings.chaos
+        && state.restarts == 0
+        && state
+            .exec
+            .annotations()
+            .contains_key(CHAOS_CREATE_LOST_ANNOTATION)
+        && outcome.is_ok()
+    {
+        // Chaos: the server created the Job but its answer was lost.
+        outcome = Err(ApiError::Invalid {
+            what: "create job".into(),
+            message: "chaos: the answer to the create was lost".into(),
+        });
+    }
+    let created = match outcome {
         Ok(j) => j,
         // "Failed" after retries may still have been created by the server.
         Err(e) => match existing_job(state).await {
