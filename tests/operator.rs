@@ -1439,3 +1439,69 @@ async fn a_job_created_although_its_create_failed_is_adopted() {
         "the one Job the server created was adopted"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_jobs_deadline_is_what_remains_after_waiting_for_the_target() {
+    let (client, ns, _) = setup("remaining").await;
+    // Sub-second timeouts would give a Job a 0 s deadline: refused up front.
+    let mut s = spec("RolloutStatus", "Deployment", "stuck", None, &[]);
+    s.timeout = Some("500ms".into());
+    create(&client, &ns, "too-short", s).await;
+    let refused = wait_terminal(&client, &ns, "too-short").await;
+    assert_eq!(
+        reason(&refused),
+        reasons::INVALID_TIMEOUT,
+        "{:?}",
+        refused.status
+    );
+    assert!(
+        jobs_of(&client, &refused.uid().unwrap_or_default())
+            .await
+            .is_empty()
+    );
+
+    // The first execution holds the target for ~15 s (its rollout never ends).
+    deployment(&client, &ns, "stuck", 1, json!({}), false).await;
+    let mut first = spec(
+        "ScaleDeployment",
+        "Deployment",
+        "stuck",
+        None,
+        &[("replicas", "2")],
+    );
+    first.timeout = Some("20s".into());
+    create(&client, &ns, "first", first).await;
+    let api: Api<KubernetesExecution> = Api::namespaced(client.clone(), &ns);
+    eventually("first runs", WAIT, || async {
+        Ok(phase(&api.get("first").await?) == Phase::Executing)
+    })
+    .await
+    .expect("first executing");
+    let mut second = spec(
+        "ScaleDeployment",
+        "Deployment",
+        "stuck",
+        None,
+        &[("replicas", "3")],
+    );
+    second.timeout = Some("90s".into());
+    let e = create(&client, &ns, "second", second).await;
+    let uid = e.uid().unwrap_or_default();
+    eventually("second's Job exists", WAIT, || async {
+        Ok(!jobs_of(&client, &uid).await.is_empty())
+    })
+    .await
+    .expect("second got the target");
+    let job = jobs_of(&client, &uid).await.remove(0);
+    let deadline = job
+        .spec
+        .and_then(|s| s.active_deadline_seconds)
+        .unwrap_or_default();
+    assert!(
+        (1..=80).contains(&deadline),
+        "the Job's deadline ({deadline}s) is what remains of 90 s after waiting for the target"
+    );
+    api.delete("second", &Default::default())
+        .await
+        .expect("clean up");
+}
