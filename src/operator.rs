@@ -212,6 +212,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let ctx_api = api.clone();
     // The leader answers the kill switch from watches (no reads per execution).
     let kill_switch = KillSwitch::start(client.clone(), &args.namespace);
+    // Executions waiting for a busy target look at watched locks, not the API.
+    let lock_watch =
+        kubernetes_executor_actors::lock_watch::LockWatch::start(client.clone(), &args.namespace);
     let ctx = Arc::new(Context {
         api: api.with_kill_switch(kill_switch.clone()),
         policy: policy.clone(),
@@ -230,6 +233,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         health: health.clone(),
         registry: registry.clone(),
         admission: Arc::new(tokio::sync::Semaphore::new(args.max_validating.max(1))),
+        locks: Some(lock_watch.clone()),
     });
     let (supervisor, supervisor_handle) =
         Actor::spawn(Some("supervisor".into()), SupervisorActor, ctx).await?;
@@ -252,6 +256,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     job_watcher.stop(None);
     admission_check.abort();
     kill_switch.stop();
+    lock_watch.stop();
     rbac.stop(None);
     policy.stop(None);
     if let Some(renew) = renew {

@@ -49,6 +49,8 @@ pub struct Context {
     /// validation at once; the others wait before their (large) handler
     /// starts, so a burst of thousands costs little memory while it waits.
     pub admission: Arc<tokio::sync::Semaphore>,
+    /// Watched target locks (None: always ask the API).
+    pub locks: Option<crate::lock_watch::LockWatch>,
 }
 
 /// One live actor as `/actors` shows it.
@@ -118,6 +120,11 @@ impl ActorRegistry {
         if let Ok(mut m) = self.actors.write() {
             m.insert(info.name.clone(), info);
         }
+    }
+
+    /// Whether an actor of this name is live.
+    pub fn contains(&self, name: &str) -> bool {
+        self.actors.read().is_ok_and(|m| m.contains_key(name))
     }
 
     /// Removes an entry.

@@ -20,6 +20,7 @@ pub mod kill_switch;
 pub mod kube_api;
 pub mod leader;
 pub mod lock;
+pub mod lock_watch;
 pub mod machine;
 pub mod metrics;
 pub mod policy;

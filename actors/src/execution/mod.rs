@@ -1056,6 +1056,20 @@ async fn create_job(state: &mut ExecutionState) -> Result<Created, Refusal> {
             Timestamp::now(),
         );
         let exec_uid = uid(state);
+        // Waiting costs no request while a live execution of this operator
+        // holds the lock (watched Leases, the live-actor registry); the API
+        // is asked when the lock looks free, expired, or held by someone
+        // this operator does not run (a vanished holder is taken over there).
+        if let Some(h) = ctx
+            .locks
+            .as_ref()
+            .and_then(|l| l.holder(&name, Timestamp::now()))
+            && h.uid != exec_uid
+            && !h.expired
+            && ctx.registry.contains(&actor_name(&h.uid))
+        {
+            return Ok(Created::Busy(h));
+        }
         match retry_for(PATIENCE, || ctx.api.acquire_lock(&lease, &exec_uid)).await {
             Ok(crate::kube_api::LockOutcome::Acquired) => {}
             Ok(crate::kube_api::LockOutcome::Busy(h)) => return Ok(Created::Busy(h)),
