@@ -133,6 +133,10 @@ pub struct RunActionArgs {
     /// UID the target had at validation; a different UID is refused.
     #[arg(long)]
     pub expected_uid: Option<String>,
+    /// resourceVersion the target had at validation (PatchConfigMap): a
+    /// target changed since is refused (`TargetChanged`).
+    #[arg(long)]
+    pub expected_resource_version: Option<String>,
     /// Time budget of the action in seconds.
     #[arg(long, default_value_t = 300)]
     pub timeout_seconds: u64,

@@ -602,6 +602,7 @@ async fn run_action_refuses_a_recreated_target() {
     assert_eq!(out.status.code(), Some(2), "permanent failure");
     let msg = std::fs::read_to_string(&term).expect("termination log");
     assert!(msg.contains("recreated since validation"), "{msg}");
+    assert!(msg.contains("\"reason\":\"TargetChanged\""), "{msg}");
     let d = Api::<Deployment>::namespaced(client.clone(), &ns)
         .get("web")
         .await
@@ -610,6 +611,85 @@ async fn run_action_refuses_a_recreated_target() {
         d.spec.and_then(|s| s.replicas),
         Some(1),
         "the target was not touched"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_config_map_changed_since_validation_is_not_patched() {
+    let (client, ns) = setup("changed").await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    let cm: ConfigMap = serde_json::from_value(
+        json!({ "metadata": { "name": "settings" }, "data": { "mode": "slow" } }),
+    )
+    .expect("cm");
+    let created = cms.create(&PostParams::default(), &cm).await.expect("cm");
+    let seen = created
+        .metadata
+        .resource_version
+        .clone()
+        .unwrap_or_default();
+    // Someone changes it after validation saw `seen`.
+    cms.patch(
+        "settings",
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "data": { "mode": "manual" } })),
+    )
+    .await
+    .expect("concurrent change");
+    for (patch_type, patch) in [
+        ("merge", r#"{"data":{"mode":"fast"}}"#),
+        (
+            "json",
+            r#"[{"op":"replace","path":"/data/mode","value":"fast"}]"#,
+        ),
+    ] {
+        let dir = tempfile::tempdir().expect("tmp");
+        let term = dir.path().join("termination-log");
+        let out = std::process::Command::new(binary())
+            .args([
+                "run-action",
+                "--action",
+                "PatchConfigMap",
+                "--kind",
+                "ConfigMap",
+            ])
+            .args(["--name", "settings", "--namespace", &ns])
+            .args(["--expected-resource-version", &seen])
+            .args([
+                "--param",
+                &format!("patch={patch}"),
+                "--param",
+                &format!("patchType={patch_type}"),
+            ])
+            .env("KUBECONFIG", env().kubeconfig())
+            .env("KE_TERMINATION_LOG", &term)
+            .output()
+            .expect("run-action");
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{patch_type}: permanent failure"
+        );
+        let msg = std::fs::read_to_string(&term).expect("termination log");
+        assert!(
+            msg.contains("\"reason\":\"TargetChanged\""),
+            "{patch_type}: {msg}"
+        );
+        assert!(
+            msg.contains("changed since validation"),
+            "{patch_type}: {msg}"
+        );
+    }
+    let data = cms
+        .get("settings")
+        .await
+        .expect("get")
+        .data
+        .unwrap_or_default();
+    assert_eq!(
+        data.get("mode").map(String::as_str),
+        Some("manual"),
+        "not patched"
     );
 }
 

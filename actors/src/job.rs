@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::batch::v1::Job;
-use kubernetes_executor_crds::{ExecutionResult, KubernetesExecution, RollbackInfo, labels};
+use kubernetes_executor_crds::{
+    ExecutionResult, KubernetesExecution, RollbackInfo, TargetSnapshot, labels,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -39,6 +41,9 @@ pub struct ActionOutput {
     /// How to undo it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollback: Option<RollbackInfo>,
+    /// A status reason the action determined (`TargetChanged`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// The labels linking a Job (or RoleBinding) to its execution.
@@ -85,7 +90,7 @@ fn truncate_label(s: &str) -> String {
 /// reference: PatchSecret names a Secret that the Job reads itself).
 pub fn run_action_args(
     v: &ValidatedAction,
-    expected_uid: Option<&str>,
+    expected: Option<&TargetSnapshot>,
     dry_run: bool,
     exec_namespace: &str,
 ) -> Vec<String> {
@@ -101,8 +106,16 @@ pub fn run_action_args(
     if let Some(ns) = &v.target.namespace {
         args.extend(["--namespace".into(), ns.clone()]);
     }
-    if let Some(uid) = expected_uid {
-        args.extend(["--expected-uid".into(), uid.to_string()]);
+    if let Some(t) = expected.filter(|t| !t.uid.is_empty()) {
+        args.extend(["--expected-uid".into(), t.uid.clone()]);
+    }
+    // Patches apply only to the version validation saw (a ConfigMap changed
+    // since is `TargetChanged`). Not for workloads: their controllers change
+    // their resourceVersion all the time.
+    if v.action.name == "PatchConfigMap"
+        && let Some(rv) = expected.and_then(|t| t.resource_version.as_deref())
+    {
+        args.extend(["--expected-resource-version".into(), rv.to_string()]);
     }
     args.extend(["--timeout-seconds".into(), v.timeout.as_secs().to_string()]);
     if !v.action.source_rules.is_empty() {
@@ -135,7 +148,7 @@ fn avoid_drained_node(v: &ValidatedAction) -> serde_json::Value {
 pub fn build_job(
     exec: &KubernetesExecution,
     v: &ValidatedAction,
-    expected_uid: Option<&str>,
+    expected: Option<&TargetSnapshot>,
     cfg: &JobConfig,
 ) -> Job {
     let uid = exec.metadata.uid.clone().unwrap_or_default();
@@ -180,7 +193,7 @@ pub fn build_job(
                     "containers": [{
                         "name": "action",
                         "image": cfg.image,
-                        "args": run_action_args(v, expected_uid, false, exec.metadata.namespace.as_deref().unwrap_or_default()),
+                        "args": run_action_args(v, expected, false, exec.metadata.namespace.as_deref().unwrap_or_default()),
                         "env": env,
                         "terminationMessagePath": "/dev/termination-log",
                         "terminationMessagePolicy": "File",
@@ -236,7 +249,11 @@ mod tests {
             image: "img:1".into(),
             ttl_seconds: 600,
         };
-        let job = build_job(&e, &v, Some("target-uid"), &cfg);
+        let snapshot = TargetSnapshot {
+            uid: "target-uid".into(),
+            resource_version: Some("42".into()),
+        };
+        let job = build_job(&e, &v, Some(&snapshot), &cfg);
         let j = serde_json::to_value(&job).expect("json");
         assert_eq!(
             j["metadata"]["name"],
@@ -299,6 +316,28 @@ mod tests {
             env.as_array().map(Vec::len),
             Some(1),
             "no secret reaches the Job's environment: {env}"
+        );
+    }
+
+    #[test]
+    fn only_config_map_patches_carry_the_validated_resource_version() {
+        let snapshot = TargetSnapshot {
+            uid: "u".into(),
+            resource_version: Some("42".into()),
+        };
+        let mut e = exec();
+        let scale = validate(&e.spec, "shop").expect("valid");
+        let args = run_action_args(&scale, Some(&snapshot), false, "shop");
+        assert!(!args.contains(&"--expected-resource-version".to_string()));
+        e.spec.action = "PatchConfigMap".into();
+        e.spec.target_resource =
+            kubernetes_executor_crds::TargetResource::new("ConfigMap", "c", None);
+        e.spec.parameters = [("patch".to_string(), r#"{"data":{"a":"b"}}"#.to_string())].into();
+        let patch = validate(&e.spec, "shop").expect("valid");
+        let args = run_action_args(&patch, Some(&snapshot), false, "shop");
+        assert!(
+            args.windows(2)
+                .any(|w| w == ["--expected-resource-version", "42"])
         );
     }
 

@@ -82,6 +82,9 @@ pub enum JobOutcome {
         result: ExecutionResult,
         /// Rollback information, when the action got far enough to record it.
         rollback: Option<RollbackInfo>,
+        /// The action refused because the target changed since validation
+        /// (recreated, or modified: its resourceVersion moved).
+        target_changed: bool,
     },
     /// The Job ran past `activeDeadlineSeconds`.
     DeadlineExceeded {
@@ -276,13 +279,22 @@ pub fn transition(state: &MachineState, event: Event) -> (MachineState, Vec<Effe
                 change.rollback = rollback;
                 vec![tr(change), Verify]
             }
-            JobOutcome::Failed { result, rollback } => {
+            JobOutcome::Failed {
+                result,
+                rollback,
+                target_changed,
+            } => {
                 next.phase = Failed;
                 let message = result
                     .error
                     .clone()
                     .unwrap_or_else(|| "the action's Job failed".into());
-                let mut change = to(Failed, reasons::JOB_FAILED, message);
+                let reason = if target_changed {
+                    reasons::TARGET_CHANGED
+                } else {
+                    reasons::JOB_FAILED
+                };
+                let mut change = to(Failed, reason, message);
                 change.result = Some(result);
                 change.rollback = rollback;
                 vec![tr(change), ReleaseGrants, Stop]
@@ -460,22 +472,28 @@ mod tests {
 
     #[test]
     fn job_failure_deadline_and_disappearance() {
-        let failed = JobOutcome::Failed {
-            result: ExecutionResult {
-                succeeded: false,
-                error: Some("boom".into()),
-                ..Default::default()
-            },
-            rollback: None,
-        };
-        let (s, fx) = transition(&st(Executing), Event::JobFinished(failed));
-        assert_eq!(s.phase, Failed);
-        match &fx[0] {
-            Effect::Transition(c) => {
-                assert_eq!(c.reason, reasons::JOB_FAILED);
-                assert_eq!(c.message, "boom");
+        for (target_changed, reason) in [
+            (false, reasons::JOB_FAILED),
+            (true, reasons::TARGET_CHANGED),
+        ] {
+            let failed = JobOutcome::Failed {
+                result: ExecutionResult {
+                    succeeded: false,
+                    error: Some("boom".into()),
+                    ..Default::default()
+                },
+                rollback: None,
+                target_changed,
+            };
+            let (s, fx) = transition(&st(Executing), Event::JobFinished(failed));
+            assert_eq!(s.phase, Failed);
+            match &fx[0] {
+                Effect::Transition(c) => {
+                    assert_eq!(c.reason, reason);
+                    assert_eq!(c.message, "boom");
+                }
+                other => panic!("{other:?}"),
             }
-            other => panic!("{other:?}"),
         }
         let (s, fx) = transition(
             &st(Executing),

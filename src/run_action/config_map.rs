@@ -51,6 +51,34 @@ pub(crate) fn touched_keys(patch_type: &str, doc: &serde_json::Value) -> Touched
     }
 }
 
+/// A JSON patch that applies only to `resource_version` (a leading `test`).
+fn guard_json_patch(doc: serde_json::Value, resource_version: Option<String>) -> serde_json::Value {
+    match (doc, resource_version) {
+        (serde_json::Value::Array(ops), Some(rv)) => {
+            let mut guarded =
+                vec![json!({ "op": "test", "path": "/metadata/resourceVersion", "value": rv })];
+            guarded.extend(ops);
+            serde_json::Value::Array(guarded)
+        }
+        (doc, _) => doc,
+    }
+}
+
+/// The target changed between the read and the patch (the resourceVersion
+/// guard failed): `TargetChanged`; anything else as usual.
+fn changed_or(e: kube::Error, key: &str) -> ActionError {
+    match &e {
+        kube::Error::Api(s)
+            if s.code == 409 || (s.code == 422 && s.message.contains("test operation")) =>
+        {
+            ActionError::TargetChanged(format!(
+                "{key} changed while it was being patched; nothing was applied"
+            ))
+        }
+        _ => e.into(),
+    }
+}
+
 pub(super) async fn patch_config_map(
     client: Client,
     v: &ValidatedAction,
@@ -64,6 +92,18 @@ pub(super) async fn patch_config_map(
         .await
         .map_err(|e| (e.into(), None))?;
     check_uid(cm.uid(), args, &key).map_err(|e| (e, None))?;
+    // The patch was validated against the version validation saw.
+    if let Some(expected) = &args.expected_resource_version
+        && cm.resource_version().as_deref() != Some(expected.as_str())
+    {
+        return Err((
+            ActionError::TargetChanged(format!(
+                "{key} changed since validation (resourceVersion {} ≠ {expected}); refusing to patch it",
+                cm.resource_version().unwrap_or_default()
+            )),
+            None,
+        ));
+    }
     let doc: serde_json::Value = serde_json::from_str(
         v.params.get("patch").map(String::as_str).unwrap_or("{}"),
     )
@@ -92,12 +132,14 @@ pub(super) async fn patch_config_map(
         ..Default::default()
     };
     let patch = match patch_type {
-        "json" => Patch::Json::<serde_json::Value>(serde_json::from_value(doc).map_err(|e| {
-            (
-                ActionError::Permanent(format!("invalid JSON patch: {e}")),
-                None,
-            )
-        })?),
+        "json" => Patch::Json::<serde_json::Value>(
+            serde_json::from_value(guard_json_patch(doc, cm.resource_version())).map_err(|e| {
+                (
+                    ActionError::Permanent(format!("invalid JSON patch: {e}")),
+                    None,
+                )
+            })?,
+        ),
         "strategic" => Patch::Strategic(doc),
         _ => Patch::Merge(doc),
     };
@@ -122,11 +164,11 @@ pub(super) async fn patch_config_map(
         };
         api.patch(&v.target.name, &guarded, &p)
             .await
-            .map_err(|e| (e.into(), Some(rollback.clone())))?;
+            .map_err(|e| (changed_or(e, &key), Some(rollback.clone())))?;
     } else {
         api.patch(&v.target.name, &guarded, &patch)
             .await
-            .map_err(|e| (e.into(), Some(rollback.clone())))?;
+            .map_err(|e| (changed_or(e, &key), Some(rollback.clone())))?;
     }
     done(format!("patched {key}"), key, rollback)
 }

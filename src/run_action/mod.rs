@@ -39,6 +39,10 @@ pub(crate) enum ActionError {
     /// Retrying may help (API unavailable, conflict, not ready in time).
     #[error("{0}")]
     Transient(String),
+    /// The target changed since validation (recreated, or its
+    /// resourceVersion moved): permanent, reported as `TargetChanged`.
+    #[error("{0}")]
+    TargetChanged(String),
 }
 
 impl From<kube::Error> for ActionError {
@@ -59,11 +63,13 @@ pub async fn main(args: RunActionArgs) -> i32 {
     let (code, output) = match execute(&args).await {
         Ok(out) => (0, out),
         Err((e, rollback)) => {
-            let code = if matches!(e, ActionError::Permanent(_)) {
-                2
-            } else {
+            let code = if matches!(e, ActionError::Transient(_)) {
                 1
+            } else {
+                2
             };
+            let reason = matches!(e, ActionError::TargetChanged(_))
+                .then(|| kubernetes_executor_crds::reasons::TARGET_CHANGED.to_string());
             let out = ActionOutput {
                 result: ExecutionResult {
                     succeeded: false,
@@ -71,6 +77,7 @@ pub async fn main(args: RunActionArgs) -> i32 {
                     ..Default::default()
                 },
                 rollback,
+                reason,
             };
             (code, out)
         }
@@ -166,7 +173,7 @@ pub(crate) fn check_uid(
     if let Some(expected) = &args.expected_uid
         && obj_uid.as_deref() != Some(expected.as_str())
     {
-        return Err(ActionError::Permanent(format!(
+        return Err(ActionError::TargetChanged(format!(
             "{what} was recreated since validation (uid {} ≠ {expected}); refusing to touch it",
             obj_uid.unwrap_or_default()
         )));
@@ -240,6 +247,7 @@ async fn scale_deployment(
             resources_affected: vec![key],
         },
         rollback: Some(rollback),
+        reason: None,
     })
 }
 
@@ -266,6 +274,7 @@ async fn rollout_status(
             reason: Some("read-only action: nothing to undo".into()),
             ..Default::default()
         }),
+        reason: None,
     })
 }
 
@@ -308,6 +317,7 @@ pub(crate) fn done(output: String, affected: String, rollback: RollbackInfo) -> 
             resources_affected: vec![affected],
         },
         rollback: Some(rollback),
+        reason: None,
     })
 }
 

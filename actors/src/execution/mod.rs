@@ -1087,7 +1087,7 @@ async fn create_job(state: &mut ExecutionState) -> Result<Created, Refusal> {
     })
     .await
     .map_err(|e| fail(format!("cannot grant the action's ServiceAccount: {e}")))?;
-    let expected_uid = state.status.target_snapshot.as_ref().map(|s| s.uid.clone());
+    let expected = state.status.target_snapshot.clone();
     // The Job's deadline is what remains of the timeout (time spent waiting
     // for the target lock is already gone), in whole seconds.
     let (timeout, elapsed) = timeout_and_elapsed(state);
@@ -1106,7 +1106,7 @@ async fn create_job(state: &mut ExecutionState) -> Result<Created, Refusal> {
         timeout: remaining,
         ..v
     };
-    let job = build_job(&state.exec, &v, expected_uid.as_deref(), &ctx.settings.job);
+    let job = build_job(&state.exec, &v, expected.as_ref(), &ctx.settings.job);
     let mut outcome = retry_for(PATIENCE, || ctx.api.create_job(&job)).await;
     if ctx.settings.chaos
         && state.restarts == 0
@@ -1242,6 +1242,9 @@ async fn job_event(state: &mut ExecutionState, job: &Job) -> Option<Event> {
         );
         return Some(Event::JobFinished(JobOutcome::DeadlineExceeded { message }));
     }
+    let target_changed = output
+        .as_ref()
+        .is_some_and(|o| o.reason.as_deref() == Some(reasons::TARGET_CHANGED));
     let (result, rollback) = match output {
         Some(mut o) => {
             o.result.succeeded = false;
@@ -1261,7 +1264,11 @@ async fn job_event(state: &mut ExecutionState, job: &Job) -> Option<Event> {
             None,
         ),
     };
-    Some(Event::JobFinished(JobOutcome::Failed { result, rollback }))
+    Some(Event::JobFinished(JobOutcome::Failed {
+        result,
+        rollback,
+        target_changed,
+    }))
 }
 
 /// Reads the newest pod's termination message (`run-action`'s JSON output).
@@ -1306,6 +1313,7 @@ async fn termination_output(
                 ..Default::default()
             },
             rollback: None,
+            reason: None,
         }),
     }
 }
