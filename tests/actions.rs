@@ -349,6 +349,60 @@ async fn drain_evicts_everything_but_daemonset_pods() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn drain_never_evicts_an_action_jobs_pod() {
+    // A pod of an action Job (another execution's) runs on the node being
+    // drained; the drain leaves it alone (and its own Job avoids the node).
+    let (client, ns) = setup("drainjob").await;
+    let node = node_with_pods(&client, &ns, 1).await;
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": { "name": "action-pod", "labels": { "app.kubernetes.io/managed-by": "kubernetes-executor" } },
+        "spec": {
+            "nodeSelector": { "kubernetes.io/hostname": node },
+            "tolerations": [{ "key": testkit::KWOK_TAINT_KEY, "operator": "Exists" }],
+            "containers": [{ "name": "action", "image": "kubernetes-executor:latest" }],
+        },
+    }))
+    .expect("pod");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    pods.create(&PostParams::default(), &pod)
+        .await
+        .expect("action pod");
+    eventually("action pod on the node", WAIT, || async {
+        Ok(pods
+            .get("action-pod")
+            .await?
+            .spec
+            .and_then(|s| s.node_name)
+            .as_deref()
+            == Some(node.as_str()))
+    })
+    .await
+    .expect("scheduled");
+    let rb = run_to_completion(
+        &client,
+        &ns,
+        "drain",
+        spec(
+            "DrainNode",
+            "Node",
+            &node,
+            None,
+            &[("timeout", "60"), ("force", "true")],
+        ),
+    )
+    .await;
+    assert!(
+        !rb.evicted_pods.iter().any(|p| p.ends_with("/action-pod")),
+        "{:?}",
+        rb.evicted_pods
+    );
+    assert!(
+        pods.get_opt("action-pod").await.expect("get").is_some(),
+        "still there"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn drain_blocked_by_a_pdb_fails_naming_it() {
     let (client, ns) = setup("drainpdb").await;
     let node = node_with_pods(&client, &ns, 2).await;
