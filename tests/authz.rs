@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::*;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::authorization::v1::SubjectAccessReview;
-use k8s_openapi::api::core::v1::{Namespace, Node, ServiceAccount};
+use k8s_openapi::api::core::v1::{Node, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
@@ -129,14 +129,7 @@ async fn the_requester_is_recorded_by_the_api_server_and_cannot_be_forged() {
     let (admin, ns) = setup("requester").await;
     // Paused: the executions stay Pending (spec still mutable) while we try
     // to change who asked.
-    Api::<Namespace>::all(admin.clone())
-        .patch(
-            &ns,
-            &PatchParams::default(),
-            &Patch::Merge(json!({ "metadata": { "annotations": { "kubernetesexecution.kubernaut.io/paused": "true" } } })),
-        )
-        .await
-        .expect("pause");
+    set_paused(&admin, &ns, true).await;
     // 1. A user through `kubectl --as`, forging another requester.
     let rb = json!({
         "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
@@ -482,15 +475,7 @@ async fn a_paused_namespace_is_protected_from_executions_created_elsewhere() {
     let (admin, ns) = setup("pause-src").await;
     let paused = namespace(&admin, "pause-dst").await;
     deployment(&admin, &paused, "web", 1, json!({}), true).await;
-    let nss: Api<Namespace> = Api::all(admin.clone());
-    let annotate = |v: serde_json::Value| {
-        Patch::Merge(
-            json!({ "metadata": { "annotations": { "kubernetesexecution.kubernaut.io/paused": v } } }),
-        )
-    };
-    nss.patch(&paused, &PatchParams::default(), &annotate(json!("true")))
-        .await
-        .expect("pause");
+    set_paused(&admin, &paused, true).await;
     // The kill switch answers from a watch: give it a moment to see the pause.
     tokio::time::sleep(Duration::from_secs(2)).await;
     create(
@@ -529,13 +514,7 @@ async fn a_paused_namespace_is_protected_from_executions_created_elsewhere() {
         1,
         "untouched while paused"
     );
-    nss.patch(
-        &paused,
-        &PatchParams::default(),
-        &annotate(serde_json::Value::Null),
-    )
-    .await
-    .expect("resume");
+    set_paused(&admin, &paused, false).await;
     let done = wait_terminal(&admin, &ns, "into-paused").await;
     assert_eq!(phase(&done), Phase::Completed, "{:?}", done.status);
     assert_eq!(replicas(&admin, &paused, "web").await, 3);
@@ -862,15 +841,7 @@ async fn the_operator_rechecks_the_requester_before_acting() {
     // SubjectAccessReview refuses: RequesterUnauthorized, nothing changed.
     let (admin, ns) = setup("recheck").await;
     deployment(&admin, &ns, "web", 1, json!({}), true).await;
-    let nss: Api<Namespace> = Api::all(admin.clone());
-    let pause = |v: serde_json::Value| {
-        Patch::Merge(
-            json!({ "metadata": { "annotations": { "kubernetesexecution.kubernaut.io/paused": v } } }),
-        )
-    };
-    nss.patch(&ns, &PatchParams::default(), &pause(json!("true")))
-        .await
-        .expect("pause");
+    set_paused(&admin, &ns, true).await;
     let (bot, _) = service_account(&admin, &ns, "bot").await;
     bind(&admin, Some(&ns), "kubernetes-executor-edit", &ns, "bot").await;
     bind(
@@ -902,13 +873,7 @@ async fn the_operator_rechecks_the_requester_before_acting() {
         .await
         .expect("withdraw the grant");
     tokio::time::sleep(Duration::from_secs(1)).await;
-    nss.patch(
-        &ns,
-        &PatchParams::default(),
-        &pause(serde_json::Value::Null),
-    )
-    .await
-    .expect("resume");
+    set_paused(&admin, &ns, false).await;
     let done = wait_terminal(&admin, &ns, "late").await;
     assert_eq!(phase(&done), Phase::Failed, "{:?}", done.status);
     assert_eq!(reason(&done), "RequesterUnauthorized");

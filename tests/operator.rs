@@ -697,15 +697,7 @@ async fn concurrent_executions_on_one_target_run_one_at_a_time() {
 async fn a_paused_namespace_holds_new_executions_until_resumed() {
     let (client, ns, _) = setup("pause").await;
     deployment(&client, &ns, "web", 1, json!({}), true).await;
-    let nss: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
-    let annotate = |v: Option<&str>| json!({ "metadata": { "annotations": { "kubernetesexecution.kubernaut.io/paused": v } } });
-    nss.patch(
-        &ns,
-        &PatchParams::default(),
-        &Patch::Merge(annotate(Some("true"))),
-    )
-    .await
-    .expect("pause");
+    set_paused(&client, &ns, true).await;
     let e = create(
         &client,
         &ns,
@@ -734,9 +726,7 @@ async fn a_paused_namespace_holds_new_executions_until_resumed() {
             .await
             .is_empty()
     );
-    nss.patch(&ns, &PatchParams::default(), &Patch::Merge(annotate(None)))
-        .await
-        .expect("resume");
+    set_paused(&client, &ns, false).await;
     let done = wait_terminal(&client, &ns, "held").await;
     assert_eq!(phase(&done), Phase::Completed, "{:?}", done.status);
 }
@@ -1022,15 +1012,7 @@ async fn default_policies_protect_system_namespaces_and_control_plane_nodes() {
 async fn actors_endpoint_lists_exactly_the_live_executions_and_metrics_follow_the_contract() {
     let (client, ns, metrics) = setup("actors").await;
     deployment(&client, &ns, "web", 1, json!({}), true).await;
-    let nss: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
-    let annotate = |v: Option<&str>| json!({ "metadata": { "annotations": { "kubernetesexecution.kubernaut.io/paused": v } } });
-    nss.patch(
-        &ns,
-        &PatchParams::default(),
-        &Patch::Merge(annotate(Some("true"))),
-    )
-    .await
-    .expect("pause");
+    set_paused(&client, &ns, true).await;
     let n = 100;
     for i in 0..n {
         let mut s = spec(
@@ -1089,9 +1071,7 @@ async fn actors_endpoint_lists_exactly_the_live_executions_and_metrics_follow_th
         .expect("table");
     assert!(table.starts_with("KIND"), "{table}");
 
-    nss.patch(&ns, &PatchParams::default(), &Patch::Merge(annotate(None)))
-        .await
-        .expect("resume");
+    set_paused(&client, &ns, false).await;
     for i in 0..n {
         assert_eq!(
             phase(&wait_terminal(&client, &ns, &format!("a-{i:03}")).await),
@@ -1296,15 +1276,7 @@ async fn conditions_written_by_another_controller_survive_the_operators_writes()
     deployment(&client, &ns, "web", 1, json!({}), true).await;
     // Paused: the execution waits in Pending while another controller (a
     // second field manager) adds its own condition.
-    let nss: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
-    let pause = |v: serde_json::Value| {
-        Patch::Merge(
-            json!({ "metadata": { "annotations": { "kubernetesexecution.kubernaut.io/paused": v } } }),
-        )
-    };
-    nss.patch(&ns, &PatchParams::default(), &pause(json!("true")))
-        .await
-        .expect("pause");
+    set_paused(&client, &ns, true).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     create(
         &client,
@@ -1341,13 +1313,7 @@ async fn conditions_written_by_another_controller_survive_the_operators_writes()
     )
     .await
     .expect("second manager applies its condition");
-    nss.patch(
-        &ns,
-        &PatchParams::default(),
-        &pause(serde_json::Value::Null),
-    )
-    .await
-    .expect("resume");
+    set_paused(&client, &ns, false).await;
     let done = wait_terminal(&client, &ns, "shared").await;
     assert_eq!(phase(&done), Phase::Completed, "{:?}", done.status);
     assert_eq!(condition(&done, "Succeeded").as_deref(), Some("True"));

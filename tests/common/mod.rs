@@ -181,6 +181,26 @@ pub async fn create(
     .expect("create execution")
 }
 
+/// Pauses (or resumes) new executions whose execution or target namespace
+/// is `ns` (the kill switch's namespace annotation).
+pub async fn set_paused(client: &Client, ns: &str, paused: bool) {
+    let value = if paused {
+        json!("true")
+    } else {
+        serde_json::Value::Null
+    };
+    Api::<Namespace>::all(client.clone())
+        .patch(
+            ns,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(
+                json!({ "metadata": { "annotations": { "kubernetesexecution.kubernaut.io/paused": value } } }),
+            ),
+        )
+        .await
+        .expect("set the namespace's pause annotation");
+}
+
 /// Creates an execution carrying one annotation (the operator's chaos knobs).
 pub async fn create_annotated(
     client: &Client,
