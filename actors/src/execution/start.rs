@@ -1,0 +1,200 @@
+//! Starting the action: the finalizer, the target lock (waiting without
+//! requests while a live execution holds it), the just-in-time grants, and
+//! the Job (deterministic name; adopted when it already exists).
+
+use super::*;
+
+#[allow(clippy::result_large_err)]
+/// What creating the Job came to.
+pub(super) enum Created {
+    /// The Job exists (created now, or found from before a restart).
+    Job(Box<Job>),
+    /// Another execution holds the target lock.
+    Busy(crate::lock::Holder),
+}
+
+/// Name of this execution's target lock, for mutating non-dry-run actions.
+pub(super) fn lock_name(state: &ExecutionState, v: &ValidatedAction) -> Option<String> {
+    if !v.action.mutating || state.exec.spec.dry_run {
+        return None;
+    }
+    let target_uid = state
+        .status
+        .target_snapshot
+        .as_ref()
+        .map(|s| s.uid.clone())
+        .unwrap_or_default();
+    Some(crate::lock::lease_name(
+        &v.target.kind,
+        v.target.namespace.as_deref(),
+        &v.target.name,
+        &target_uid,
+    ))
+}
+
+/// Adds the finalizer (compare-and-swap on resourceVersion; re-reads on conflict).
+pub(super) async fn ensure_finalizer(state: &mut ExecutionState) -> Result<(), ApiError> {
+    let ctx = state.ctx.clone();
+    let (ns, name) = (
+        state.exec.namespace().unwrap_or_default(),
+        state.exec.name_any(),
+    );
+    let mut last = None;
+    for attempt in 0..5 {
+        // First try the version this actor last wrote or saw; read only on conflict.
+        if attempt > 0
+            && let Some(fresh) = retry_for(PATIENCE, || ctx.api.get_execution(&ns, &name)).await?
+        {
+            state.exec = fresh;
+        }
+        // A conflict means a newer version exists: read it (above) rather
+        // than retrying the same stale one; other transient errors back off.
+        let exec = state.exec.clone();
+        let added = retry_for(PATIENCE, || async {
+            match ctx.api.add_finalizer(&exec).await {
+                Err(ApiError::Conflict { what, message }) => {
+                    Ok(Err(ApiError::Conflict { what, message }))
+                }
+                other => other.map(Ok),
+            }
+        })
+        .await?;
+        match added {
+            Ok(()) => {
+                state.finalizer_added = true;
+                return Ok(());
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or(ApiError::Conflict {
+        what: format!("finalizer of {ns}/{name}"),
+        message: "kept conflicting".into(),
+    }))
+}
+
+#[allow(clippy::result_large_err)]
+pub(super) async fn create_job(state: &mut ExecutionState) -> Result<Created, Refusal> {
+    let ctx = state.ctx.clone();
+    let started = Instant::now();
+    let Some(v) = state.validated.clone() else {
+        return Err(Rejection::new(reasons::INTERNAL_ERROR, "no validated action to run").into());
+    };
+    let fail = |m: String| -> Refusal { Rejection::new(reasons::INTERNAL_ERROR, m).into() };
+    ensure_finalizer(state)
+        .await
+        .map_err(|e| fail(format!("cannot add finalizer: {e}")))?;
+    if let Some(name) = lock_name(state, &v) {
+        let duration = i32::try_from((v.timeout + ctx.settings.timeout_grace).as_secs() + 60)
+            .unwrap_or(i32::MAX);
+        let lease = crate::lock::lease(
+            &name,
+            ctx.api.namespace(),
+            &v.target.display(),
+            &uid(state),
+            &state.exec.key(),
+            duration,
+            Timestamp::now(),
+        );
+        let exec_uid = uid(state);
+        // Waiting costs no request while a live execution of this operator
+        // holds the lock (watched Leases, the live-actor registry); the API
+        // is asked when the lock looks free, expired, or held by someone
+        // this operator does not run (a vanished holder is taken over there).
+        if let Some(h) = ctx
+            .locks
+            .as_ref()
+            .and_then(|l| l.holder(&name, Timestamp::now()))
+            && h.uid != exec_uid
+            && !h.expired
+            && ctx.registry.contains(&actor_name(&h.uid))
+        {
+            return Ok(Created::Busy(h));
+        }
+        match retry_for(PATIENCE, || ctx.api.acquire_lock(&lease, &exec_uid)).await {
+            Ok(crate::kube_api::LockOutcome::Acquired) => {}
+            Ok(crate::kube_api::LockOutcome::Busy(h)) => return Ok(Created::Busy(h)),
+            Err(e) => return Err(fail(format!("cannot take the target lock: {e}"))),
+        }
+    }
+    let exec = execution_id(state);
+    let target_ns = v.target.namespace.clone();
+    let action = v.action;
+    ask_rbac(&ctx, |reply| RbacMsg::Grant {
+        action,
+        target_ns,
+        exec,
+        reply,
+    })
+    .await
+    .map_err(|e| fail(format!("cannot grant the action's ServiceAccount: {e}")))?;
+    let expected = state.status.target_snapshot.clone();
+    // The Job's deadline is what remains of the timeout (time spent waiting
+    // for the target lock is already gone), in whole seconds.
+    let (timeout, elapsed) = timeout_and_elapsed(state);
+    let remaining = Duration::from_secs(timeout.saturating_sub(elapsed).as_secs());
+    if remaining.is_zero() {
+        return Err(Rejection::new(
+            reasons::TIMEOUT,
+            format!(
+                "the timeout ({}s) passed before the Job could start",
+                timeout.as_secs()
+            ),
+        )
+        .into());
+    }
+    let v = ValidatedAction {
+        timeout: remaining,
+        ..v
+    };
+    let job = build_job(&state.exec, &v, expected.as_ref(), &ctx.settings.job);
+    let mut outcome = retry_for(PATIENCE, || ctx.api.create_job(&job)).await;
+    if ctx.settings.chaos
+        && state.restarts == 0
+        && state
+            .exec
+            .annotations()
+            .contains_key(CHAOS_CREATE_LOST_ANNOTATION)
+        && outcome.is_ok()
+    {
+        // Chaos: the server created the Job but its answer was lost.
+        outcome = Err(ApiError::Invalid {
+            what: "create job".into(),
+            message: "chaos: the answer to the create was lost".into(),
+        });
+    }
+    let created = match outcome {
+        Ok(j) => j,
+        // "Failed" after retries may still have been created by the server.
+        Err(e) => match existing_job(state).await {
+            Some(j) => j,
+            None => return Err(fail(format!("cannot create Job: {e}"))),
+        },
+    };
+    if ctx.settings.chaos
+        && state.restarts == 0
+        && state
+            .exec
+            .annotations()
+            .contains_key(CHAOS_CRASH_AFTER_JOB_ANNOTATION)
+    {
+        panic!("chaos: crash after creating Job {}", created.name_any());
+    }
+    ctx.metrics
+        .job_creation_duration
+        .observe(started.elapsed().as_secs_f64());
+    state.job_created = Some(Instant::now());
+    Ok(Created::Job(Box::new(created)))
+}
+
+/// Asks the RbacActor for a grant or revocation; its answer, or why there
+/// was none.
+pub(super) async fn ask_rbac(
+    ctx: &Ctx,
+    msg: impl FnOnce(ractor::RpcReplyPort<Result<(), String>>) -> RbacMsg,
+) -> Result<(), String> {
+    match ctx.rbac.call(msg, Some(Duration::from_secs(30))).await {
+        Ok(ractor::rpc::CallResult::Success(result)) => result,
+        other => Err(format!("RBAC actor unavailable: {:?}", other.map(|_| ()))),
+    }
+}
