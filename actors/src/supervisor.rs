@@ -395,6 +395,20 @@ impl Actor for SupervisorActor {
     }
 }
 
+/// The typed execution of a watched object. Every watch event passes here:
+/// spec and status are decoded from the object's own JSON (no round trip of
+/// the whole object through a serializer); metadata is already typed.
+fn typed(o: &kube::core::DynamicObject) -> Result<KubernetesExecution, serde_json::Error> {
+    let field = |k: &str| o.data.get(k).cloned().unwrap_or(serde_json::Value::Null);
+    let spec = serde_json::from_value(field("spec"))?;
+    let status = serde_json::from_value(field("status"))?;
+    Ok(KubernetesExecution {
+        metadata: o.metadata.clone(),
+        spec,
+        status,
+    })
+}
+
 /// Decodes a watched object; one that does not decode gets a warning Event
 /// (naming the problem, bounded) and is skipped.
 async fn decode(
@@ -402,8 +416,7 @@ async fn decode(
     ar: &kube::core::ApiResource,
     o: kube::core::DynamicObject,
 ) -> Option<KubernetesExecution> {
-    let decoded = serde_json::to_value(&o).and_then(serde_json::from_value::<KubernetesExecution>);
-    match decoded {
+    match typed(&o) {
         Ok(e) => Some(e),
         Err(err) => {
             let key = format!(
