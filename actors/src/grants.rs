@@ -34,6 +34,18 @@ pub enum Grant {
 }
 
 impl Grant {
+    fn meta(&self) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+        match self {
+            Grant::Namespaced(rb) => &rb.metadata,
+            Grant::Cluster(crb) => &crb.metadata,
+        }
+    }
+
+    /// When the binding was created.
+    pub fn created(&self) -> Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time> {
+        self.meta().creation_timestamp.as_ref()
+    }
+
     /// Namespace (None for a ClusterRoleBinding).
     pub fn namespace(&self) -> Option<&str> {
         match self {
@@ -44,11 +56,7 @@ impl Grant {
 
     /// Name of the binding.
     pub fn name(&self) -> &str {
-        let meta = match self {
-            Grant::Namespaced(rb) => &rb.metadata,
-            Grant::Cluster(crb) => &crb.metadata,
-        };
-        meta.name.as_deref().unwrap_or_default()
+        self.meta().name.as_deref().unwrap_or_default()
     }
 
     /// `RoleBinding ns/name` or `ClusterRoleBinding name`, for messages.
@@ -61,22 +69,19 @@ impl Grant {
 
     /// `namespace/name` of the execution this grant serves (annotation).
     pub fn execution(&self) -> Option<(String, String)> {
-        let meta = match self {
-            Grant::Namespaced(rb) => &rb.metadata,
-            Grant::Cluster(crb) => &crb.metadata,
-        };
-        let key = meta.annotations.as_ref()?.get(EXECUTION_ANNOTATION)?;
+        let key = self
+            .meta()
+            .annotations
+            .as_ref()?
+            .get(EXECUTION_ANNOTATION)?;
         let (ns, name) = key.split_once('/')?;
         Some((ns.to_string(), name.to_string()))
     }
 
     /// UID of the execution this grant serves (label).
     pub fn execution_uid(&self) -> Option<&str> {
-        let meta = match self {
-            Grant::Namespaced(rb) => &rb.metadata,
-            Grant::Cluster(crb) => &crb.metadata,
-        };
-        meta.labels
+        self.meta()
+            .labels
             .as_ref()?
             .get(labels::EXECUTION_UID)
             .map(String::as_str)

@@ -205,11 +205,9 @@ async fn sweep(api: &KubeApi) {
     };
     let now = k8s_openapi::jiff::Timestamp::now();
     for g in grants {
-        let created = match &g {
-            Grant::Namespaced(rb) => rb.metadata.creation_timestamp.clone(),
-            Grant::Cluster(crb) => crb.metadata.creation_timestamp.clone(),
-        };
-        let young = created.is_some_and(|t| now.duration_since(t.0).unsigned_abs() < SWEEP_MIN_AGE);
+        let young = g
+            .created()
+            .is_some_and(|t| now.duration_since(t.0).unsigned_abs() < SWEEP_MIN_AGE);
         if young {
             continue;
         }
