@@ -15,14 +15,13 @@ use serde_json::json;
 
 /// Requests the operator made about Leases, from its /metrics.
 async fn lease_requests(metrics: &str) -> f64 {
+    use kubernetes_executor_loadtest::promtext;
     let (_, m) = http_get(metrics, "/metrics").await.expect("metrics");
-    m.lines()
-        .filter(|l| {
-            l.starts_with("kubernetes_executor_api_requests_total{")
-                && l.contains("resource=\"leases\"")
-        })
-        .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
-        .sum()
+    promtext::sum(
+        &promtext::parse(&m),
+        "kubernetes_executor_api_requests_total",
+        &[("resource", "leases")],
+    )
 }
 
 #[tokio::test(flavor = "multi_thread")]
