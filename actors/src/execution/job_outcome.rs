@@ -5,18 +5,11 @@ use super::*;
 
 /// This execution's Job, if one exists (deterministic name, matching UID label).
 pub(super) async fn existing_job(state: &ExecutionState) -> Option<Job> {
-    let name = job_name(&uid(state), 1);
-    match retry_for(PATIENCE, || state.ctx.api.get_job(&name)).await {
-        Ok(Some(job))
-            if job
-                .labels()
-                .get(kubernetes_executor_crds::labels::EXECUTION_UID)
-                == Some(&uid(state)) =>
-        {
-            Some(job)
-        }
-        _ => None,
-    }
+    let (name, exec_uid) = (job_name(&uid(state), 1), uid(state));
+    retry_for(PATIENCE, || state.ctx.api.get_job_of(&name, &exec_uid))
+        .await
+        .ok()
+        .flatten()
 }
 
 /// Interprets a Job's status; `Some` when it finished.

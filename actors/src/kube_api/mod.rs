@@ -370,25 +370,31 @@ impl KubeApi {
         {
             Ok(j) => Ok(j),
             Err(kube::Error::Api(s)) if s.code == 409 => {
-                let existing = self
-                    .get_job(&name)
+                let uid = job
+                    .labels()
+                    .get(kubernetes_executor_crds::labels::EXECUTION_UID)
+                    .cloned()
+                    .unwrap_or_default();
+                self.get_job_of(&name, &uid)
                     .await?
                     .ok_or_else(|| ApiError::Conflict {
                         what: format!("job {name}"),
-                        message: "exists and vanished".into(),
-                    })?;
-                let uid_label = kubernetes_executor_crds::labels::EXECUTION_UID;
-                if existing.labels().get(uid_label) == job.labels().get(uid_label) {
-                    Ok(existing)
-                } else {
-                    Err(ApiError::Conflict {
-                        what: format!("job {name}"),
-                        message: "owned by another execution".into(),
+                        message: "exists, but vanished or is owned by another execution".into(),
                     })
-                }
             }
             Err(e) => Err(ApiError::classify(format!("create job {name}"), e)),
         }
+    }
+
+    /// The Job `name` if it belongs to the execution with `exec_uid` (its
+    /// execution-UID label); `None` if absent or someone else's.
+    pub async fn get_job_of(&self, name: &str, exec_uid: &str) -> ApiResult<Option<Job>> {
+        Ok(self.get_job(name).await?.filter(|j| {
+            j.labels()
+                .get(kubernetes_executor_crds::labels::EXECUTION_UID)
+                .map(String::as_str)
+                == Some(exec_uid)
+        }))
     }
 
     /// Reads a Job of the operator's namespace.
