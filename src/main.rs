@@ -4,6 +4,7 @@
 
 mod config;
 mod http;
+mod leader;
 mod manifests;
 mod operator;
 mod run_action;

@@ -11,7 +11,7 @@
 
 use kubernetes_executor_actors::authz::{ACTIONS_RESOURCE, EXECUTE_VERB};
 use kubernetes_executor_actors::catalog::{CATALOG, Scope};
-use kubernetes_executor_actors::kube_api::admission::{
+use kubernetes_executor_actors::k8s::admission::{
     AUTHORIZE_POLICY, GRANTS_POLICY, REQUESTER_POLICY,
 };
 use kubernetes_executor_crds::{GROUP, labels};

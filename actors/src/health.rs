@@ -13,6 +13,7 @@ pub struct Health {
     actors_up: AtomicBool,
     leader: AtomicBool,
     admission: Mutex<Vec<String>>,
+    tree_failed: Mutex<Option<String>>,
 }
 
 impl Health {
@@ -46,6 +47,23 @@ impl Health {
         self.admission.lock().map(|a| a.clone()).unwrap_or_default()
     }
 
+    /// Records that the actor tree cannot recover (a singleton kept
+    /// failing): the replica is neither ready nor live any more.
+    pub fn set_tree_failed(&self, why: String) {
+        if let Ok(mut t) = self.tree_failed.lock() {
+            *t = Some(why);
+        }
+    }
+
+    /// `Ok` while the process can still work; otherwise why not (`/healthz`
+    /// fails, and the kubelet restarts the pod).
+    pub fn liveness(&self) -> Result<(), String> {
+        match self.tree_failed.lock().ok().and_then(|t| t.clone()) {
+            Some(why) => Err(why),
+            None => Ok(()),
+        }
+    }
+
     /// Records whether this replica leads.
     pub fn set_leader(&self, leader: bool) {
         self.leader.store(leader, Ordering::Relaxed);
@@ -60,6 +78,9 @@ impl Health {
     /// once its policies load (it holds no actors until it leads).
     pub fn readiness(&self) -> Result<(), Vec<String>> {
         let mut missing = Vec::new();
+        if let Err(why) = self.liveness() {
+            missing.push(format!("actor tree failed: {why}"));
+        }
         if !self.policy_loaded.load(Ordering::Relaxed) {
             let err = self.policy_error.lock().ok().and_then(|e| e.clone());
             missing.push(match err {

@@ -1,17 +1,25 @@
 //! JobWatcherActor: one watch on the operator's Jobs; routes each change to
 //! the owning ExecutionActor (found by name `exec/<uid>` from the Job's
-//! execution-UID label; names can be longer than a label value). A Job whose actor is not running is ignored: an actor that starts
-//! later reads its Job itself.
+//! execution-UID label; names can be longer than a label value). A Job
+//! whose actor is not running is ignored: an actor that starts later reads
+//! its Job itself. Deletions too: a Job deleted by someone else fails its
+//! execution at once, not at its timeout. After a restart the watch lists
+//! every Job again, so a change missed while it was down still arrives.
 
-use futures::StreamExt;
+use std::sync::Arc;
+
 use k8s_openapi::api::batch::v1::Job;
-use kube::api::Api;
-use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Client, ResourceExt};
+use kube::ResourceExt;
+use kube::runtime::watcher;
 use kubernetes_executor_crds::labels;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
-use crate::execution::{ExecutionMsg, actor_name};
+use crate::execution::ExecutionMsg;
+use crate::k8s::KubeApi;
+use crate::k8s::watch::{Change, watch};
+use crate::metrics::Metrics;
+use crate::peers::Peers;
+use crate::registry::{ActorRegistry, Lifecycle, post};
 
 /// Messages of the JobWatcherActor.
 pub enum JobWatcherMsg {
@@ -19,22 +27,33 @@ pub enum JobWatcherMsg {
     Changed(Box<Job>),
     /// A Job of the operator was deleted (its last state).
     Deleted(Box<Job>),
+    /// Test hook (chaos only): fail now.
+    Chaos,
 }
 
 /// Shorthand for the actor's reference.
 pub type JobWatcherRef = ActorRef<JobWatcherMsg>;
 
-/// Arguments: client and the operator namespace.
+/// Arguments of the JobWatcherActor.
 pub struct JobWatcherArgs {
-    /// Client for the watch.
-    pub client: Client,
-    /// Namespace of the Jobs.
-    pub namespace: String,
+    /// Where the watch comes from.
+    pub api: KubeApi,
+    /// The live-actor registry.
+    pub registry: Arc<ActorRegistry>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Names of the execution actors.
+    pub peers: Peers,
+    /// Parent (for `/actors`).
+    pub parent: String,
 }
 
 /// State: the watch task.
 pub struct JobWatcherState {
     task: tokio::task::JoinHandle<()>,
+    registry: Arc<ActorRegistry>,
+    peers: Peers,
+    life: Lifecycle,
 }
 
 /// The JobWatcherActor.
@@ -50,34 +69,37 @@ impl Actor for JobWatcherActor {
         myself: JobWatcherRef,
         args: JobWatcherArgs,
     ) -> Result<JobWatcherState, ActorProcessingErr> {
-        let api: Api<Job> = Api::namespaced(args.client, &args.namespace);
+        let life = Lifecycle::enter(
+            &args.registry,
+            &args.metrics,
+            "job-watcher",
+            &myself.get_name().unwrap_or_default(),
+            Some(&args.parent),
+            None,
+        );
         let cfg = watcher::Config::default().labels(&format!(
             "{}={}",
             labels::MANAGED_BY,
             labels::MANAGER
         ));
-        let task = tokio::spawn(async move {
-            // Deletions too: a Job deleted by someone else must fail its
-            // execution at once, not at its timeout.
-            let mut stream = watcher::watcher(api, cfg).default_backoff().boxed();
-            while let Some(item) = stream.next().await {
-                let msg = match item {
-                    Ok(watcher::Event::Apply(job) | watcher::Event::InitApply(job)) => {
-                        JobWatcherMsg::Changed(Box::new(job))
-                    }
-                    Ok(watcher::Event::Delete(job)) => JobWatcherMsg::Deleted(Box::new(job)),
-                    Ok(watcher::Event::Init | watcher::Event::InitDone) => continue,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "job watch error (backing off)");
-                        continue;
-                    }
-                };
-                if myself.cast(msg).is_err() {
-                    return;
-                }
-            }
-        });
-        Ok(JobWatcherState { task })
+        let task = watch(
+            "jobs",
+            args.api.jobs(),
+            cfg,
+            args.registry.clone(),
+            myself,
+            |c| match c {
+                Change::Listed(j) | Change::Applied(j) => Some(JobWatcherMsg::Changed(Box::new(j))),
+                Change::Deleted(j) => Some(JobWatcherMsg::Deleted(Box::new(j))),
+                Change::Relisting | Change::Synced | Change::Failed(_) => None,
+            },
+        );
+        Ok(JobWatcherState {
+            task,
+            registry: args.registry,
+            peers: args.peers,
+            life,
+        })
     }
 
     async fn post_stop(
@@ -93,9 +115,11 @@ impl Actor for JobWatcherActor {
         &self,
         _myself: JobWatcherRef,
         msg: JobWatcherMsg,
-        _state: &mut JobWatcherState,
+        state: &mut JobWatcherState,
     ) -> Result<(), ActorProcessingErr> {
+        let started = std::time::Instant::now();
         let (job, deleted) = match msg {
+            JobWatcherMsg::Chaos => panic!("chaos: injected panic in the job watcher"),
             JobWatcherMsg::Changed(job) => (job, false),
             JobWatcherMsg::Deleted(job) => (job, true),
         };
@@ -103,14 +127,19 @@ impl Actor for JobWatcherActor {
         let actor = job
             .labels()
             .get(labels::EXECUTION_UID)
-            .and_then(|uid| ActorRef::<ExecutionMsg>::where_is(actor_name(uid)));
+            .and_then(|uid| ActorRef::<ExecutionMsg>::where_is(state.peers.execution(uid)));
         if let Some(actor) = actor {
-            let _ = actor.cast(if deleted {
-                ExecutionMsg::JobDeleted(job)
-            } else {
-                ExecutionMsg::JobChanged(job)
-            });
+            post(
+                &state.registry,
+                &actor,
+                if deleted {
+                    ExecutionMsg::JobDeleted(job)
+                } else {
+                    ExecutionMsg::JobChanged(job)
+                },
+            );
         }
+        state.life.handled(started, None);
         Ok(())
     }
 }

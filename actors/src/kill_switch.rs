@@ -1,58 +1,64 @@
-//! Watch-backed view of the kill switch: the control ConfigMap's `paused`
-//! key and the namespaces annotated paused. Lets every new execution check
-//! the switch without two API reads of its own (the cost that dominated
-//! pickup latency under load). Until both watches have listed — or after a
-//! watch error, until its next full list — [`KillSwitch::lookup`] answers
-//! `None` and the caller reads the API instead, so an unsynced view never
-//! lets an execution through. (After a watch error the view is trusted
-//! again on the next event: the watch resumes where it stopped.)
-//!
-//! Consistency: a pause takes effect for executions the operator picks up
-//! after the change reached its watch (milliseconds, the same path the
-//! execution itself arrives by). An execution already past `Pending` is
-//! never stopped by the switch.
+//! KillSwitchActor: owns the watches behind [`crate::views`] — the control
+//! ConfigMap, the namespaces (metadata only) and the target-lock Leases —
+//! and writes every change into the views. A child of the root: when it
+//! fails, the views go unsynced (executions ask the API) until its
+//! successor has listed again.
 
-use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
-use futures::StreamExt;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
-use kube::Client;
-use kube::api::Api;
+use kube::ResourceExt;
 use kube::core::PartialObjectMeta;
-use kube::runtime::WatchStreamExt;
-use kube::runtime::watcher::{self, Event};
+use kube::runtime::watcher;
+use kubernetes_executor_crds::labels;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
 
-use crate::kube_api::{CONTROL_CONFIGMAP, PAUSE_ANNOTATION};
+use crate::k8s::KubeApi;
+use crate::k8s::watch::{Change, watch};
+use crate::metrics::Metrics;
+use crate::registry::{ActorRegistry, Lifecycle};
+use crate::views::{CONTROL_CONFIGMAP, PAUSE_ANNOTATION, Views};
 
-#[derive(Default)]
-struct View {
-    global: RwLock<bool>,
-    global_ready: AtomicBool,
-    namespaces: RwLock<HashSet<String>>,
-    namespaces_ready: AtomicBool,
+/// Messages of the KillSwitchActor.
+pub enum KillSwitchMsg {
+    /// The control ConfigMap changed.
+    Control(Change<ConfigMap>),
+    /// A namespace changed.
+    Namespace(Change<PartialObjectMeta<Namespace>>),
+    /// A target lock changed.
+    Lock(Change<Lease>),
+    /// Test hook (chaos only): fail now.
+    Chaos,
 }
 
-/// Handle to the view; clones share it. Dropping the last handle does not
-/// stop the watches: call [`KillSwitch::stop`].
-#[derive(Clone)]
-pub struct KillSwitch {
-    view: Arc<View>,
-    tasks: Arc<Vec<tokio::task::JoinHandle<()>>>,
+/// Arguments of the KillSwitchActor.
+pub struct KillSwitchArgs {
+    /// Where the watches come from.
+    pub api: KubeApi,
+    /// The views it writes.
+    pub views: Views,
+    /// Registry.
+    pub registry: Arc<ActorRegistry>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Parent (for `/actors`).
+    pub parent: String,
 }
 
-/// Pause reason for the cluster-wide switch.
-pub fn global_reason(operator_ns: &str) -> String {
-    format!(
-        "new executions are paused cluster-wide (ConfigMap {operator_ns}/{CONTROL_CONFIGMAP} has paused=\"true\")"
-    )
+/// State of the KillSwitchActor.
+pub struct KillSwitchState {
+    views: Views,
+    control_listing: bool,
+    namespaces_listing: HashSet<String>,
+    locks_listing: HashMap<String, Lease>,
+    watches: Vec<tokio::task::JoinHandle<()>>,
+    life: Lifecycle,
 }
 
-/// Pause reason for a paused namespace.
-pub fn namespace_reason(ns: &str) -> String {
-    format!("new executions in namespace {ns} are paused (annotation {PAUSE_ANNOTATION}=\"true\")")
-}
+/// The KillSwitchActor.
+pub struct KillSwitchActor;
 
 fn cm_paused(cm: &ConfigMap) -> bool {
     cm.data
@@ -61,126 +67,132 @@ fn cm_paused(cm: &ConfigMap) -> bool {
         .is_some_and(|v| v == "true")
 }
 
-fn ns_paused(meta: &kube::core::ObjectMeta) -> bool {
-    meta.annotations
-        .as_ref()
-        .and_then(|a| a.get(PAUSE_ANNOTATION))
+fn ns_paused(m: &PartialObjectMeta<Namespace>) -> bool {
+    m.annotations()
+        .get(PAUSE_ANNOTATION)
         .is_some_and(|v| v == "true")
 }
 
-impl KillSwitch {
-    /// Starts the two watches.
-    pub fn start(client: Client, operator_ns: &str) -> KillSwitch {
-        let view = Arc::new(View::default());
-        let cms: Api<ConfigMap> = Api::namespaced(client.clone(), operator_ns);
-        let cfg = watcher::Config::default().fields(&format!("metadata.name={CONTROL_CONFIGMAP}"));
-        let v = view.clone();
-        let control = tokio::spawn(async move {
-            let mut stream = watcher::watcher(cms, cfg).default_backoff().boxed();
-            let mut listing = false;
-            while let Some(ev) = stream.next().await {
-                match ev {
-                    Ok(Event::Init) => listing = false,
-                    Ok(Event::InitApply(cm)) => listing |= cm_paused(&cm),
-                    Ok(Event::InitDone) => {
-                        set(&v.global, listing);
-                        v.global_ready.store(true, Ordering::Release);
-                    }
-                    // An event after an error means the watch resumed where
-                    // it stopped (no change missed): the view is current again.
-                    Ok(Event::Apply(cm)) => {
-                        set(&v.global, cm_paused(&cm));
-                        v.global_ready.store(true, Ordering::Release);
-                    }
-                    Ok(Event::Delete(_)) => {
-                        set(&v.global, false);
-                        v.global_ready.store(true, Ordering::Release);
-                    }
-                    Err(e) => {
-                        v.global_ready.store(false, Ordering::Release);
-                        tracing::warn!(error = %e, "kill switch: control ConfigMap watch failed; reading the API until it re-lists");
+impl Actor for KillSwitchActor {
+    type Msg = KillSwitchMsg;
+    type State = KillSwitchState;
+    type Arguments = KillSwitchArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<KillSwitchMsg>,
+        args: KillSwitchArgs,
+    ) -> Result<KillSwitchState, ActorProcessingErr> {
+        // A predecessor's view may be stale: unsynced until listed again.
+        args.views.invalidate();
+        let ns = args.api.namespace().to_string();
+        let life = Lifecycle::enter(
+            &args.registry,
+            &args.metrics,
+            "kill-switch",
+            &myself.get_name().unwrap_or_default(),
+            Some(&args.parent),
+            None,
+        );
+        let r = &args.registry;
+        let watches = vec![
+            watch(
+                "control configmap",
+                args.api.configmaps(&ns),
+                watcher::Config::default().fields(&format!("metadata.name={CONTROL_CONFIGMAP}")),
+                r.clone(),
+                myself.clone(),
+                |c| Some(KillSwitchMsg::Control(c)),
+            ),
+            watch(
+                "namespaces",
+                args.api.namespace_metadata(),
+                watcher::Config::default(),
+                r.clone(),
+                myself.clone(),
+                |c| Some(KillSwitchMsg::Namespace(c)),
+            ),
+            watch(
+                "target locks",
+                args.api.leases(),
+                watcher::Config::default().labels(&format!(
+                    "{}={}",
+                    labels::MANAGED_BY,
+                    labels::MANAGER
+                )),
+                r.clone(),
+                myself.clone(),
+                |c| Some(KillSwitchMsg::Lock(c)),
+            ),
+        ];
+        Ok(KillSwitchState {
+            views: args.views,
+            control_listing: false,
+            namespaces_listing: HashSet::new(),
+            locks_listing: HashMap::new(),
+            watches,
+            life,
+        })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<KillSwitchMsg>,
+        state: &mut KillSwitchState,
+    ) -> Result<(), ActorProcessingErr> {
+        state.views.invalidate();
+        for w in &state.watches {
+            w.abort();
+        }
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<KillSwitchMsg>,
+        msg: KillSwitchMsg,
+        state: &mut KillSwitchState,
+    ) -> Result<(), ActorProcessingErr> {
+        let started = std::time::Instant::now();
+        let v = &state.views;
+        match msg {
+            KillSwitchMsg::Chaos => panic!("chaos: injected panic in the kill switch"),
+            KillSwitchMsg::Control(c) => match c {
+                Change::Relisting => state.control_listing = false,
+                Change::Listed(cm) => state.control_listing |= cm_paused(&cm),
+                Change::Synced => v.global(Some(state.control_listing)),
+                // A change after an error means the watch resumed where it
+                // stopped (no change missed): the view is current again.
+                Change::Applied(cm) => v.global(Some(cm_paused(&cm))),
+                Change::Deleted(_) => v.global(Some(false)),
+                Change::Failed(_) => v.global(None),
+            },
+            KillSwitchMsg::Namespace(c) => match c {
+                Change::Relisting => state.namespaces_listing.clear(),
+                Change::Listed(m) => {
+                    if ns_paused(&m) {
+                        state.namespaces_listing.insert(m.name_any());
                     }
                 }
-            }
-        });
-        let nss: Api<PartialObjectMeta<Namespace>> = Api::all(client);
-        let v = view.clone();
-        let namespaces = tokio::spawn(async move {
-            let mut stream = watcher::watcher(nss, watcher::Config::default())
-                .default_backoff()
-                .boxed();
-            let mut listing: HashSet<String> = HashSet::new();
-            while let Some(ev) = stream.next().await {
-                match ev {
-                    Ok(Event::Init) => listing.clear(),
-                    Ok(Event::InitApply(m)) => {
-                        if ns_paused(&m.metadata) {
-                            listing.insert(m.metadata.name.clone().unwrap_or_default());
-                        }
-                    }
-                    Ok(Event::InitDone) => {
-                        if let Ok(mut set) = v.namespaces.write() {
-                            *set = std::mem::take(&mut listing);
-                        }
-                        v.namespaces_ready.store(true, Ordering::Release);
-                    }
-                    Ok(Event::Apply(m)) => {
-                        let name = m.metadata.name.clone().unwrap_or_default();
-                        if let Ok(mut set) = v.namespaces.write() {
-                            if ns_paused(&m.metadata) {
-                                set.insert(name);
-                            } else {
-                                set.remove(&name);
-                            }
-                        }
-                        v.namespaces_ready.store(true, Ordering::Release);
-                    }
-                    Ok(Event::Delete(m)) => {
-                        if let Ok(mut set) = v.namespaces.write() {
-                            set.remove(m.metadata.name.as_deref().unwrap_or_default());
-                        }
-                        v.namespaces_ready.store(true, Ordering::Release);
-                    }
-                    Err(e) => {
-                        v.namespaces_ready.store(false, Ordering::Release);
-                        tracing::warn!(error = %e, "kill switch: namespace watch failed; reading the API until it re-lists");
-                    }
+                Change::Synced => {
+                    v.namespaces_listed(std::mem::take(&mut state.namespaces_listing))
                 }
-            }
-        });
-        KillSwitch {
-            view,
-            tasks: Arc::new(vec![control, namespaces]),
+                Change::Applied(m) => v.namespace(&m.name_any(), ns_paused(&m)),
+                Change::Deleted(m) => v.namespace(&m.name_any(), false),
+                Change::Failed(_) => v.namespaces_stale(),
+            },
+            KillSwitchMsg::Lock(c) => match c {
+                Change::Relisting => state.locks_listing.clear(),
+                Change::Listed(l) => {
+                    state.locks_listing.insert(l.name_any(), l);
+                }
+                Change::Synced => v.locks_listed(std::mem::take(&mut state.locks_listing)),
+                Change::Applied(l) => v.lock(&l.name_any(), Some(l)),
+                Change::Deleted(l) => v.lock(&l.name_any(), None),
+                Change::Failed(_) => v.locks_stale(),
+            },
         }
-    }
-
-    /// Whether new executions in `ns` are paused, from the watches:
-    /// `Some(None)` not paused, `Some(Some(reason))` paused, `None` when the
-    /// view is not synced (ask the API).
-    pub fn lookup(&self, operator_ns: &str, ns: &str) -> Option<Option<String>> {
-        let v = &self.view;
-        if !v.global_ready.load(Ordering::Acquire) || !v.namespaces_ready.load(Ordering::Acquire) {
-            return None;
-        }
-        if *v.global.read().ok()? {
-            return Some(Some(global_reason(operator_ns)));
-        }
-        if v.namespaces.read().ok()?.contains(ns) {
-            return Some(Some(namespace_reason(ns)));
-        }
-        Some(None)
-    }
-
-    /// Stops the watches.
-    pub fn stop(&self) {
-        for t in self.tasks.iter() {
-            t.abort();
-        }
-    }
-}
-
-fn set(flag: &RwLock<bool>, value: bool) {
-    if let Ok(mut f) = flag.write() {
-        *f = value;
+        state.life.handled(started, None);
+        Ok(())
     }
 }

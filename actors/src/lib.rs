@@ -1,30 +1,43 @@
 //! The actor tree of kubernetes-executor and the pure logic it runs.
 //!
-//! Pure, synchronous parts (no I/O): [`catalog`] (actions and validation),
-//! [`machine`] (the phase machine), [`status`] (conditions), [`job`] (Job
-//! construction), [`duration`]. The actors wrap them: [`supervisor`],
-//! [`execution`], [`policy`], [`rbac`], [`job_watcher`]. Only [`kube_api`]
-//! talks to the Kubernetes API; only the PolicyActor touches regorus.
+//! Layers, from the bottom (a module only uses modules above it in this
+//! list or in its own layer; docs/architecture.md draws it):
+//! - pure, no I/O: [`catalog`] (actions and validation), [`machine`] (the
+//!   phase machine), [`decide`] (the execution's decisions), [`status`]
+//!   (conditions), [`job`] (Job construction), [`lock`], [`leader`],
+//!   [`grants`], [`authz`], [`duration`], [`tunables`];
+//! - I/O: [`k8s`] — the only module that talks to the Kubernetes API (with
+//!   [`request_context`], its HTTP stack), and the one watch loop;
+//! - shared state: [`registry`], [`views`], [`health`], [`metrics`],
+//!   [`peers`], [`context`];
+//! - actors: [`policy`] (the only user of regorus), [`rbac`],
+//!   [`job_watcher`], [`kill_switch`], [`execution`], [`supervisor`];
+//! - the tree: [`tree`] (the root; starts and restarts the singletons).
 #![forbid(unsafe_code)]
 
 pub mod authz;
 pub mod catalog;
 pub mod context;
+pub mod decide;
 pub mod duration;
 pub mod execution;
 pub mod grants;
 pub mod health;
 pub mod job;
 pub mod job_watcher;
+pub mod k8s;
 pub mod kill_switch;
-pub mod kube_api;
 pub mod leader;
 pub mod lock;
-pub mod lock_watch;
 pub mod machine;
 pub mod metrics;
+pub mod peers;
 pub mod policy;
 pub mod rbac;
+pub mod registry;
 pub mod request_context;
 pub mod status;
 pub mod supervisor;
+pub mod tree;
+pub mod tunables;
+pub mod views;

@@ -109,6 +109,10 @@ pub enum Event {
     },
     /// The target lock was busy and the wait continues: try creating the Job again.
     RetryCreateJob,
+    /// The kill switch holds a Pending execution (why); it looks again later.
+    Paused(String),
+    /// Another execution holds the target and this one waits (what for).
+    TargetBusy(String),
     /// The Job finished.
     JobFinished(JobOutcome),
     /// Postcondition verification ended.
@@ -213,6 +217,10 @@ pub fn transition(state: &MachineState, event: Event) -> (MachineState, Vec<Effe
             ]
         }
         (Validating, Event::Resume) => vec![Validate],
+        (Pending, Event::Paused(why)) => vec![tr(to(Pending, reasons::PAUSED, why))],
+        (Validating, Event::TargetBusy(what)) => {
+            vec![tr(to(Validating, reasons::WAITING_FOR_TARGET, what))]
+        }
         (Validating, Event::Validated(Err(refusal))) => {
             next.phase = Failed;
             let mut change = to(
@@ -438,6 +446,40 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(fx.last(), Some(&Effect::Stop));
+    }
+
+    #[test]
+    fn paused_and_busy_record_a_reason_without_moving() {
+        let cases = [
+            (
+                Pending,
+                Event::Paused("paused".into()),
+                Some(reasons::PAUSED),
+            ),
+            (
+                Validating,
+                Event::TargetBusy("busy".into()),
+                Some(reasons::WAITING_FOR_TARGET),
+            ),
+            // Too late to pause, or nothing to wait for: ignored.
+            (Validating, Event::Paused("paused".into()), None),
+            (Executing, Event::TargetBusy("busy".into()), None),
+            (Completed, Event::Paused("paused".into()), None),
+        ];
+        for (phase, ev, reason) in cases {
+            let (s, fx) = transition(&st(phase), ev.clone());
+            assert_eq!(s.phase, phase, "{ev:?}");
+            match (reason, fx.as_slice()) {
+                (Some(r), [Effect::Transition(c)]) => {
+                    assert_eq!((c.phase, c.reason), (phase, r), "{ev:?}")
+                }
+                (None, fx) => assert!(
+                    fx.iter().all(|f| !matches!(f, Effect::Transition(_))),
+                    "{ev:?}: {fx:?}"
+                ),
+                (_, fx) => panic!("{ev:?}: {fx:?}"),
+            }
+        }
     }
 
     #[test]

@@ -359,6 +359,8 @@ pub enum PolicyMsg {
     },
     /// Re-read the policy directory and swap in a changed, valid set.
     Reload,
+    /// Test hook (chaos only): fail now.
+    Chaos,
 }
 
 /// Shorthand for the actor's reference.
@@ -376,7 +378,11 @@ pub struct PolicyArgs {
     pub health: Arc<Health>,
     /// Where to report rejected policy sets as Events (regarding the
     /// policies ConfigMap), when running against a cluster.
-    pub events: Option<crate::kube_api::KubeApi>,
+    pub events: Option<crate::k8s::KubeApi>,
+    /// The live-actor registry.
+    pub registry: Arc<crate::registry::ActorRegistry>,
+    /// Parent (for `/actors`).
+    pub parent: String,
 }
 
 /// Name of the ConfigMap the policies are mounted from (Events refer to it).
@@ -389,8 +395,10 @@ pub struct PolicyState {
     source_digest: Option<String>,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
-    events: Option<crate::kube_api::KubeApi>,
+    events: Option<crate::k8s::KubeApi>,
     pending_event: Option<String>,
+    reloads: tokio::task::JoinHandle<()>,
+    life: crate::registry::Lifecycle,
 }
 
 /// The PolicyActor.
@@ -470,6 +478,18 @@ impl Actor for PolicyActor {
         myself: PolicyRef,
         args: PolicyArgs,
     ) -> Result<PolicyState, ActorProcessingErr> {
+        let life = crate::registry::Lifecycle::enter(
+            &args.registry,
+            &args.metrics,
+            "policy",
+            &myself.get_name().unwrap_or_default(),
+            Some(&args.parent),
+            None,
+        );
+        let reloads =
+            crate::registry::post_every(&args.registry, &myself, args.reload_interval, || {
+                PolicyMsg::Reload
+            });
         let mut state = PolicyState {
             dir: args.dir,
             set: None,
@@ -478,11 +498,21 @@ impl Actor for PolicyActor {
             health: args.health,
             events: args.events,
             pending_event: None,
+            reloads,
+            life,
         };
         state.reload();
         state.publish().await;
-        myself.send_interval(args.reload_interval, || PolicyMsg::Reload);
         Ok(state)
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: PolicyRef,
+        state: &mut PolicyState,
+    ) -> Result<(), ActorProcessingErr> {
+        state.reloads.abort();
+        Ok(())
     }
 
     async fn handle(
@@ -491,7 +521,9 @@ impl Actor for PolicyActor {
         msg: PolicyMsg,
         state: &mut PolicyState,
     ) -> Result<(), ActorProcessingErr> {
+        let started = Instant::now();
         match msg {
+            PolicyMsg::Chaos => panic!("chaos: injected panic in the policy actor"),
             PolicyMsg::Reload => {
                 state.reload();
                 state.publish().await;
@@ -555,6 +587,7 @@ impl Actor for PolicyActor {
                 let _ = reply.send(verdict);
             }
         }
+        state.life.handled(started, None);
         Ok(())
     }
 }

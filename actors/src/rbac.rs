@@ -14,20 +14,13 @@
 //! inline, one at a time, they were the bottleneck of real executions under
 //! load: every Job waited behind every other execution's RoleBinding write).
 
-use std::time::Duration;
-
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use crate::catalog::ActionSpec;
 use crate::grants::{For, Grant, grants_for};
-use crate::kube_api::{KubeApi, PATIENCE, retry_for};
+use crate::k8s::{KubeApi, PATIENCE, retry_for};
 
-/// How often the janitor looks for grants whose execution is gone.
-pub const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
-
-/// Grants younger than this are never swept (their execution may not be
-/// visible to a read yet).
-const SWEEP_MIN_AGE: Duration = Duration::from_secs(30);
+pub use crate::tunables::{SWEEP_INTERVAL, SWEEP_MIN_AGE};
 
 /// The execution a grant is for (owned, for messages).
 #[derive(Clone, Debug)]
@@ -78,6 +71,8 @@ pub enum RbacMsg {
     StartJanitor,
     /// Janitor tick: delete grants whose execution is gone or finished.
     Sweep,
+    /// Test hook (chaos only): fail now.
+    Chaos,
 }
 
 /// Shorthand for the actor's reference.
@@ -86,26 +81,61 @@ pub type RbacRef = ActorRef<RbacMsg>;
 /// The RbacActor.
 pub struct RbacActor;
 
-/// State: the API facade, and whether a sweep is running.
+/// Arguments of the RbacActor.
+pub struct RbacArgs {
+    /// The API facade.
+    pub api: KubeApi,
+    /// The live-actor registry.
+    pub registry: std::sync::Arc<crate::registry::ActorRegistry>,
+    /// Metrics.
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
+    /// Parent (for `/actors`).
+    pub parent: String,
+}
+
+/// State: the API facade, and the janitor's timer once started.
 pub struct RbacState {
     api: KubeApi,
-    janitor: bool,
+    janitor: Option<tokio::task::JoinHandle<()>>,
+    registry: std::sync::Arc<crate::registry::ActorRegistry>,
+    life: crate::registry::Lifecycle,
 }
 
 impl Actor for RbacActor {
     type Msg = RbacMsg;
     type State = RbacState;
-    type Arguments = KubeApi;
+    type Arguments = RbacArgs;
 
     async fn pre_start(
         &self,
-        _myself: RbacRef,
-        api: KubeApi,
+        myself: RbacRef,
+        args: RbacArgs,
     ) -> Result<RbacState, ActorProcessingErr> {
+        let life = crate::registry::Lifecycle::enter(
+            &args.registry,
+            &args.metrics,
+            "rbac",
+            &myself.get_name().unwrap_or_default(),
+            Some(&args.parent),
+            None,
+        );
         Ok(RbacState {
-            api,
-            janitor: false,
+            api: args.api,
+            janitor: None,
+            registry: args.registry,
+            life,
         })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: RbacRef,
+        state: &mut RbacState,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(j) = state.janitor.take() {
+            j.abort();
+        }
+        Ok(())
     }
 
     async fn handle(
@@ -114,7 +144,9 @@ impl Actor for RbacActor {
         msg: RbacMsg,
         state: &mut RbacState,
     ) -> Result<(), ActorProcessingErr> {
+        let started = std::time::Instant::now();
         match msg {
+            RbacMsg::Chaos => panic!("chaos: injected panic in the RBAC actor"),
             RbacMsg::Grant {
                 action,
                 target_ns,
@@ -161,10 +193,15 @@ impl Actor for RbacActor {
                 });
             }
             RbacMsg::StartJanitor => {
-                if !state.janitor {
-                    state.janitor = true;
-                    myself.send_interval(SWEEP_INTERVAL, || RbacMsg::Sweep);
-                    let _ = myself.cast(RbacMsg::Sweep);
+                if state.janitor.is_none() {
+                    let r = &state.registry;
+                    state.janitor = Some(crate::registry::post_every(
+                        r,
+                        &myself,
+                        SWEEP_INTERVAL,
+                        || RbacMsg::Sweep,
+                    ));
+                    crate::registry::post(r, &myself, RbacMsg::Sweep);
                 }
             }
             RbacMsg::Sweep => {
@@ -172,6 +209,7 @@ impl Actor for RbacActor {
                 tokio::spawn(async move { sweep(&api).await });
             }
         }
+        state.life.handled(started, None);
         Ok(())
     }
 }

@@ -8,27 +8,20 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
-use kube::api::Api;
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::core::DynamicObject;
+use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use kubernetes_executor_crds::{FINALIZER, KubernetesExecution};
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SupervisionEvent};
 
-use crate::context::{ActorInfo, Ctx};
-use crate::execution::{ExecutionActor, ExecutionArgs, ExecutionMsg, ExecutionRef, actor_name};
-
-/// Restarts allowed per execution within [`RESTART_WINDOW`] before giving up.
-pub const MAX_RESTARTS: u32 = 5;
-/// Window of the restart intensity limit.
-pub const RESTART_WINDOW: Duration = Duration::from_secs(600);
-/// How long the supervisor remembers that an execution's actor finished, to
-/// ignore watch events that lag behind the actor's own final write.
-pub const FINISHED_MEMORY: Duration = Duration::from_secs(600);
-
-/// Stop reason of an execution actor that finished its work (terminal
-/// phase reached, or deletion cleaned up).
-pub const FINISHED: &str = "finished";
+use crate::context::Ctx;
+use crate::execution::{ExecutionActor, ExecutionArgs, ExecutionMsg, ExecutionRef, FINISHED};
+use crate::k8s::watch::{Change, watch};
+use crate::registry::{Lifecycle, post, post_after};
+use crate::tunables::{
+    EXECUTION_MAX_RESTARTS as MAX_RESTARTS, EXECUTION_RESTART_BACKOFF,
+    EXECUTION_RESTART_WINDOW as RESTART_WINDOW, FINISHED_MEMORY,
+};
 
 /// UIDs of executions whose actor finished, remembered for
 /// [`FINISHED_MEMORY`] (bounded by the rate executions finish at).
@@ -61,8 +54,11 @@ impl Finished {
 
 /// Messages of the SupervisorActor.
 pub enum SupervisorMsg {
-    /// An event of the execution watch.
-    Watch(Box<watcher::Event<KubernetesExecution>>),
+    /// A change seen by the execution watch (decoded here, one object at
+    /// a time).
+    Watch(Box<Change<DynamicObject>>),
+    /// Test hook (chaos only): fail now.
+    Chaos,
     /// Restart the actor of `ns/name` (after a backoff).
     Respawn {
         /// Namespace.
@@ -96,6 +92,8 @@ pub struct SupervisorState {
     restarts: HashMap<String, RestartRecord>,
     init_keys: Option<HashSet<String>>,
     watch: tokio::task::JoinHandle<()>,
+    resource: kube::core::ApiResource,
+    life: Lifecycle,
 }
 
 /// The SupervisorActor.
@@ -109,17 +107,17 @@ pub fn needs_actor(exec: &KubernetesExecution) -> bool {
     !exec.phase().is_terminal()
 }
 
-fn key_of(exec: &KubernetesExecution) -> String {
-    exec.key()
-}
-
 impl SupervisorState {
     async fn ensure(&mut self, myself: &SupervisorRef, exec: KubernetesExecution) {
-        let key = key_of(&exec);
+        let key = exec.key();
         let uid = exec.uid().unwrap_or_default();
         if let Some(child) = self.children.get(&key) {
             if child.uid == uid {
-                let _ = child.actor.cast(ExecutionMsg::Observed(Box::new(exec)));
+                post(
+                    &self.ctx.registry,
+                    &child.actor,
+                    ExecutionMsg::Observed(Box::new(exec)),
+                );
                 return;
             }
             // Same name, new object: the old actor's execution is gone.
@@ -146,7 +144,7 @@ impl SupervisorState {
             return;
         }
         let restarts = self.restarts.get(&key).map(|r| r.count).unwrap_or(0);
-        let name = actor_name(&uid);
+        let name = self.ctx.peers.execution(&uid);
         let args = ExecutionArgs {
             exec,
             ctx: self.ctx.clone(),
@@ -165,10 +163,12 @@ impl SupervisorState {
                     .split_once('/')
                     .map(|(a, b)| (a.to_string(), b.to_string()))
                     .unwrap_or_default();
-                myself.send_after(Duration::from_millis(200), move || SupervisorMsg::Respawn {
-                    ns,
-                    name: n,
-                });
+                post_after(
+                    &self.ctx.registry,
+                    myself,
+                    Duration::from_millis(200),
+                    move || SupervisorMsg::Respawn { ns, name: n },
+                );
             }
         }
     }
@@ -208,45 +208,25 @@ impl Actor for SupervisorActor {
         // Watched untyped and decoded one object at a time: an object this
         // version cannot decode is reported on itself and skipped, instead
         // of failing the whole watch (and stalling every other execution).
-        let ar = kube::core::ApiResource::erase::<KubernetesExecution>(&());
-        let api: Api<kube::core::DynamicObject> = Api::all_with(ctx.api.client().clone(), &ar);
-        let me = myself.clone();
-        let events = ctx.api.clone();
-        let watch = tokio::spawn(async move {
-            let mut stream = watcher::watcher(api, watcher::Config::default())
-                .default_backoff()
-                .boxed();
-            while let Some(item) = stream.next().await {
-                let ev = match item {
-                    Ok(watcher::Event::Apply(o)) => {
-                        decode(&events, &ar, o).await.map(watcher::Event::Apply)
-                    }
-                    Ok(watcher::Event::InitApply(o)) => {
-                        decode(&events, &ar, o).await.map(watcher::Event::InitApply)
-                    }
-                    Ok(watcher::Event::Delete(o)) => {
-                        decode(&events, &ar, o).await.map(watcher::Event::Delete)
-                    }
-                    Ok(watcher::Event::Init) => Some(watcher::Event::Init),
-                    Ok(watcher::Event::InitDone) => Some(watcher::Event::InitDone),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "execution watch error (backing off)");
-                        None
-                    }
-                };
-                if let Some(ev) = ev
-                    && me.cast(SupervisorMsg::Watch(Box::new(ev))).is_err()
-                {
-                    return;
-                }
-            }
-        });
-        ctx.registry
-            .insert(ActorInfo::new("supervisor", "supervisor".into(), None, 0));
-        ctx.metrics
-            .live_actors
-            .with_label_values(&["supervisor"])
-            .set(1);
+        let (api, resource) = ctx.api.executions_untyped();
+        let watch = watch(
+            "executions",
+            api,
+            watcher::Config::default(),
+            ctx.registry.clone(),
+            myself.clone(),
+            |c| Some(SupervisorMsg::Watch(Box::new(c))),
+        );
+        let name = myself.get_name().unwrap_or_default();
+        let parent = ctx.peers.root();
+        let life = Lifecycle::enter(
+            &ctx.registry,
+            &ctx.metrics,
+            "supervisor",
+            &name,
+            Some(&parent),
+            None,
+        );
         Ok(SupervisorState {
             ctx,
             children: HashMap::new(),
@@ -255,6 +235,8 @@ impl Actor for SupervisorActor {
             restarts: HashMap::new(),
             init_keys: None,
             watch,
+            resource,
+            life,
         })
     }
 
@@ -265,13 +247,6 @@ impl Actor for SupervisorActor {
     ) -> Result<(), ActorProcessingErr> {
         state.watch.abort();
         state.ctx.health.set_watch_synced(false);
-        state.ctx.registry.remove("supervisor");
-        state
-            .ctx
-            .metrics
-            .live_actors
-            .with_label_values(&["supervisor"])
-            .set(0);
         Ok(())
     }
 
@@ -281,17 +256,25 @@ impl Actor for SupervisorActor {
         msg: SupervisorMsg,
         state: &mut SupervisorState,
     ) -> Result<(), ActorProcessingErr> {
-        state.ctx.registry.touch("supervisor", None);
+        let started = Instant::now();
         match msg {
-            SupervisorMsg::Watch(ev) => match *ev {
-                watcher::Event::Init => state.init_keys = Some(HashSet::new()),
-                watcher::Event::InitApply(exec) => {
+            SupervisorMsg::Chaos => panic!("chaos: injected panic in the supervisor"),
+            SupervisorMsg::Watch(change) => match *change {
+                Change::Relisting => state.init_keys = Some(HashSet::new()),
+                Change::Listed(o) => {
+                    // Listed, even if undecodable: its actor (if any) stays.
                     if let Some(keys) = state.init_keys.as_mut() {
-                        keys.insert(key_of(&exec));
+                        keys.insert(format!(
+                            "{}/{}",
+                            o.metadata.namespace.as_deref().unwrap_or_default(),
+                            o.metadata.name.as_deref().unwrap_or_default()
+                        ));
                     }
-                    state.ensure(&myself, exec).await;
+                    if let Some(exec) = decode(&state.ctx.api, &state.resource, o).await {
+                        state.ensure(&myself, exec).await;
+                    }
                 }
-                watcher::Event::InitDone => {
+                Change::Synced => {
                     // Re-sync: stop actors of executions the fresh list no longer has.
                     if let Some(keys) = state.init_keys.take() {
                         let stale: Vec<String> = state
@@ -306,27 +289,45 @@ impl Actor for SupervisorActor {
                     }
                     state.ctx.health.set_watch_synced(true);
                 }
-                watcher::Event::Apply(exec) => state.ensure(&myself, exec).await,
-                watcher::Event::Delete(exec) => {
-                    let key = key_of(&exec);
+                Change::Applied(o) => {
+                    if let Some(exec) = decode(&state.ctx.api, &state.resource, o).await {
+                        state.ensure(&myself, exec).await;
+                    }
+                }
+                Change::Deleted(o) => {
+                    let key = format!(
+                        "{}/{}",
+                        o.metadata.namespace.as_deref().unwrap_or_default(),
+                        o.metadata.name.as_deref().unwrap_or_default()
+                    );
                     state.stop_child(&key, "execution deleted");
                     state.restarts.remove(&key);
+                    if let Some(uid) = o.metadata.uid.as_deref() {
+                        state
+                            .ctx
+                            .registry
+                            .forget_failures(&state.ctx.peers.execution(uid));
+                    }
                 }
+                Change::Failed(_) => {}
             },
             SupervisorMsg::Respawn { ns, name } => {
-                match crate::kube_api::retry(5, || state.ctx.api.get_execution(&ns, &name)).await {
+                match crate::k8s::retry(5, || state.ctx.api.get_execution(&ns, &name)).await {
                     Ok(Some(exec)) => state.ensure(&myself, exec).await,
                     Ok(None) => {}
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot re-read execution for restart; retrying");
-                        myself.send_after(Duration::from_secs(2), move || SupervisorMsg::Respawn {
-                            ns,
-                            name,
-                        });
+                        post_after(
+                            &state.ctx.registry,
+                            &myself,
+                            Duration::from_secs(2),
+                            move || SupervisorMsg::Respawn { ns, name },
+                        );
                     }
                 }
             }
         }
+        state.life.handled(started, None);
         Ok(())
     }
 
@@ -341,14 +342,22 @@ impl Actor for SupervisorActor {
                 if let Some((key, uid)) = state.forget(&cell) {
                     tracing::debug!(execution = %key, ?reason, "execution actor stopped");
                     if reason.as_deref() == Some(FINISHED) {
+                        state
+                            .ctx
+                            .registry
+                            .forget_failures(&state.ctx.peers.execution(&uid));
                         state.finished.insert(uid);
                     }
                 }
             }
             SupervisionEvent::ActorFailed(cell, err) => {
-                let Some((key, _)) = state.forget(&cell) else {
+                let Some((key, uid)) = state.forget(&cell) else {
                     return Ok(());
                 };
+                state
+                    .ctx
+                    .registry
+                    .record_failure(&state.ctx.peers.execution(&uid), &err.to_string());
                 state
                     .ctx
                     .metrics
@@ -381,13 +390,15 @@ impl Actor for SupervisorActor {
                     tokio::spawn(abandon(state.ctx.clone(), key, message));
                     return Ok(());
                 }
-                let backoff = Duration::from_millis(100) * 2u32.pow(rec.count.min(8) - 1);
+                let backoff = EXECUTION_RESTART_BACKOFF * 2u32.pow(rec.count.min(8) - 1);
                 tracing::warn!(execution = %key, error = %err, restart = rec.count, ?backoff, "execution actor failed; restarting");
                 let (ns, name) = key
                     .split_once('/')
                     .map(|(a, b)| (a.to_string(), b.to_string()))
                     .unwrap_or_default();
-                myself.send_after(backoff, move || SupervisorMsg::Respawn { ns, name });
+                post_after(&state.ctx.registry, &myself, backoff, move || {
+                    SupervisorMsg::Respawn { ns, name }
+                });
             }
             _ => {}
         }
@@ -412,7 +423,7 @@ fn typed(o: &kube::core::DynamicObject) -> Result<KubernetesExecution, serde_jso
 /// Decodes a watched object; one that does not decode gets a warning Event
 /// (naming the problem, bounded) and is skipped.
 async fn decode(
-    api: &crate::kube_api::KubeApi,
+    api: &crate::k8s::KubeApi,
     ar: &kube::core::ApiResource,
     o: kube::core::DynamicObject,
 ) -> Option<KubernetesExecution> {
@@ -445,7 +456,7 @@ async fn decode(
 /// (unless it already ended), with an Event.
 async fn abandon(ctx: Ctx, key: String, message: String) {
     let (ns, name) = key.split_once('/').unwrap_or_default();
-    let exec = match crate::kube_api::retry(5, || ctx.api.get_execution(ns, name)).await {
+    let exec = match crate::k8s::retry(5, || ctx.api.get_execution(ns, name)).await {
         Ok(Some(e)) => e,
         _ => return,
     };
@@ -465,7 +476,7 @@ async fn abandon(ctx: Ctx, key: String, message: String) {
         k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now()),
         exec.metadata.generation,
     );
-    if let Err(e) = crate::kube_api::retry(5, || ctx.api.write_status(ns, name, &status)).await {
+    if let Err(e) = crate::k8s::retry(5, || ctx.api.write_status(ns, name, &status)).await {
         tracing::error!(execution = %key, error = %e, "cannot record that the execution was abandoned");
         return;
     }

@@ -10,7 +10,7 @@ use kubernetes_executor_crds::{KubernetesExecution, reasons};
 use crate::authz::{requester, required_checks};
 use crate::catalog::{Rejection, ValidatedAction};
 use crate::context::Ctx;
-use crate::kube_api::{PATIENCE, retry_for};
+use crate::k8s::{PATIENCE, retry_for};
 
 /// Checks every access the requester of `exec` needs for `v`.
 pub(super) async fn authorize(

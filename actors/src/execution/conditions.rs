@@ -34,35 +34,20 @@ pub(super) async fn evaluate_once(
     phase: ConditionPhase,
 ) -> ConditionResult {
     let reply = ctx
-        .policy
+        .peers
         .call(
+            &ctx.registry,
+            crate::peers::Singleton::Policy,
             |reply| PolicyMsg::Condition {
                 policy: c.policy.clone(),
                 input: input.clone(),
                 reply,
             },
-            Some(Duration::from_secs(10)),
+            crate::tunables::POLICY_CALL_TIMEOUT,
         )
         .await;
-    let (passed, outcome, message) = match reply {
-        Ok(ractor::rpc::CallResult::Success(Ok(ConditionOutcome::Holds))) => {
-            (true, "Verified", "the condition holds".to_string())
-        }
-        Ok(ractor::rpc::CallResult::Success(Ok(ConditionOutcome::Fails(r)))) => {
-            (false, "Failed", r.join("; "))
-        }
-        Ok(ractor::rpc::CallResult::Success(Ok(ConditionOutcome::Inconclusive(r)))) => {
-            (false, "Inconclusive", r.join("; "))
-        }
-        Ok(ractor::rpc::CallResult::Success(Err(e))) => {
-            (false, "Inconclusive", format!("evaluation failed: {e}"))
-        }
-        _ => (
-            false,
-            "Inconclusive",
-            "the policy engine did not answer".to_string(),
-        ),
-    };
+    let (outcome, message) = crate::decide::condition(reply);
+    let passed = outcome == crate::decide::ConditionVerdict::Verified;
     ConditionResult {
         name: c.name.clone(),
         phase,
@@ -75,47 +60,6 @@ pub(super) async fn evaluate_once(
         )),
         evaluated_at: Some(now()),
     }
-}
-
-/// Verifies postconditions, each polled with backoff until it holds or its
-/// timeout passes; a condition that never decides ends Inconclusive.
-pub(super) async fn verify_postconditions(
-    ctx: &Ctx,
-    exec: &KubernetesExecution,
-    v: &ValidatedAction,
-    post: &[ActionCondition],
-) -> Vec<ConditionResult> {
-    let mut results = Vec::new();
-    for c in post {
-        let timeout = c
-            .timeout
-            .as_deref()
-            .and_then(|t| crate::duration::parse_duration(t).ok())
-            .unwrap_or(Duration::from_secs(60));
-        let deadline = Instant::now() + timeout;
-        let mut delay = Duration::from_millis(500);
-        let result = loop {
-            let r = match condition_input(ctx, exec, v, &Default::default(), None).await {
-                Ok(input) => evaluate_once(ctx, c, &input, ConditionPhase::Post).await,
-                Err(e) => ConditionResult {
-                    name: c.name.clone(),
-                    phase: ConditionPhase::Post,
-                    passed: false,
-                    required: c.required,
-                    outcome: Some("Inconclusive".into()),
-                    message: Some(format!("cannot read cluster state: {e}")),
-                    evaluated_at: Some(now()),
-                },
-            };
-            if r.passed || Instant::now() + delay > deadline {
-                break r;
-            }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(4));
-        };
-        results.push(result);
-    }
-    results
 }
 
 /// Replaces the results of one phase in status.

@@ -21,27 +21,9 @@ pub(super) async fn job_event(state: &mut ExecutionState, job: &Job) -> Option<E
     {
         return None;
     }
-    let conditions = job
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.clone())
-        .unwrap_or_default();
-    let is = |t: &str| {
-        conditions
-            .iter()
-            .find(|c| c.type_ == t && c.status == "True")
-    };
-    let complete = is("Complete").is_some();
-    let failed = is("Failed");
-    if !complete && failed.is_none() {
-        return None;
-    }
-    // Real attempts: every pod that ran to an end (retries included).
-    if let Some(st) = job.status.as_ref() {
-        let n = st.failed.unwrap_or(0) + st.succeeded.unwrap_or(0);
-        if n > 0 {
-            state.status.attempts = Some(n);
-        }
+    let finished = crate::decide::job_finished(job)?;
+    if let Some(n) = crate::decide::attempts(job) {
+        state.status.attempts = Some(n);
     }
     if let Some(t) = state.job_created {
         state
@@ -50,63 +32,10 @@ pub(super) async fn job_event(state: &mut ExecutionState, job: &Job) -> Option<E
             .job_completion_duration
             .observe(t.elapsed().as_secs_f64());
     }
-    let output = termination_output(state, &job.name_any(), complete).await;
-    if complete {
-        let (result, rollback) = match output {
-            Some(o) => (o.result, o.rollback),
-            None => (
-                ExecutionResult {
-                    succeeded: true,
-                    ..Default::default()
-                },
-                None,
-            ),
-        };
-        return Some(Event::JobFinished(JobOutcome::Succeeded {
-            result,
-            rollback,
-        }));
-    }
-    let failed = failed?;
-    if failed.reason.as_deref() == Some("DeadlineExceeded") {
-        let message = format!(
-            "the action's Job {} ran past its deadline ({}s): {}",
-            job.name_any(),
-            job.spec
-                .as_ref()
-                .and_then(|s| s.active_deadline_seconds)
-                .unwrap_or_default(),
-            failed.message.clone().unwrap_or_default()
-        );
-        return Some(Event::JobFinished(JobOutcome::DeadlineExceeded { message }));
-    }
-    let target_changed = output
-        .as_ref()
-        .is_some_and(|o| o.reason.as_deref() == Some(reasons::TARGET_CHANGED));
-    let (result, rollback) = match output {
-        Some(mut o) => {
-            o.result.succeeded = false;
-            (o.result, o.rollback)
-        }
-        None => (
-            ExecutionResult {
-                succeeded: false,
-                error: Some(format!(
-                    "Job {} failed ({}): {}",
-                    job.name_any(),
-                    failed.reason.clone().unwrap_or_default(),
-                    failed.message.clone().unwrap_or_default()
-                )),
-                ..Default::default()
-            },
-            None,
-        ),
-    };
-    Some(Event::JobFinished(JobOutcome::Failed {
-        result,
-        rollback,
-        target_changed,
-    }))
+    let output = termination_output(state, &job.name_any(), finished.is_ok()).await;
+    Some(Event::JobFinished(crate::decide::job_outcome(
+        job, finished, output,
+    )))
 }
 
 /// Reads the newest pod's termination message (`run-action`'s JSON output).
@@ -139,19 +68,5 @@ pub(super) async fn termination_output(
             break;
         }
     }
-    let message = message?;
-    match serde_json::from_str::<ActionOutput>(&message) {
-        Ok(o) => Some(o),
-        Err(_) if message.trim().is_empty() => None,
-        Err(_) => Some(ActionOutput {
-            result: ExecutionResult {
-                succeeded,
-                error: (!succeeded).then(|| message.chars().take(1024).collect()),
-                output: succeeded.then(|| message.chars().take(1024).collect()),
-                ..Default::default()
-            },
-            rollback: None,
-            reason: None,
-        }),
-    }
+    crate::decide::termination_output(&message?, succeeded)
 }

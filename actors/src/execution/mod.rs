@@ -14,7 +14,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kubernetes_executor_crds::{
-    ActionCondition, ConditionPhase, ConditionResult, ExecutionResult, KubernetesExecution,
+    ActionCondition, ConditionPhase, ConditionResult, KubernetesExecution,
     KubernetesExecutionStatus, Phase, PolicyDecision, TargetSnapshot, reasons,
 };
 use ractor::{Actor, ActorProcessingErr, ActorRef};
@@ -23,11 +23,11 @@ use tracing::Instrument;
 use crate::catalog::{Rejection, ValidatedAction, validate};
 use crate::context::{Context, Ctx};
 use crate::job::{ActionOutput, build_job, job_name};
-use crate::kube_api::{ApiError, PATIENCE, retry, retry_for};
+use crate::k8s::{ApiError, PATIENCE, retry, retry_for};
 use crate::machine::{
     Effect, Event, JobOutcome, MachineState, Plan, Refusal, StatusChange, transition,
 };
-use crate::policy::{ConditionOutcome, PolicyMsg, policy_input};
+use crate::policy::{PolicyMsg, policy_input};
 use crate::rbac::RbacMsg;
 
 mod authorize;
@@ -35,11 +35,15 @@ mod conditions;
 mod job_outcome;
 mod start;
 mod validation;
+mod verify;
+use crate::registry::{Lifecycle, post, post_after};
 pub use authorize::namespace_listed;
-use conditions::{condition_input, evaluate_once, record_conditions, verify_postconditions};
+use conditions::{condition_input, evaluate_once, record_conditions};
 use job_outcome::{existing_job, job_event};
 use start::{Created, ask_rbac, create_job, lock_name};
 use validation::validate_all;
+pub use verify::{CHAOS_VERIFIER_ANNOTATION, VerifierActor, VerifierArgs, VerifierMsg};
+use verify::{spawn_verifier, verifier_failed};
 
 /// Annotation read by the chaos knob (see [`crate::context::Settings::chaos`]).
 pub const CHAOS_PANIC_ANNOTATION: &str = "kubernetesexecution.kubernaut.io/chaos-panic";
@@ -51,12 +55,9 @@ pub const CHAOS_CREATE_LOST_ANNOTATION: &str = "kubernetesexecution.kubernaut.io
 pub const CHAOS_CRASH_AFTER_JOB_ANNOTATION: &str =
     "kubernetesexecution.kubernaut.io/chaos-crash-after-job";
 
-/// Registered name of the actor of the execution with `uid`. By UID, not
-/// by name: a name can be 253 characters, longer than a label value, and the
-/// Job watcher routes by the UID label of the Job.
-pub fn actor_name(uid: &str) -> String {
-    format!("exec/{uid}")
-}
+/// Stop reason of an actor that finished its work (an execution actor:
+/// terminal phase reached, or deletion cleaned up; a verifier: results sent).
+pub const FINISHED: &str = "finished";
 
 /// Messages of an ExecutionActor.
 pub enum ExecutionMsg {
@@ -68,8 +69,10 @@ pub enum ExecutionMsg {
     JobDeleted(Box<Job>),
     /// A machine event produced by an effect or a timer.
     Machine(Box<Event>),
-    /// The postcondition verification task finished.
+    /// The postcondition verifier finished.
     PostconditionsDone(Vec<ConditionResult>),
+    /// Restart the postcondition verifier (after it failed).
+    RespawnVerifier,
 }
 
 /// Shorthand for the actor's reference.
@@ -93,10 +96,9 @@ pub struct ExecutionState {
     validated: Option<ValidatedAction>,
     phase_since: Instant,
     timeout_armed: bool,
-    verifying: bool,
-    /// The postcondition polling task, aborted when the actor stops (the
-    /// execution ended, timed out or was deleted).
-    verify_task: Option<AbortOnDrop>,
+    /// The verifier's arguments while postconditions are being verified
+    /// (the verifier is a linked child: it stops with this actor).
+    verifier: Option<VerifierArgs>,
     job_created: Option<Instant>,
     finalizer_added: bool,
     released: bool,
@@ -108,15 +110,7 @@ pub struct ExecutionState {
     ctx: Ctx,
     name: String,
     span: tracing::Span,
-}
-
-/// Aborts a spawned task when dropped.
-struct AbortOnDrop(tokio::task::AbortHandle);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
+    life: Lifecycle,
 }
 
 /// The ExecutionActor.
@@ -139,7 +133,7 @@ impl Actor for ExecutionActor {
             ..(*args.ctx).clone()
         });
         let status = exec.status.clone().unwrap_or_default();
-        let name = actor_name(&exec.uid().unwrap_or_default());
+        let name = myself.get_name().unwrap_or_default();
         let requester = exec
             .spec
             .requester
@@ -151,26 +145,26 @@ impl Actor for ExecutionActor {
             phase: status.phase.unwrap_or_default(),
             deleting: false,
         };
-        args.ctx
-            .metrics
-            .live_actors
-            .with_label_values(&["execution"])
-            .inc();
-        let mut info = crate::context::ActorInfo::new(
+        let parent = ctx.peers.name(crate::peers::Singleton::Supervisor);
+        let life = Lifecycle::enter(
+            &ctx.registry,
+            &ctx.metrics,
             "execution",
-            name.clone(),
+            &name,
+            Some(&parent),
             Some(exec.key()),
-            args.restarts,
         );
-        info.phase = Some(machine.phase.to_string());
-        args.ctx.registry.insert(info);
         let deleting = exec.metadata.deletion_timestamp.is_some();
         let first = if deleting {
             Event::Deleted
         } else {
             Event::Resume
         };
-        myself.cast(ExecutionMsg::Machine(Box::new(first)))?;
+        post(
+            &ctx.registry,
+            &myself,
+            ExecutionMsg::Machine(Box::new(first)),
+        );
         let resumed_in_validating = machine.phase == Phase::Validating;
         Ok(ExecutionState {
             exec,
@@ -179,8 +173,7 @@ impl Actor for ExecutionActor {
             validated: None,
             phase_since: Instant::now(),
             timeout_armed: false,
-            verifying: false,
-            verify_task: None,
+            verifier: None,
             job_created: None,
             finalizer_added: false,
             released: false,
@@ -190,6 +183,7 @@ impl Actor for ExecutionActor {
             ctx,
             name,
             span,
+            life,
         })
     }
 
@@ -198,16 +192,38 @@ impl Actor for ExecutionActor {
         _myself: ExecutionRef,
         state: &mut ExecutionState,
     ) -> Result<(), ActorProcessingErr> {
-        // Postcondition polling stops with the execution (also when the
-        // actor fails: the guard aborts it when the state is dropped).
-        state.verify_task = None;
-        state
-            .ctx
-            .metrics
-            .live_actors
-            .with_label_values(&["execution"])
-            .dec();
-        state.ctx.registry.remove(&state.name);
+        // The verifier (a linked child) stops with this actor; the
+        // registry entry goes with the lifecycle guard.
+        state.verifier = None;
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ExecutionRef,
+        evt: ractor::SupervisionEvent,
+        state: &mut ExecutionState,
+    ) -> Result<(), ActorProcessingErr> {
+        if let ractor::SupervisionEvent::ActorFailed(cell, err) = evt
+            && let Some(args) = state.verifier.as_mut()
+        {
+            let err = err.to_string();
+            let restarts = state
+                .ctx
+                .registry
+                .record_failure(&cell.get_name().unwrap_or_default(), &err);
+            tracing::warn!(error = %err, restarts, "postcondition verifier failed");
+            let msg = match verifier_failed(args, &err) {
+                None => ExecutionMsg::RespawnVerifier,
+                Some(results) => ExecutionMsg::PostconditionsDone(results),
+            };
+            post_after(
+                &state.ctx.registry,
+                &myself,
+                crate::tunables::EXECUTION_RESTART_BACKOFF,
+                move || msg,
+            );
+        }
         Ok(())
     }
 
@@ -271,32 +287,24 @@ async fn handle_message(
                 }
             }
             ExecutionMsg::PostconditionsDone(results) => {
-                state.verifying = false;
-                record_conditions(&mut state.status, ConditionPhase::Post, results.clone());
-                let failed: Vec<String> = results
-                    .iter()
-                    .filter(|r| r.required && !r.passed)
-                    .map(|r| {
-                        format!(
-                            "{} ({}): {}",
-                            r.name,
-                            r.outcome.clone().unwrap_or_default(),
-                            r.message.clone().unwrap_or_default()
-                        )
-                    })
-                    .collect();
-                let outcome = if failed.is_empty() {
-                    Ok(())
-                } else {
-                    Err(Rejection::new(
-                        reasons::POSTCONDITION_FAILED,
-                        format!(
-                            "required postconditions did not hold: {}",
-                            failed.join("; ")
-                        ),
-                    ))
-                };
-                run(&myself, state, Event::Verified(outcome)).await;
+                if state.verifier.take().is_some() {
+                    let outcome = crate::decide::postconditions(&results);
+                    record_conditions(&mut state.status, ConditionPhase::Post, results);
+                    run(&myself, state, Event::Verified(outcome)).await;
+                }
+            }
+            ExecutionMsg::RespawnVerifier => {
+                if let Some(args) = state.verifier.clone()
+                    && let Err(e) = spawn_verifier(args).await
+                {
+                    tracing::warn!(error = %e, "cannot restart the verifier; retrying");
+                    post_after(
+                        &state.ctx.registry,
+                        &myself,
+                        Duration::from_millis(200),
+                        || ExecutionMsg::RespawnVerifier,
+                    );
+                }
             }
             ExecutionMsg::JobChanged(job) => {
                 if let Some(ev) = job_event(state, &job).await {
@@ -346,15 +354,8 @@ async fn handle_message(
             }
         }
         state
-            .ctx
-            .registry
-            .touch(&state.name, Some(state.machine.phase.as_str()));
-        state
-            .ctx
-            .metrics
-            .message_handling
-            .with_label_values(&["execution"])
-            .observe(start.elapsed().as_secs_f64());
+            .life
+            .handled(start, Some(state.machine.phase.as_str()));
         Ok(())
     }
 }
@@ -428,7 +429,11 @@ async fn execute(myself: &ExecutionRef, state: &mut ExecutionState, fx: Effect) 
                 state.validated = validated(state);
                 let name = job.name_any();
                 tracing::info!(job = %name, "adopting the Job of a previous life");
-                let _ = myself.cast(ExecutionMsg::JobChanged(Box::new(job)));
+                post(
+                    &ctx.registry,
+                    myself,
+                    ExecutionMsg::JobChanged(Box::new(job)),
+                );
                 return Some(Event::JobCreated { job_name: name });
             }
             Some(Event::Validated(validate_all(state).await))
@@ -438,10 +443,10 @@ async fn execute(myself: &ExecutionRef, state: &mut ExecutionState, fx: Effect) 
                 // The Job may be one created before a restart, and may even be
                 // finished already (its watch event went to no actor): look at it.
                 let name = job.name_any();
-                let _ = myself.cast(ExecutionMsg::JobChanged(job));
+                post(&ctx.registry, myself, ExecutionMsg::JobChanged(job));
                 Some(Event::JobCreated { job_name: name })
             }
-            Ok(Created::Busy(holder)) => busy(myself, state, holder).await,
+            Ok(Created::Busy(holder)) => busy(myself, state, holder),
             // Could not create the Job for a permanent reason: fail as validation does.
             Err(refusal) => Some(Event::Validated(Err(refusal))),
         },
@@ -461,7 +466,7 @@ async fn execute(myself: &ExecutionRef, state: &mut ExecutionState, fx: Effect) 
                 state.timeout_armed = true;
                 let (timeout, elapsed) = timeout_and_elapsed(state);
                 let remaining = (timeout + ctx.settings.timeout_grace).saturating_sub(elapsed);
-                myself.send_after(remaining, || {
+                post_after(&ctx.registry, myself, remaining, || {
                     ExecutionMsg::Machine(Box::new(Event::TimedOut))
                 });
             }
@@ -474,15 +479,23 @@ async fn execute(myself: &ExecutionRef, state: &mut ExecutionState, fx: Effect) 
                 // Nothing declared: the Job's success is the verification.
                 return Some(Event::Verified(Ok(())));
             }
-            if !state.verifying {
-                state.verifying = true;
-                // Polling can take minutes: run it in a task that messages back.
-                let (ctx, me, exec) = (state.ctx.clone(), myself.clone(), state.exec.clone());
-                let task = tokio::spawn(async move {
-                    let results = verify_postconditions(&ctx, &exec, &v, &post).await;
-                    let _ = me.cast(ExecutionMsg::PostconditionsDone(results));
-                });
-                state.verify_task = Some(AbortOnDrop(task.abort_handle()));
+            if state.verifier.is_none() {
+                // Polling can take minutes: a supervised child does it.
+                let args = VerifierArgs {
+                    ctx: state.ctx.clone(),
+                    exec: state.exec.clone(),
+                    validated: v,
+                    post,
+                    parent: myself.clone(),
+                    restarts: 0,
+                };
+                state.verifier = Some(args.clone());
+                if let Err(e) = spawn_verifier(args).await {
+                    tracing::warn!(error = %e, "cannot start the verifier; retrying");
+                    post_after(&ctx.registry, myself, Duration::from_millis(200), || {
+                        ExecutionMsg::RespawnVerifier
+                    });
+                }
             }
             None
         }
@@ -517,8 +530,8 @@ async fn execute(myself: &ExecutionRef, state: &mut ExecutionState, fx: Effect) 
             let exec = execution_id(state);
             let revoked = ask_rbac(&ctx, |reply| RbacMsg::Revoke {
                 action,
-                target_ns,
-                exec,
+                target_ns: target_ns.clone(),
+                exec: exec.clone(),
                 reply,
             })
             .await;
@@ -550,7 +563,7 @@ async fn execute(myself: &ExecutionRef, state: &mut ExecutionState, fx: Effect) 
             None
         }
         Effect::Stop => {
-            myself.stop(Some(crate::supervisor::FINISHED.into()));
+            myself.stop(Some(FINISHED.into()));
             None
         }
     }
@@ -594,10 +607,9 @@ async fn write_transition_in_span(state: &mut ExecutionState, change: &StatusCha
             .with_label_values(&[from.as_str()])
             .observe(state.phase_since.elapsed().as_secs_f64());
         state.phase_since = Instant::now();
-        ctx.registry.transition(
-            &state.name,
-            format!("{from}→{} {}", change.phase, change.reason),
-        );
+        state
+            .life
+            .transition(format!("{from}→{} {}", change.phase, change.reason));
         if change.phase.is_terminal() {
             ctx.metrics
                 .executions_finished
@@ -649,7 +661,18 @@ async fn paused(myself: &ExecutionRef, state: &mut ExecutionState) -> bool {
     }
     let mut why = None;
     for ns in &namespaces {
-        match retry(3, || state.ctx.api.paused(ns)).await {
+        // The watched view first; the API when it is not synced.
+        let operator_ns = state.ctx.api.namespace();
+        let watched = state
+            .ctx
+            .views
+            .as_ref()
+            .and_then(|v| v.paused(operator_ns, ns));
+        let answer = match watched {
+            Some(a) => Ok(a),
+            None => retry(3, || state.ctx.api.paused(ns)).await,
+        };
+        match answer {
             Ok(None) => {}
             Ok(Some(w)) => {
                 why = Some(w);
@@ -665,17 +688,14 @@ async fn paused(myself: &ExecutionRef, state: &mut ExecutionState) -> bool {
     if state.status.reason.as_deref() != Some(reasons::PAUSED)
         || state.status.message.as_deref() != Some(why.as_str())
     {
-        let change = StatusChange {
-            phase: Phase::Pending,
-            reason: reasons::PAUSED,
-            message: why,
-            ..Default::default()
-        };
-        write_transition(state, &change).await;
+        run(myself, state, Event::Paused(why)).await;
     }
-    myself.send_after(Duration::from_secs(2), || {
-        ExecutionMsg::Machine(Box::new(Event::Resume))
-    });
+    post_after(
+        &state.ctx.registry,
+        myself,
+        crate::tunables::PAUSE_POLL,
+        || ExecutionMsg::Machine(Box::new(Event::Resume)),
+    );
     true
 }
 
@@ -691,23 +711,15 @@ fn timeout_and_elapsed(state: &ExecutionState) -> (Duration, Duration) {
         .as_ref()
         .map(|t| t.0)
         .unwrap_or_else(Timestamp::now);
-    (timeout, elapsed_since(started, Timestamp::now()))
-}
-
-/// Time from `started` to `now`; zero when `started` lies in the future (a
-/// clock ahead on the replica that wrote it must not time an execution out).
-fn elapsed_since(started: Timestamp, now: Timestamp) -> Duration {
-    let d = now.duration_since(started);
-    if d.is_negative() {
-        Duration::ZERO
-    } else {
-        d.unsigned_abs()
-    }
+    (
+        timeout,
+        crate::decide::elapsed_since(started, Timestamp::now()),
+    )
 }
 
 /// The target lock is held by another execution: wait (bounded by the
 /// timeout) or fail, per `spec.onTargetBusy`.
-async fn busy(
+fn busy(
     myself: &ExecutionRef,
     state: &mut ExecutionState,
     holder: crate::lock::Holder,
@@ -715,58 +727,23 @@ async fn busy(
     let target = state.status.target.clone().unwrap_or_default();
     let (timeout, waited) = timeout_and_elapsed(state);
     let policy = state.exec.spec.on_target_busy.unwrap_or_default();
-    if policy == kubernetes_executor_crds::TargetBusyPolicy::Fail || waited >= timeout {
-        let message = if policy == kubernetes_executor_crds::TargetBusyPolicy::Fail {
-            format!(
-                "target {target} is being changed by execution {}",
-                holder.key
-            )
-        } else {
-            format!(
-                "target {target} stayed locked by execution {} for {}s (the timeout)",
-                holder.key,
-                waited.as_secs()
-            )
-        };
-        return Some(Event::Validated(Err(Refusal {
-            rejection: Rejection::new(reasons::TARGET_BUSY, message),
+    match crate::decide::busy(policy, &target, &holder.key, waited, timeout) {
+        crate::decide::Busy::Fail(rejection) => Some(Event::Validated(Err(Refusal {
+            rejection,
             decision: None,
             action: state.status.resolved_action.clone(),
             target: Some(target),
-        })));
-    }
-    if state.status.reason.as_deref() != Some(reasons::WAITING_FOR_TARGET) {
-        let change = StatusChange {
-            phase: Phase::Validating,
-            reason: reasons::WAITING_FOR_TARGET,
-            message: format!(
-                "waiting for execution {} to release target {target}",
-                holder.key
-            ),
-            ..Default::default()
-        };
-        write_transition(state, &change).await;
-    }
-    myself.send_after(Duration::from_millis(500), || {
-        ExecutionMsg::Machine(Box::new(Event::RetryCreateJob))
-    });
-    None
-}
-
-#[cfg(test)]
-mod tests {
-    use super::elapsed_since;
-    use k8s_openapi::jiff::{SignedDuration, Timestamp};
-    use std::time::Duration;
-
-    #[test]
-    fn a_start_time_in_the_future_counts_as_no_time_elapsed() {
-        let now = Timestamp::now();
-        let ahead = now
-            .checked_add(SignedDuration::from_secs(20))
-            .expect("time");
-        assert_eq!(elapsed_since(ahead, now), Duration::ZERO);
-        let before = now.checked_sub(SignedDuration::from_secs(5)).expect("time");
-        assert_eq!(elapsed_since(before, now), Duration::from_secs(5));
+        }))),
+        crate::decide::Busy::Wait(what) => {
+            post_after(
+                &state.ctx.registry,
+                myself,
+                crate::tunables::BUSY_POLL,
+                || ExecutionMsg::Machine(Box::new(Event::RetryCreateJob)),
+            );
+            // Recorded once; later tries wait silently.
+            (state.status.reason.as_deref() != Some(reasons::WAITING_FOR_TARGET))
+                .then_some(Event::TargetBusy(what))
+        }
     }
 }

@@ -102,18 +102,18 @@ pub(super) async fn create_job(state: &mut ExecutionState) -> Result<Created, Re
         // is asked when the lock looks free, expired, or held by someone
         // this operator does not run (a vanished holder is taken over there).
         if let Some(h) = ctx
-            .locks
+            .views
             .as_ref()
-            .and_then(|l| l.holder(&name, Timestamp::now()))
+            .and_then(|l| l.lock_holder(&name, Timestamp::now()))
             && h.uid != exec_uid
             && !h.expired
-            && ctx.registry.contains(&actor_name(&h.uid))
+            && ctx.registry.contains(&ctx.peers.execution(&h.uid))
         {
             return Ok(Created::Busy(h));
         }
         match retry_for(PATIENCE, || ctx.api.acquire_lock(&lease, &exec_uid)).await {
-            Ok(crate::kube_api::LockOutcome::Acquired) => {}
-            Ok(crate::kube_api::LockOutcome::Busy(h)) => return Ok(Created::Busy(h)),
+            Ok(crate::k8s::LockOutcome::Acquired) => {}
+            Ok(crate::k8s::LockOutcome::Busy(h)) => return Ok(Created::Busy(h)),
             Err(e) => return Err(fail(format!("cannot take the target lock: {e}"))),
         }
     }
@@ -122,8 +122,8 @@ pub(super) async fn create_job(state: &mut ExecutionState) -> Result<Created, Re
     let action = v.action;
     ask_rbac(&ctx, |reply| RbacMsg::Grant {
         action,
-        target_ns,
-        exec,
+        target_ns: target_ns.clone(),
+        exec: exec.clone(),
         reply,
     })
     .await
@@ -191,10 +191,15 @@ pub(super) async fn create_job(state: &mut ExecutionState) -> Result<Created, Re
 /// was none.
 pub(super) async fn ask_rbac(
     ctx: &Ctx,
-    msg: impl FnOnce(ractor::RpcReplyPort<Result<(), String>>) -> RbacMsg,
+    msg: impl Fn(ractor::RpcReplyPort<Result<(), String>>) -> RbacMsg,
 ) -> Result<(), String> {
-    match ctx.rbac.call(msg, Some(Duration::from_secs(30))).await {
-        Ok(ractor::rpc::CallResult::Success(result)) => result,
-        other => Err(format!("RBAC actor unavailable: {:?}", other.map(|_| ()))),
-    }
+    ctx.peers
+        .call(
+            &ctx.registry,
+            crate::peers::Singleton::Rbac,
+            msg,
+            crate::tunables::RBAC_CALL_TIMEOUT,
+        )
+        .await
+        .map_err(|e| format!("RBAC actor unavailable: {e}"))?
 }

@@ -33,7 +33,7 @@ pub(super) async fn validate_all(state: &mut ExecutionState) -> Result<Plan, Ref
             .await
             .map(|d| {
                 d.map(|d| {
-                    let meta = crate::kube_api::TargetMeta {
+                    let meta = crate::k8s::TargetMeta {
                         uid: d.metadata.uid.clone().unwrap_or_default(),
                         resource_version: d.metadata.resource_version.clone(),
                         labels: d.metadata.labels.clone().unwrap_or_default(),
@@ -46,7 +46,7 @@ pub(super) async fn validate_all(state: &mut ExecutionState) -> Result<Plan, Ref
         // The operator may not read Secrets outside its namespace (not even
         // their metadata): the Job, under its just-in-time grant, checks the
         // target exists. Policies see no labels of Secret targets.
-        Ok(Some(crate::kube_api::TargetMeta::default()))
+        Ok(Some(crate::k8s::TargetMeta::default()))
     } else {
         retry_for(PATIENCE, || {
             ctx.api.get_target_meta(
@@ -80,47 +80,28 @@ pub(super) async fn validate_all(state: &mut ExecutionState) -> Result<Plan, Ref
     };
     let input = policy_input(&state.exec, &v, &meta.labels, ctx.api.namespace());
     let verdict = ctx
-        .policy
+        .peers
         .call(
+            &ctx.registry,
+            crate::peers::Singleton::Policy,
             |reply| PolicyMsg::Evaluate {
-                input,
+                input: input.clone(),
                 action: action.clone(),
                 reply,
             },
-            Some(Duration::from_secs(10)),
+            crate::tunables::POLICY_CALL_TIMEOUT,
         )
         .await;
     let verdict = match verdict {
-        Ok(ractor::rpc::CallResult::Success(v)) => v,
-        other => {
-            let msg = format!(
-                "policy evaluation unavailable ({:?}); failing closed",
-                other.map(|_| ())
-            );
+        Ok(v) => v,
+        Err(e) => {
+            let msg = format!("policy evaluation unavailable ({e}); failing closed");
             return Err(with(Rejection::new(reasons::POLICY_UNAVAILABLE, msg), None));
         }
     };
-    let decision = PolicyDecision {
-        allowed: verdict.allowed(),
-        policy_set_digest: verdict.digest.clone(),
-        violations: verdict.violations.clone(),
-        evaluated_at: Some(now()),
-    };
-    if let Some(err) = verdict.error {
-        return Err(with(
-            Rejection::new(
-                reasons::POLICY_UNAVAILABLE,
-                format!("policy evaluation failed: {err}"),
-            ),
-            Some(decision),
-        ));
-    }
-    if !decision.allowed {
-        let msg = format!("denied by policy: {}", decision.violations.join("; "));
-        return Err(with(
-            Rejection::new(reasons::POLICY_DENIED, msg),
-            Some(decision),
-        ));
+    let (decision, outcome) = crate::decide::policy(&verdict, now());
+    if let Err(rejection) = outcome {
+        return Err(with(rejection, Some(decision)));
     }
     if !pre.is_empty() {
         let input = condition_input(&ctx, &state.exec, &v, &meta.labels, deployment.as_ref())
@@ -171,16 +152,8 @@ pub(super) async fn validate_all(state: &mut ExecutionState) -> Result<Plan, Ref
             }
         }
         record_conditions(&mut state.status, ConditionPhase::Pre, results.clone());
-        if let Some(failed) = results.iter().find(|r| r.required && !r.passed) {
-            let msg = format!(
-                "required precondition {} did not hold: {}",
-                failed.name,
-                failed.message.clone().unwrap_or_default()
-            );
-            return Err(with(
-                Rejection::new(reasons::PRECONDITION_FAILED, msg),
-                Some(decision),
-            ));
+        if let Err(rejection) = crate::decide::preconditions(&results) {
+            return Err(with(rejection, Some(decision)));
         }
     }
     let snapshot = (!meta.uid.is_empty()).then(|| TargetSnapshot {
@@ -188,28 +161,7 @@ pub(super) async fn validate_all(state: &mut ExecutionState) -> Result<Plan, Ref
         resource_version: meta.resource_version.clone(),
     });
     let dry_run = state.exec.spec.dry_run;
-    let output = dry_run.then(|| {
-        format!(
-            "would run {} on {} with {}",
-            action,
-            target,
-            if v.params.is_empty() {
-                "no parameters".to_string()
-            } else {
-                v.params
-                    .iter()
-                    .map(|(k, val)| {
-                        if v.action.param(k).is_some_and(|p| p.secret) {
-                            format!("{k}=<redacted>")
-                        } else {
-                            format!("{k}={val}")
-                        }
-                    })
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            }
-        )
-    });
+    let output = dry_run.then(|| crate::decide::dry_run_text(&v, &action, &target));
     state.validated = Some(v);
     Ok(Plan {
         dry_run,

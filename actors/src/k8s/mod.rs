@@ -14,6 +14,7 @@ use kubernetes_executor_crds::{FINALIZER, KubernetesExecution, KubernetesExecuti
 use serde_json::json;
 
 mod access;
+pub mod watch;
 pub use access::{AdmissionState, Grant, admission};
 
 /// Field manager of every write the operator makes.
@@ -138,7 +139,6 @@ pub struct KubeApi {
     namespace: String,
     instance: Option<String>,
     clients: Option<crate::request_context::Clients>,
-    kill_switch: Option<crate::kill_switch::KillSwitch>,
 }
 
 impl KubeApi {
@@ -154,14 +154,7 @@ impl KubeApi {
             namespace: namespace.to_string(),
             instance,
             clients: None,
-            kill_switch: None,
         }
-    }
-
-    /// Answers [`KubeApi::paused`] from `ks`'s watches while they are synced.
-    pub fn with_kill_switch(mut self, ks: crate::kill_switch::KillSwitch) -> Self {
-        self.kill_switch = Some(ks);
-        self
     }
 
     /// A facade whose clients come from `clients` (sharing one connection
@@ -184,16 +177,39 @@ impl KubeApi {
                 let mut api =
                     KubeApi::new(c.for_execution(uid), &self.namespace, self.instance.clone());
                 api.clients = self.clients.clone();
-                api.kill_switch = self.kill_switch.clone();
                 api
             }
             None => self.clone(),
         }
     }
 
-    /// The underlying client (for watchers owned by actors).
-    pub fn client(&self) -> &Client {
-        &self.client
+    /// The operator's Jobs (for the Job watch).
+    pub fn jobs(&self) -> Api<Job> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    /// The Leases of the operator namespace (for the lock watch).
+    pub fn leases(&self) -> Api<k8s_openapi::api::coordination::v1::Lease> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    /// ConfigMaps of `ns` (for the kill switch watch).
+    pub fn configmaps(&self, ns: &str) -> Api<k8s_openapi::api::core::v1::ConfigMap> {
+        Api::namespaced(self.client.clone(), ns)
+    }
+
+    /// Namespaces, metadata only (for the kill switch watch).
+    pub fn namespace_metadata(
+        &self,
+    ) -> Api<PartialObjectMeta<k8s_openapi::api::core::v1::Namespace>> {
+        Api::all(self.client.clone())
+    }
+
+    /// Every execution, untyped (for the supervisor's watch, which decodes
+    /// one object at a time).
+    pub fn executions_untyped(&self) -> (Api<kube::core::DynamicObject>, ApiResource) {
+        let ar = ApiResource::erase::<KubernetesExecution>(&());
+        (Api::all_with(self.client.clone(), &ar), ar)
     }
 
     /// The operator's namespace (where Jobs run).
@@ -203,10 +219,6 @@ impl KubeApi {
 
     fn executions(&self, ns: &str) -> Api<KubernetesExecution> {
         Api::namespaced(self.client.clone(), ns)
-    }
-
-    fn jobs(&self) -> Api<Job> {
-        Api::namespaced(self.client.clone(), &self.namespace)
     }
 
     /// Reads an execution (None when gone).
@@ -536,22 +548,12 @@ fn jitter(d: Duration) -> Duration {
     d.mul_f64(0.5 + r)
 }
 
-/// Name of the ConfigMap (operator namespace) whose `data.paused: "true"`
-/// pauses every new execution.
-pub const CONTROL_CONFIGMAP: &str = "kubernetes-executor-control";
-/// Namespace annotation that pauses new executions in that namespace.
-pub const PAUSE_ANNOTATION: &str = "kubernetesexecution.kubernaut.io/paused";
+pub use crate::views::{CONTROL_CONFIGMAP, PAUSE_ANNOTATION};
 
 impl KubeApi {
-    /// Why new executions in `ns` are paused, if they are (kill switch).
+    /// Why new executions in `ns` are paused, if they are (kill switch),
+    /// read from the API (callers look at [`crate::views`] first).
     pub async fn paused(&self, ns: &str) -> ApiResult<Option<String>> {
-        if let Some(answer) = self
-            .kill_switch
-            .as_ref()
-            .and_then(|ks| ks.lookup(&self.namespace, ns))
-        {
-            return Ok(answer);
-        }
         let cms: Api<k8s_openapi::api::core::v1::ConfigMap> =
             Api::namespaced(self.client.clone(), &self.namespace);
         let cm = cms
@@ -564,7 +566,7 @@ impl KubeApi {
             .as_deref()
             == Some("true")
         {
-            return Ok(Some(crate::kill_switch::global_reason(&self.namespace)));
+            return Ok(Some(crate::views::global_reason(&self.namespace)));
         }
         let nss: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(self.client.clone());
         let meta = nss
@@ -577,7 +579,7 @@ impl KubeApi {
             .as_deref()
             == Some("true")
         {
-            return Ok(Some(crate::kill_switch::namespace_reason(ns)));
+            return Ok(Some(crate::views::namespace_reason(ns)));
         }
         Ok(None)
     }
