@@ -55,7 +55,7 @@ pub async fn start_operator(env: &Env, name: &str, extra: &[&str]) -> Operator {
         .unwrap_or_else(|e| panic!("start operator {name}: {e:#}"))
 }
 
-pub use testkit::operator::http_get;
+pub use testkit::operator::{http_get, http_post};
 
 /// The operator shared by the tests of one binary (started once); returns
 /// its metrics address.

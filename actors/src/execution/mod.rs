@@ -518,7 +518,9 @@ async fn execute(myself: &ExecutionRef, state: &mut ExecutionState, fx: Effect) 
             let v = validated(state);
             if let Some(name) = v.as_ref().and_then(|v| lock_name(state, v)) {
                 let exec_uid = uid(state);
-                if let Err(e) = retry_for(PATIENCE, || ctx.api.release_lock(&name, &exec_uid)).await
+                let how = crate::k8s::leases::Release::Delete;
+                if let Err(e) =
+                    retry_for(PATIENCE, || ctx.api.release_lease(&name, &exec_uid, how)).await
                 {
                     tracing::warn!(error = %e, "failed to release the target lock (it expires)");
                 }

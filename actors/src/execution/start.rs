@@ -32,6 +32,33 @@ pub(super) fn lock_name(state: &ExecutionState, v: &ValidatedAction) -> Option<S
     ))
 }
 
+/// Takes the target lock, or names its live holder. A Lease held by
+/// someone else is taken over when it expired, or when its holder
+/// execution is gone (another UID under that name) or finished.
+async fn take_lock(
+    ctx: &Ctx,
+    lease: &k8s_openapi::api::coordination::v1::Lease,
+) -> Result<Option<crate::lock::Holder>, ApiError> {
+    use crate::k8s::leases::{Claim, Probe};
+    let gone = async |existing: &k8s_openapi::api::coordination::v1::Lease| {
+        let h = crate::lock::holder(existing, Timestamp::now());
+        if h.expired {
+            return Ok(true);
+        }
+        let (ns, n) = h.key.split_once('/').unwrap_or_default();
+        Ok(match ctx.api.get_execution(ns, n).await? {
+            None => true,
+            Some(e) => e.metadata.uid.as_deref() != Some(h.uid.as_str()) || e.phase().is_terminal(),
+        })
+    };
+    Ok(
+        match ctx.api.claim_lease(lease, Probe::CreateFirst, gone).await? {
+            Claim::Renewed | Claim::Taken => None,
+            Claim::Busy(l) => Some(crate::lock::holder(&l, Timestamp::now())),
+        },
+    )
+}
+
 /// Adds the finalizer (compare-and-swap on resourceVersion; re-reads on conflict).
 pub(super) async fn ensure_finalizer(state: &mut ExecutionState) -> Result<(), ApiError> {
     let ctx = state.ctx.clone();
@@ -111,9 +138,9 @@ pub(super) async fn create_job(state: &mut ExecutionState) -> Result<Created, Re
         {
             return Ok(Created::Busy(h));
         }
-        match retry_for(PATIENCE, || ctx.api.acquire_lock(&lease, &exec_uid)).await {
-            Ok(crate::k8s::LockOutcome::Acquired) => {}
-            Ok(crate::k8s::LockOutcome::Busy(h)) => return Ok(Created::Busy(h)),
+        match retry_for(PATIENCE, || take_lock(&ctx, &lease)).await {
+            Ok(None) => {}
+            Ok(Some(h)) => return Ok(Created::Busy(h)),
             Err(e) => return Err(fail(format!("cannot take the target lock: {e}"))),
         }
     }

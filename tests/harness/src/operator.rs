@@ -230,10 +230,22 @@ pub async fn spawn_operator(
 
 /// Minimal HTTP GET over loopback: (status, body).
 pub async fn http_get(addr: &str, path: &str) -> Result<(u16, String)> {
+    http_request(addr, "GET", path).await
+}
+
+/// Minimal HTTP POST (empty body) over loopback: (status, body).
+pub async fn http_post(addr: &str, path: &str) -> Result<(u16, String)> {
+    http_request(addr, "POST", path).await
+}
+
+async fn http_request(addr: &str, method: &str, path: &str) -> Result<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await?;
     s.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+        format!(
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        .as_bytes(),
     )
     .await?;
     let mut buf = Vec::new();
