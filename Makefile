@@ -7,7 +7,7 @@ BIN := $(TARGET_DIR)/debug
 CLUSTER_DIR := $(CURDIR)/target/cluster
 KUBECONFIG_FILE := $(CLUSTER_DIR)/kubeconfig
 
-.PHONY: help controlplane build crds manifests check-crds fmt lint test fuzz cluster-up cluster-down demo bench bench-5k
+.PHONY: help controlplane build crds manifests docs check-crds fmt lint test fuzz cluster-up cluster-down demo bench bench-5k
 
 help: ## List targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -25,6 +25,9 @@ manifests: crds ## Regenerate deploy/ files generated from code and policies/
 	$(CARGO) run -q --bin kubernetes-executor -- rbac > deploy/rbac/actions.yaml
 	$(CARGO) run -q --bin kubernetes-executor -- admission > deploy/admission/policies.yaml
 	$(CARGO) run -q --bin kubernetes-executor -- policies-configmap --dir policies > deploy/policies-configmap.yaml
+
+docs: ## Regenerate the parts of docs/ generated from code (the policy input reference)
+	UPDATE_DOCS=1 $(CARGO) test -q -p kubernetes-executor-actors --lib the_documented_input_is_the_struct
 
 check-crds: ## Fail when deploy/crds/ differs from what the types generate
 	@$(CARGO) run -q -p kubernetes-executor-crds --bin crdgen | diff -u deploy/crds/kubernetesexecutions.yaml - \

@@ -42,7 +42,13 @@ fn benches(c: &mut Criterion) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
     let mut set = PolicySet::load_dir(&dir).expect("policies");
     let v = validate(&e.spec, "shop").expect("valid");
-    let input = policy_input(&e, &v, &Default::default(), "kubernetes-executor-system");
+    let input = serde_json::to_value(policy_input(
+        &e,
+        &v,
+        &Default::default(),
+        "kubernetes-executor-system",
+    ))
+    .expect("input");
     c.bench_function("policy decision (default safety set)", |b| {
         b.iter(|| set.evaluate(black_box(&input)))
     });

@@ -16,7 +16,13 @@ fn main() {
     let mut set = PolicySet::load_dir(&dir).expect("policies");
     let e = support::exec();
     let v = validate(&e.spec, "shop").expect("valid");
-    let input = policy_input(&e, &v, &Default::default(), "kubernetes-executor-system");
+    let input = serde_json::to_value(policy_input(
+        &e,
+        &v,
+        &Default::default(),
+        "kubernetes-executor-system",
+    ))
+    .expect("input");
     let allowed = set.evaluate(&input).expect("decision");
     assert!(
         allowed.is_empty(),

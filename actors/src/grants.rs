@@ -1,6 +1,6 @@
 //! Just-in-time grants (pure): the bindings that let one execution's Job do
 //! its action, and nothing else, while it runs. Built here, written by the
-//! RbacActor through [`crate::kube_api`], swept by its janitor when their
+//! RbacActor through [`crate::k8s`], swept by its janitor when their
 //! execution is gone.
 //!
 //! - namespaced actions: a RoleBinding in the target namespace binding the

@@ -7,7 +7,7 @@
 //!   (conditions), [`job`] (Job construction), [`lock`], [`leader`],
 //!   [`grants`], [`authz`], [`duration`], [`tunables`];
 //! - I/O: [`k8s`] — the only module that talks to the Kubernetes API (with
-//!   [`request_context`], its HTTP stack), and the one watch loop;
+//!   [`k8s::clients`], its HTTP stack), and the one watch loop;
 //! - shared state: [`registry`], [`views`], [`health`], [`metrics`],
 //!   [`peers`], [`context`];
 //! - actors: [`policy`] (the only user of regorus), [`rbac`],
@@ -35,7 +35,6 @@ pub mod peers;
 pub mod policy;
 pub mod rbac;
 pub mod registry;
-pub mod request_context;
 pub mod status;
 pub mod supervisor;
 pub mod tree;

@@ -42,6 +42,9 @@ pub const PEER_RESOLVE_POLL: Duration = Duration::from_millis(50);
 /// How long an execution keeps retrying an API call through overload (429,
 /// 5xx, timeouts) before it gives up with a clear error.
 pub const PATIENCE: Duration = Duration::from_secs(120);
+/// Retry budget where the caller has a fallback or a retry of its own
+/// (re-reading an execution to restart its actor, the kill switch read).
+pub const SHORT_PATIENCE: Duration = Duration::from_secs(10);
 /// First backoff of a retried API call (doubles with jitter).
 pub const RETRY_FIRST_BACKOFF: Duration = Duration::from_millis(200);
 /// Longest backoff of a retried API call.

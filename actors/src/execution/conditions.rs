@@ -4,25 +4,40 @@
 
 use super::*;
 
-/// Policy input with live cluster state, for pre/postconditions.
+/// Policy input with live cluster state, for pre/postconditions: the
+/// nodes, and for a Deployment (`target`, when validation read it already)
+/// the Deployment and its pods.
 pub(super) async fn condition_input(
     ctx: &Ctx,
     exec: &KubernetesExecution,
     v: &ValidatedAction,
     labels: &std::collections::BTreeMap<String, String>,
     target: Option<&k8s_openapi::api::apps::v1::Deployment>,
-) -> Result<serde_json::Value, ApiError> {
-    let mut input = policy_input(exec, v, labels, ctx.api.namespace());
-    let cluster = retry_for(PATIENCE, || {
-        ctx.api.cluster_state(
-            &v.target.kind,
-            v.target.namespace.as_deref(),
-            &v.target.name,
-            target,
-        )
-    })
-    .await?;
-    input["cluster"] = cluster;
+) -> Result<PolicyInput, ApiError> {
+    let operator_ns = ctx.api.namespace();
+    let mut input = policy_input(exec, v, labels, operator_ns);
+    let nodes = retry_for(PATIENCE, || ctx.api.list_nodes()).await?;
+    let deployment = match (v.target.kind.as_str(), target) {
+        ("Deployment", Some(d)) => Some(d.clone()),
+        ("Deployment", None) => {
+            let ns = v.target.namespace.clone().unwrap_or_default();
+            retry_for(PATIENCE, || ctx.api.get_deployment(&ns, &v.target.name)).await?
+        }
+        _ => None,
+    };
+    let pods = match &deployment {
+        Some(d) => {
+            let ns = v.target.namespace.clone().unwrap_or_default();
+            let selector = crate::policy::input::pod_selector(d);
+            retry_for(PATIENCE, || ctx.api.list_pods(&ns, &selector)).await?
+        }
+        None => Vec::new(),
+    };
+    input.cluster = crate::policy::input::cluster_input(
+        operator_ns,
+        &nodes,
+        deployment.as_ref().map(|d| (d, pods.as_slice())),
+    );
     Ok(input)
 }
 
@@ -30,7 +45,7 @@ pub(super) async fn condition_input(
 pub(super) async fn evaluate_once(
     ctx: &Ctx,
     c: &ActionCondition,
-    input: &serde_json::Value,
+    input: &PolicyInput,
     phase: ConditionPhase,
 ) -> ConditionResult {
     let reply = ctx
@@ -40,7 +55,7 @@ pub(super) async fn evaluate_once(
             crate::peers::Singleton::Policy,
             |reply| PolicyMsg::Condition {
                 policy: c.policy.clone(),
-                input: input.clone(),
+                input: Box::new(input.clone()),
                 reply,
             },
             crate::tunables::POLICY_CALL_TIMEOUT,

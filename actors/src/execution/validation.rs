@@ -49,11 +49,8 @@ pub(super) async fn validate_all(state: &mut ExecutionState) -> Result<Plan, Ref
         Ok(Some(crate::k8s::TargetMeta::default()))
     } else {
         retry_for(PATIENCE, || {
-            ctx.api.get_target_meta(
-                &v.target.kind,
-                v.target.namespace.as_deref(),
-                &v.target.name,
-            )
+            ctx.api
+                .get_target_meta(v.action.id, v.target.namespace.as_deref(), &v.target.name)
         })
         .await
     };
@@ -85,7 +82,7 @@ pub(super) async fn validate_all(state: &mut ExecutionState) -> Result<Plan, Ref
             &ctx.registry,
             crate::peers::Singleton::Policy,
             |reply| PolicyMsg::Evaluate {
-                input: input.clone(),
+                input: Box::new(input.clone()),
                 action: action.clone(),
                 reply,
             },

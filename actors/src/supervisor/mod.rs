@@ -8,20 +8,23 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
+use kube::ResourceExt;
 use kube::core::DynamicObject;
 use kube::runtime::watcher;
-use kube::{Resource, ResourceExt};
 use kubernetes_executor_crds::{FINALIZER, KubernetesExecution};
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SupervisionEvent};
 
 use crate::context::Ctx;
 use crate::execution::{ExecutionActor, ExecutionArgs, ExecutionMsg, ExecutionRef, FINISHED};
 use crate::k8s::watch::{Change, watch};
+
+mod recovery;
 use crate::registry::{Lifecycle, post, post_after};
 use crate::tunables::{
     EXECUTION_MAX_RESTARTS as MAX_RESTARTS, EXECUTION_RESTART_BACKOFF,
     EXECUTION_RESTART_WINDOW as RESTART_WINDOW, FINISHED_MEMORY,
 };
+use recovery::{abandon, decode};
 
 /// UIDs of executions whose actor finished, remembered for
 /// [`FINISHED_MEMORY`] (bounded by the rate executions finish at).
@@ -312,7 +315,11 @@ impl Actor for SupervisorActor {
                 Change::Failed(_) => {}
             },
             SupervisorMsg::Respawn { ns, name } => {
-                match crate::k8s::retry(5, || state.ctx.api.get_execution(&ns, &name)).await {
+                match crate::k8s::retry_for(crate::tunables::SHORT_PATIENCE, || {
+                    state.ctx.api.get_execution(&ns, &name)
+                })
+                .await
+                {
                     Ok(Some(exec)) => state.ensure(&myself, exec).await,
                     Ok(None) => {}
                     Err(e) => {
@@ -404,90 +411,6 @@ impl Actor for SupervisorActor {
         }
         Ok(())
     }
-}
-
-/// The typed execution of a watched object. Every watch event passes here:
-/// spec and status are decoded from the object's own JSON (no round trip of
-/// the whole object through a serializer); metadata is already typed.
-fn typed(o: &kube::core::DynamicObject) -> Result<KubernetesExecution, serde_json::Error> {
-    let field = |k: &str| o.data.get(k).cloned().unwrap_or(serde_json::Value::Null);
-    let spec = serde_json::from_value(field("spec"))?;
-    let status = serde_json::from_value(field("status"))?;
-    Ok(KubernetesExecution {
-        metadata: o.metadata.clone(),
-        spec,
-        status,
-    })
-}
-
-/// Decodes a watched object; one that does not decode gets a warning Event
-/// (naming the problem, bounded) and is skipped.
-async fn decode(
-    api: &crate::k8s::KubeApi,
-    ar: &kube::core::ApiResource,
-    o: kube::core::DynamicObject,
-) -> Option<KubernetesExecution> {
-    match typed(&o) {
-        Ok(e) => Some(e),
-        Err(err) => {
-            let key = format!(
-                "{}/{}",
-                o.metadata.namespace.as_deref().unwrap_or_default(),
-                o.metadata.name.as_deref().unwrap_or_default()
-            );
-            tracing::warn!(execution = %key, error = %err, "cannot decode execution; skipped");
-            api.event_about(
-                &o.object_ref(ar),
-                true,
-                "Decode",
-                kubernetes_executor_crds::reasons::INVALID_PARAMETERS,
-                crate::status::bounded(
-                    &format!("the operator cannot read this execution ({err}); it is ignored"),
-                    512,
-                ),
-            )
-            .await;
-            None
-        }
-    }
-}
-
-/// Marks an execution the supervisor gave up on `Failed/InternalError`
-/// (unless it already ended), with an Event.
-async fn abandon(ctx: Ctx, key: String, message: String) {
-    let (ns, name) = key.split_once('/').unwrap_or_default();
-    let exec = match crate::k8s::retry(5, || ctx.api.get_execution(ns, name)).await {
-        Ok(Some(e)) => e,
-        _ => return,
-    };
-    let mut status = exec.status.clone().unwrap_or_default();
-    if status.phase.is_some_and(|p| p.is_terminal()) {
-        return;
-    }
-    let change = crate::machine::StatusChange {
-        phase: kubernetes_executor_crds::Phase::Failed,
-        reason: kubernetes_executor_crds::reasons::INTERNAL_ERROR,
-        message: message.clone(),
-        ..Default::default()
-    };
-    crate::status::apply(
-        &mut status,
-        &change,
-        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now()),
-        exec.metadata.generation,
-    );
-    if let Err(e) = crate::k8s::retry(5, || ctx.api.write_status(ns, name, &status)).await {
-        tracing::error!(execution = %key, error = %e, "cannot record that the execution was abandoned");
-        return;
-    }
-    ctx.api
-        .event(
-            &exec,
-            true,
-            kubernetes_executor_crds::reasons::INTERNAL_ERROR,
-            message,
-        )
-        .await;
 }
 
 #[cfg(test)]

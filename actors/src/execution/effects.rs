@@ -1,0 +1,246 @@
+//! The effect interpreter: what each [`Effect`] of the phase machine does
+//! (I/O through the facade and the shared actors), and the status write
+//! every transition makes.
+
+use super::*;
+
+/// Executes one effect; may produce the next machine event.
+pub(super) async fn execute(
+    myself: &ExecutionRef,
+    state: &mut ExecutionState,
+    fx: Effect,
+) -> Option<Event> {
+    let ctx = state.ctx.clone();
+    match fx {
+        Effect::Transition(change) => {
+            write_transition(state, &change).await;
+            None
+        }
+        Effect::Validate => {
+            if std::mem::take(&mut state.resumed_in_validating)
+                && let Some(job) = existing_job(state).await
+            {
+                // A previous life created the Job and crashed before
+                // recording Executing: adopt it and record its real
+                // outcome, whatever validation would say now (the Job may
+                // have deleted the target already).
+                state.validated = validated(state);
+                let name = job.name_any();
+                tracing::info!(job = %name, "adopting the Job of a previous life");
+                post(
+                    &ctx.registry,
+                    myself,
+                    ExecutionMsg::JobChanged(Box::new(job)),
+                );
+                return Some(Event::JobCreated { job_name: name });
+            }
+            Some(Event::Validated(validate_all(state).await))
+        }
+        Effect::CreateJob => match create_job(state).await {
+            Ok(Created::Job(job)) => {
+                // The Job may be one created before a restart, and may even be
+                // finished already (its watch event went to no actor): look at it.
+                let name = job.name_any();
+                post(&ctx.registry, myself, ExecutionMsg::JobChanged(job));
+                Some(Event::JobCreated { job_name: name })
+            }
+            Ok(Created::Busy(holder)) => busy(myself, state, holder),
+            // Could not create the Job for a permanent reason: fail as validation does.
+            Err(refusal) => Some(Event::Validated(Err(refusal))),
+        },
+        Effect::ObserveJob => {
+            let name = current_job_name(state);
+            match retry_for(PATIENCE, || ctx.api.get_job(&name)).await {
+                Ok(Some(job)) => job_event(state, &job).await,
+                Ok(None) => Some(Event::JobFinished(JobOutcome::Missing)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read job; waiting for the job watch");
+                    None
+                }
+            }
+        }
+        Effect::ArmTimeout => {
+            if !state.timeout_armed {
+                state.timeout_armed = true;
+                let (timeout, elapsed) = timeout_and_elapsed(state);
+                let remaining = (timeout + ctx.settings.timeout_grace).saturating_sub(elapsed);
+                post_after(&ctx.registry, myself, remaining, || {
+                    ExecutionMsg::Machine(Box::new(Event::TimedOut))
+                });
+            }
+            None
+        }
+        Effect::Verify => {
+            let v = validated(state)?;
+            let (_, post) = crate::catalog::effective_conditions(v.action, &state.exec.spec);
+            if post.is_empty() {
+                // Nothing declared: the Job's success is the verification.
+                return Some(Event::Verified(Ok(())));
+            }
+            if state.verifier.is_none() {
+                // Polling can take minutes: a supervised child does it.
+                let args = VerifierArgs {
+                    ctx: state.ctx.clone(),
+                    exec: state.exec.clone(),
+                    validated: v,
+                    post,
+                    parent: myself.clone(),
+                    restarts: 0,
+                };
+                state.verifier = Some(args.clone());
+                if let Err(e) = spawn_verifier(args).await {
+                    tracing::warn!(error = %e, "cannot start the verifier; retrying");
+                    post_after(&ctx.registry, myself, Duration::from_millis(200), || {
+                        ExecutionMsg::RespawnVerifier
+                    });
+                }
+            }
+            None
+        }
+        Effect::DeleteJob => {
+            let name = current_job_name(state);
+            if let Err(e) = retry_for(PATIENCE, || ctx.api.delete_job(&name)).await {
+                tracing::warn!(error = %e, job = %name, "failed to delete job");
+            }
+            None
+        }
+        Effect::ReleaseGrants => {
+            if state.exec.spec.dry_run || state.released {
+                // A dry run never takes a lock, a grant or a params Secret
+                // (the spec is immutable): nothing to release. Released
+                // already in this actor's life: nothing left either.
+                return None;
+            }
+            state.released = true;
+            // Re-derived from the spec after a restart: once, not per grant.
+            let v = validated(state);
+            if let Some(name) = v.as_ref().and_then(|v| lock_name(state, v)) {
+                let exec_uid = uid(state);
+                let how = crate::k8s::leases::Release::Delete;
+                if let Err(e) =
+                    retry_for(PATIENCE, || ctx.api.release_lease(&name, &exec_uid, how)).await
+                {
+                    tracing::warn!(error = %e, "failed to release the target lock (it expires)");
+                }
+            }
+            let (action, target_ns) = match v {
+                Some(v) => (Some(v.action), v.target.namespace),
+                None => (None, None),
+            };
+            let exec = execution_id(state);
+            let revoked = ask_rbac(&ctx, |reply| RbacMsg::Revoke {
+                action,
+                target_ns: target_ns.clone(),
+                exec: exec.clone(),
+                reply,
+            })
+            .await;
+            if let Err(e) = revoked {
+                tracing::warn!(error = %e, "failed to revoke the just-in-time grants (the janitor sweeps them)");
+            }
+            None
+        }
+        Effect::RemoveFinalizer => {
+            // The finalizer is added only by ensure_finalizer (this life) or
+            // was there when this actor started (an earlier life): if neither,
+            // there is nothing to remove and no request to make.
+            if !state.finalizer_added
+                && !state
+                    .exec
+                    .finalizers()
+                    .iter()
+                    .any(|f| f == kubernetes_executor_crds::FINALIZER)
+            {
+                return None;
+            }
+            let (ns, name) = (
+                state.exec.namespace().unwrap_or_default(),
+                state.exec.name_any(),
+            );
+            if let Err(e) = retry_for(PATIENCE, || ctx.api.remove_finalizer(&ns, &name)).await {
+                tracing::warn!(error = %e, "failed to remove finalizer");
+            }
+            None
+        }
+        Effect::Stop => {
+            myself.stop(Some(FINISHED.into()));
+            None
+        }
+    }
+}
+
+pub(super) async fn write_transition(state: &mut ExecutionState, change: &StatusChange) {
+    let from = state.status.phase.unwrap_or_default();
+    let span =
+        tracing::info_span!("transition", from = %from, to = %change.phase, reason = change.reason);
+    write_transition_in_span(state, change, from)
+        .instrument(span)
+        .await
+}
+
+async fn write_transition_in_span(state: &mut ExecutionState, change: &StatusChange, from: Phase) {
+    let ctx = state.ctx.clone();
+    let generation = state.exec.metadata.generation;
+    crate::status::apply(&mut state.status, change, now(), generation);
+    let (ns, name) = (
+        state.exec.namespace().unwrap_or_default(),
+        state.exec.name_any(),
+    );
+    let status = state.status.clone();
+    match retry_for(Duration::MAX, || ctx.api.write_status(&ns, &name, &status)).await {
+        // The freshest version of the object (its resourceVersion lets the
+        // finalizer patch go without a read first).
+        Ok(written) => state.exec = written,
+        Err(ApiError::NotFound { .. }) => return,
+        Err(e) => {
+            tracing::error!(error = %e, "failed to write status");
+            return;
+        }
+    }
+    if from != change.phase {
+        ctx.metrics
+            .phase_transitions
+            .with_label_values(&[from.as_str(), change.phase.as_str()])
+            .inc();
+        ctx.metrics
+            .reconciliation_duration
+            .with_label_values(&[from.as_str()])
+            .observe(state.phase_since.elapsed().as_secs_f64());
+        state.phase_since = Instant::now();
+        state
+            .life
+            .transition(format!("{from}→{} {}", change.phase, change.reason));
+        if change.phase.is_terminal() {
+            ctx.metrics
+                .executions_finished
+                .with_label_values(&[change.phase.as_str(), change.reason])
+                .inc();
+        }
+        tracing::info!(from = %from, to = %change.phase, reason = change.reason, message = %change.message, "phase transition");
+        // Entering Validating is routine (status shows it); Events record
+        // outcomes and milestones — one request less per execution.
+        if change.phase == Phase::Validating {
+            return;
+        }
+        let warning = change.phase == Phase::Failed;
+        ctx.api
+            .event(
+                &state.exec,
+                warning,
+                change.reason,
+                format!(
+                    "{from} → {}: {} (requested by {})",
+                    change.phase,
+                    change.message,
+                    state
+                        .exec
+                        .spec
+                        .requester
+                        .as_ref()
+                        .map(|r| r.username.as_str())
+                        .unwrap_or("nobody recorded")
+                ),
+            )
+            .await;
+    }
+}

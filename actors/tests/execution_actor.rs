@@ -1,0 +1,345 @@
+//! The ExecutionActor on its own: stub Policy and Rbac actors, a mock API
+//! server (a tower service answering the requests the actor makes), no
+//! control plane. Checks what the actor writes (every status it applies,
+//! in order), which requests it makes, and that it stops when done.
+
+#![allow(clippy::disallowed_types)] // the mock API server is a kube::Client
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::{Request, Response};
+use kube::client::Body;
+use kubernetes_executor_actors::context::{Context, Settings};
+use kubernetes_executor_actors::execution::{ExecutionActor, ExecutionArgs};
+use kubernetes_executor_actors::health::Health;
+use kubernetes_executor_actors::job::JobConfig;
+use kubernetes_executor_actors::k8s::KubeApi;
+use kubernetes_executor_actors::metrics::Metrics;
+use kubernetes_executor_actors::peers::{Peers, Singleton};
+use kubernetes_executor_actors::policy::{ConditionOutcome, PolicyMsg, Verdict};
+use kubernetes_executor_actors::rbac::RbacMsg;
+use kubernetes_executor_actors::registry::ActorRegistry;
+use kubernetes_executor_crds::{
+    KubernetesExecution, KubernetesExecutionSpec, Phase, Requester, TargetResource, reasons,
+};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use serde_json::{Value, json};
+
+/// What the mock API server saw: `METHOD path` and, for status writes,
+/// the status applied.
+#[derive(Default)]
+struct Seen {
+    requests: Vec<String>,
+    statuses: Vec<Value>,
+}
+
+fn respond(code: u16, body: Value) -> Response<Body> {
+    Response::builder()
+        .status(code)
+        .header("content-type", "application/json")
+        .body(Body::from(serde_json::to_vec(&body).unwrap_or_default()))
+        .unwrap_or_else(|_| Response::new(Body::empty()))
+}
+
+fn not_found() -> Response<Body> {
+    respond(
+        404,
+        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404}),
+    )
+}
+
+fn deployment() -> Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": "shop", "uid": "dep-uid", "resourceVersion": "7",
+                     "labels": {"app": "web"}},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}},
+                 "template": {"metadata": {"labels": {"app": "web"}},
+                              "spec": {"containers": [{"name": "app", "image": "nginx"}]}}}
+    })
+}
+
+/// A mock API server for one execution `shop/scale-web`.
+fn mock_api(exec: KubernetesExecution, seen: Arc<Mutex<Seen>>) -> kube::Client {
+    let svc = tower::service_fn(move |req: Request<Body>| {
+        let (exec, seen) = (exec.clone(), seen.clone());
+        async move {
+            let method = req.method().to_string();
+            let path = req.uri().path().to_string();
+            let body = http_body_util::BodyExt::collect(req.into_body())
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            let mut s = seen.lock().unwrap_or_else(|e| e.into_inner());
+            s.requests.push(format!("{method} {path}"));
+            let res = match (method.as_str(), path.as_str()) {
+                ("PATCH", p) if p.ends_with("/kubernetesexecutions/scale-web/status") => {
+                    s.statuses.push(body["status"].clone());
+                    let mut obj = serde_json::to_value(&exec).unwrap_or_default();
+                    obj["status"] = body["status"].clone();
+                    respond(200, obj)
+                }
+                ("GET", "/apis/apps/v1/namespaces/shop/deployments/web") => {
+                    respond(200, deployment())
+                }
+                ("GET", "/api/v1/nodes") => respond(
+                    200,
+                    json!({"apiVersion": "v1", "kind": "NodeList", "metadata": {}, "items": [
+                        {"metadata": {"name": "n1", "labels": {}},
+                         "status": {"conditions": [{"type": "Ready", "status": "True"}],
+                                    "allocatable": {"cpu": "4"}}}]}),
+                ),
+                ("GET", "/api/v1/namespaces/shop/pods") => respond(
+                    200,
+                    json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": []}),
+                ),
+                ("GET", "/api/v1/namespaces/shop") => respond(
+                    200,
+                    json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}}),
+                ),
+                ("POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews") => {
+                    let mut r = body.clone();
+                    r["status"] = json!({"allowed": true});
+                    respond(201, r)
+                }
+                ("POST", p) if p.ends_with("/events") => respond(201, body),
+                _ => not_found(),
+            };
+            Ok::<_, std::convert::Infallible>(res)
+        }
+    });
+    kube::Client::new(svc, "default")
+}
+
+/// A PolicyActor stand-in that answers every decision with `violations`
+/// and every condition with "holds".
+struct StubPolicy;
+
+impl Actor for StubPolicy {
+    type Msg = PolicyMsg;
+    type State = Vec<String>;
+    type Arguments = Vec<String>;
+
+    async fn pre_start(
+        &self,
+        _: ActorRef<PolicyMsg>,
+        violations: Vec<String>,
+    ) -> Result<Vec<String>, ActorProcessingErr> {
+        Ok(violations)
+    }
+
+    async fn handle(
+        &self,
+        _: ActorRef<PolicyMsg>,
+        msg: PolicyMsg,
+        violations: &mut Vec<String>,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            PolicyMsg::Evaluate { reply, .. } => {
+                let _ = reply.send(Verdict {
+                    violations: violations.clone(),
+                    digest: "sha256:stub".into(),
+                    error: None,
+                });
+            }
+            PolicyMsg::Condition { reply, .. } => {
+                let _ = reply.send(Ok(ConditionOutcome::Holds));
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// An RbacActor stand-in: every grant and revocation succeeds.
+struct StubRbac;
+
+impl Actor for StubRbac {
+    type Msg = RbacMsg;
+    type State = ();
+    type Arguments = ();
+
+    async fn pre_start(&self, _: ActorRef<RbacMsg>, _: ()) -> Result<(), ActorProcessingErr> {
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        _: ActorRef<RbacMsg>,
+        msg: RbacMsg,
+        _: &mut (),
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            RbacMsg::Grant { reply, .. } | RbacMsg::Revoke { reply, .. } => {
+                let _ = reply.send(Ok(()));
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+fn execution() -> KubernetesExecution {
+    let spec = KubernetesExecutionSpec {
+        dry_run: true,
+        parameters: [("replicas".to_string(), "3".to_string())].into(),
+        requester: Some(Requester {
+            username: "alice".into(),
+            uid: None,
+            groups: vec!["team".into()],
+        }),
+        ..KubernetesExecutionSpec::new(
+            "ScaleDeployment",
+            TargetResource::new("Deployment", "web", None),
+        )
+    };
+    let mut e = KubernetesExecution::new("scale-web", spec);
+    e.metadata.namespace = Some("shop".into());
+    e.metadata.uid = Some("exec-uid".into());
+    e.metadata.resource_version = Some("1".into());
+    e.metadata.generation = Some(1);
+    e
+}
+
+/// Runs one execution actor to its end against the mock; what it wrote.
+async fn run(prefix: &str, violations: Vec<String>) -> (Seen, Arc<ActorRegistry>) {
+    let exec = execution();
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let client = mock_api(exec.clone(), seen.clone());
+    let peers = Peers::with_prefix(prefix);
+    let (policy, _) = Actor::spawn(Some(peers.name(Singleton::Policy)), StubPolicy, violations)
+        .await
+        .expect("stub policy");
+    let (rbac, _) = Actor::spawn(Some(peers.name(Singleton::Rbac)), StubRbac, ())
+        .await
+        .expect("stub rbac");
+    let registry = Arc::new(ActorRegistry::default());
+    let ctx = Arc::new(Context {
+        api: KubeApi::new(client, "kubernetes-executor-system", None),
+        peers: peers.clone(),
+        settings: Settings {
+            job: JobConfig {
+                namespace: "kubernetes-executor-system".into(),
+                image: "img".into(),
+                ttl_seconds: 60,
+            },
+            timeout_grace: Duration::from_secs(30),
+            chaos: false,
+            inline_conditions: vec![],
+        },
+        metrics: Arc::new(Metrics::new().expect("metrics")),
+        health: Arc::new(Health::default()),
+        registry: registry.clone(),
+        admission: Arc::new(tokio::sync::Semaphore::new(4)),
+        views: None,
+    });
+    let (actor, handle) = Actor::spawn(
+        Some(peers.execution("exec-uid")),
+        ExecutionActor,
+        ExecutionArgs {
+            exec,
+            ctx,
+            restarts: 0,
+        },
+    )
+    .await
+    .expect("spawn");
+    tokio::time::timeout(Duration::from_secs(20), handle)
+        .await
+        .expect("the actor stops by itself when the execution ends")
+        .expect("join");
+    drop(actor);
+    policy.stop(None);
+    rbac.stop(None);
+    let seen = std::mem::take(&mut *seen.lock().unwrap_or_else(|e| e.into_inner()));
+    (seen, registry)
+}
+
+fn phases(seen: &Seen) -> Vec<(String, String)> {
+    seen.statuses
+        .iter()
+        .map(|s| {
+            (
+                s["phase"].as_str().unwrap_or_default().to_string(),
+                s["reason"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dry_run_validates_and_completes_without_a_job() {
+    let (seen, registry) = run("allow-", vec![]).await;
+    assert_eq!(
+        phases(&seen),
+        vec![
+            ("Validating".to_string(), reasons::VALIDATING.to_string()),
+            (
+                Phase::Completed.to_string(),
+                reasons::DRY_RUN_SUCCEEDED.to_string()
+            ),
+        ],
+        "{:#?}",
+        seen.requests
+    );
+    let last = seen.statuses.last().expect("a status");
+    assert_eq!(
+        last["validationResults"]["policyDecision"]["allowed"], true,
+        "{last}"
+    );
+    assert_eq!(
+        last["validationResults"]["policyDecision"]["policySetDigest"],
+        "sha256:stub"
+    );
+    assert!(
+        last["result"]["output"]
+            .as_str()
+            .is_some_and(|o| o.contains("would run ScaleDeployment") && o.contains("replicas=3")),
+        "{last}"
+    );
+    // Who asked was checked; nothing was created; the actor unregistered.
+    assert!(
+        seen.requests
+            .iter()
+            .any(|r| r == "POST /apis/authorization.k8s.io/v1/subjectaccessreviews"),
+        "{:#?}",
+        seen.requests
+    );
+    assert!(
+        !seen.requests.iter().any(|r| r.contains("/jobs")),
+        "a dry run creates no Job: {:#?}",
+        seen.requests
+    );
+    assert_eq!(registry.executions(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_denial_fails_the_execution_with_the_decision_recorded() {
+    let (seen, _) = run("deny-", vec!["scale-to-3 is forbidden".into()]).await;
+    let p = phases(&seen);
+    assert_eq!(
+        p.last(),
+        Some(&(
+            Phase::Failed.to_string(),
+            reasons::POLICY_DENIED.to_string()
+        )),
+        "{p:?}"
+    );
+    let last = seen.statuses.last().expect("a status");
+    assert_eq!(
+        last["validationResults"]["policyDecision"]["allowed"],
+        false
+    );
+    assert_eq!(
+        last["validationResults"]["policyDecision"]["violations"],
+        json!(["scale-to-3 is forbidden"])
+    );
+    assert!(
+        last["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("scale-to-3 is forbidden")),
+        "{last}"
+    );
+}
