@@ -117,6 +117,49 @@ async fn shared_actors_are_restarted_and_a_failing_tree_is_not_healthy() {
     let (code, _) = http_get(&op.health, "/readyz").await.expect("readyz");
     assert_eq!(code, 200, "recovered: ready again");
 
+    // The postcondition verifier is a supervised child of its execution:
+    // its first life panics, its successor verifies, the execution succeeds.
+    deployment(&client, &ns, "web-v", 1, json!({}), true).await;
+    let mut s = spec(
+        "ScaleDeployment",
+        "Deployment",
+        "web-v",
+        None,
+        &[("replicas", "2")],
+    );
+    s.timeout = Some("2m".into());
+    create_annotated(
+        &client,
+        &ns,
+        "verifier-panics",
+        s,
+        ("kubernetesexecution.kubernaut.io/chaos-panic-verifier", "1"),
+    )
+    .await;
+    let done = wait_terminal(&client, &ns, "verifier-panics").await;
+    assert_eq!(phase(&done), Phase::Completed, "{:?}", done.status);
+    let post = done
+        .status
+        .as_ref()
+        .and_then(|s| s.validation_results.as_ref())
+        .map(|v| {
+            v.conditions
+                .iter()
+                .filter(|c| c.phase == kubernetes_executor_crds::ConditionPhase::Post)
+                .count()
+        });
+    assert_eq!(
+        post,
+        Some(2),
+        "both postconditions recorded: {:?}",
+        done.status
+    );
+    let (_, m) = http_get(&op.metrics, "/metrics").await.expect("metrics");
+    assert!(
+        m.contains("kubernetes_executor_actor_restarts_total{kind=\"postconditions\"} 1"),
+        "{m}"
+    );
+
     // A shared actor that fails on every start: the root gives up and the
     // probes say so.
     let (code, body) = http_post(&op.metrics, "/debug/chaos/job-watcher?times=20")

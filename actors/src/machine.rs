@@ -121,6 +121,9 @@ pub enum Event {
     TimedOut,
     /// The execution is being deleted.
     Deleted,
+    /// The supervisor gave up on the execution's actor (it kept failing):
+    /// the execution fails `InternalError` with this message.
+    Abandoned(String),
 }
 
 /// What should go into status with a phase change.
@@ -202,6 +205,11 @@ pub fn transition(state: &MachineState, event: Event) -> (MachineState, Vec<Effe
     if state.phase.is_terminal() || state.deleting {
         // Terminal phases never change; a deleting execution only cleans up.
         return (next, vec![Stop]);
+    }
+
+    if let Event::Abandoned(message) = event {
+        next.phase = Failed;
+        return (next, vec![tr(to(Failed, reasons::INTERNAL_ERROR, message))]);
     }
 
     let fx = match (state.phase, event) {

@@ -291,3 +291,22 @@ fn deletion_cleans_up_in_every_phase() {
         assert_eq!(s.phase, phase, "deletion does not rewrite the phase");
     }
 }
+
+#[test]
+fn an_abandoned_execution_fails_with_internal_error_unless_it_ended() {
+    for phase in [Pending, Validating, Executing, Verifying] {
+        let (s, fx) = transition(&st(phase), Event::Abandoned("gave up".into()));
+        assert_eq!(s.phase, Failed);
+        match fx.as_slice() {
+            [Effect::Transition(c)] => {
+                assert_eq!((c.phase, c.reason), (Failed, reasons::INTERNAL_ERROR));
+                assert_eq!(c.message, "gave up");
+            }
+            other => panic!("{phase:?}: {other:?}"),
+        }
+    }
+    for phase in [Completed, Failed] {
+        let (s, fx) = transition(&st(phase), Event::Abandoned("gave up".into()));
+        assert_eq!((s.phase, fx), (phase, vec![Effect::Stop]));
+    }
+}

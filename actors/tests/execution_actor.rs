@@ -5,11 +5,11 @@
 
 #![allow(clippy::disallowed_types)] // the mock API server is a kube::Client
 
+mod mock_api;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use http::{Request, Response};
-use kube::client::Body;
 use kubernetes_executor_actors::context::{Context, Settings};
 use kubernetes_executor_actors::execution::{ExecutionActor, ExecutionArgs};
 use kubernetes_executor_actors::health::Health;
@@ -23,6 +23,7 @@ use kubernetes_executor_actors::registry::ActorRegistry;
 use kubernetes_executor_crds::{
     KubernetesExecution, KubernetesExecutionSpec, Phase, Requester, TargetResource, reasons,
 };
+use mock_api::Req;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde_json::{Value, json};
 
@@ -32,21 +33,6 @@ use serde_json::{Value, json};
 struct Seen {
     requests: Vec<String>,
     statuses: Vec<Value>,
-}
-
-fn respond(code: u16, body: Value) -> Response<Body> {
-    Response::builder()
-        .status(code)
-        .header("content-type", "application/json")
-        .body(Body::from(serde_json::to_vec(&body).unwrap_or_default()))
-        .unwrap_or_else(|_| Response::new(Body::empty()))
-}
-
-fn not_found() -> Response<Body> {
-    respond(
-        404,
-        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404}),
-    )
 }
 
 fn deployment() -> Value {
@@ -61,56 +47,42 @@ fn deployment() -> Value {
 }
 
 /// A mock API server for one execution `shop/scale-web`.
-fn mock_api(exec: KubernetesExecution, seen: Arc<Mutex<Seen>>) -> kube::Client {
-    let svc = tower::service_fn(move |req: Request<Body>| {
-        let (exec, seen) = (exec.clone(), seen.clone());
-        async move {
-            let method = req.method().to_string();
-            let path = req.uri().path().to_string();
-            let body = http_body_util::BodyExt::collect(req.into_body())
-                .await
-                .map(|b| b.to_bytes())
-                .unwrap_or_default();
-            let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-            let mut s = seen.lock().unwrap_or_else(|e| e.into_inner());
-            s.requests.push(format!("{method} {path}"));
-            let res = match (method.as_str(), path.as_str()) {
-                ("PATCH", p) if p.ends_with("/kubernetesexecutions/scale-web/status") => {
-                    s.statuses.push(body["status"].clone());
-                    let mut obj = serde_json::to_value(&exec).unwrap_or_default();
-                    obj["status"] = body["status"].clone();
-                    respond(200, obj)
-                }
-                ("GET", "/apis/apps/v1/namespaces/shop/deployments/web") => {
-                    respond(200, deployment())
-                }
-                ("GET", "/api/v1/nodes") => respond(
-                    200,
-                    json!({"apiVersion": "v1", "kind": "NodeList", "metadata": {}, "items": [
-                        {"metadata": {"name": "n1", "labels": {}},
-                         "status": {"conditions": [{"type": "Ready", "status": "True"}],
-                                    "allocatable": {"cpu": "4"}}}]}),
-                ),
-                ("GET", "/api/v1/namespaces/shop/pods") => respond(
-                    200,
-                    json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": []}),
-                ),
-                ("GET", "/api/v1/namespaces/shop") => respond(
-                    200,
-                    json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}}),
-                ),
-                ("POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews") => {
-                    let mut r = body.clone();
-                    r["status"] = json!({"allowed": true});
-                    respond(201, r)
-                }
-                ("POST", p) if p.ends_with("/events") => respond(201, body),
-                _ => not_found(),
-            };
-            Ok::<_, std::convert::Infallible>(res)
+fn api_server(exec: KubernetesExecution, seen: Arc<Mutex<Seen>>) -> kube::Client {
+    mock_api::client(move |r: Req| {
+        let mut s = seen.lock().unwrap_or_else(|e| e.into_inner());
+        s.requests.push(format!("{} {}", r.method, r.path));
+        match (r.method.as_str(), r.path.as_str()) {
+            ("PATCH", p) if p.ends_with("/kubernetesexecutions/scale-web/status") => {
+                s.statuses.push(r.body["status"].clone());
+                let mut obj = serde_json::to_value(&exec).unwrap_or_default();
+                obj["status"] = r.body["status"].clone();
+                (200, obj)
+            }
+            ("GET", "/apis/apps/v1/namespaces/shop/deployments/web") => (200, deployment()),
+            ("GET", "/api/v1/nodes") => (
+                200,
+                json!({"apiVersion": "v1", "kind": "NodeList", "metadata": {}, "items": [
+                    {"metadata": {"name": "n1", "labels": {}},
+                     "status": {"conditions": [{"type": "Ready", "status": "True"}],
+                                "allocatable": {"cpu": "4"}}}]}),
+            ),
+            ("GET", "/api/v1/namespaces/shop/pods") => (
+                200,
+                json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": []}),
+            ),
+            ("GET", "/api/v1/namespaces/shop") => (
+                200,
+                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}}),
+            ),
+            ("POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews") => {
+                let mut review = r.body.clone();
+                review["status"] = json!({"allowed": true});
+                (201, review)
+            }
+            ("POST", p) if p.ends_with("/events") => (201, r.body),
+            _ => mock_api::failure(404, "NotFound"),
         }
-    });
-    kube::Client::new(svc, "default")
+    })
 }
 
 /// A PolicyActor stand-in that answers every decision with `violations`
@@ -207,7 +179,7 @@ fn execution() -> KubernetesExecution {
 async fn run(prefix: &str, violations: Vec<String>) -> (Seen, Arc<ActorRegistry>) {
     let exec = execution();
     let seen = Arc::new(Mutex::new(Seen::default()));
-    let client = mock_api(exec.clone(), seen.clone());
+    let client = api_server(exec.clone(), seen.clone());
     let peers = Peers::with_prefix(prefix);
     let (policy, _) = Actor::spawn(Some(peers.name(Singleton::Policy)), StubPolicy, violations)
         .await

@@ -216,6 +216,12 @@ impl Actor for ExecutionActor {
                 .ctx
                 .registry
                 .record_failure(&cell.get_name().unwrap_or_default(), &err);
+            state
+                .ctx
+                .metrics
+                .actor_restarts
+                .with_label_values(&["postconditions"])
+                .inc();
             tracing::warn!(error = %err, restarts, "postcondition verifier failed");
             let msg = match verifier_failed(args, &err) {
                 None => ExecutionMsg::RespawnVerifier,

@@ -68,14 +68,15 @@ pub(super) async fn abandon(ctx: Ctx, key: String, message: String) {
         _ => return,
     };
     let mut status = exec.status.clone().unwrap_or_default();
-    if status.phase.is_some_and(|p| p.is_terminal()) {
+    // The machine authors the change (and refuses to touch an ended one).
+    let now = crate::machine::MachineState {
+        phase: status.phase.unwrap_or_default(),
+        deleting: false,
+    };
+    let (_, effects) =
+        crate::machine::transition(&now, crate::machine::Event::Abandoned(message.clone()));
+    let Some(crate::machine::Effect::Transition(change)) = effects.into_iter().next() else {
         return;
-    }
-    let change = crate::machine::StatusChange {
-        phase: kubernetes_executor_crds::Phase::Failed,
-        reason: kubernetes_executor_crds::reasons::INTERNAL_ERROR,
-        message: message.clone(),
-        ..Default::default()
     };
     crate::status::apply(
         &mut status,
