@@ -63,6 +63,12 @@ pub fn owner_labels(exec: &KubernetesExecution, action: &str) -> BTreeMap<String
         exec.metadata.uid.clone().unwrap_or_default(),
     );
     l.insert(labels::ACTION.into(), action.to_string());
+    // The plan's label names too, for clients written against it.
+    l.insert(
+        labels::PLAN_EXECUTION.into(),
+        truncate_label(exec.metadata.name.as_deref().unwrap_or_default()),
+    );
+    l.insert(labels::PLAN_ACTION.into(), action.to_string());
     if let Some(w) = exec
         .spec
         .workflow_execution_ref

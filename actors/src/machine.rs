@@ -4,9 +4,10 @@
 //! Job changes, timers, deletion) and executes the effects it returns.
 //!
 //! ```text
-//! Pending → Validating → Executing → Verifying → Completed
-//!               │  └─(dry run)──────────────────→ Completed
-//!               └──────────┴───────────┴────────→ Failed
+//! Pending → Validating → Preparing → Executing → Verifying → Completed
+//!               │            │ (lock, grants,      └─(dry run)→ Completed
+//!               │            │  Job; waits for a busy target)
+//!               └────────────┴───────────┴───────────┴───────→ Failed
 //! ```
 //! `Completed` and `Failed` are terminal: nothing but deletion moves them.
 
@@ -226,10 +227,10 @@ pub fn transition(state: &MachineState, event: Event) -> (MachineState, Vec<Effe
         }
         (Validating, Event::Resume) => vec![Validate],
         (Pending, Event::Paused(why)) => vec![tr(to(Pending, reasons::PAUSED, why))],
-        (Validating, Event::TargetBusy(what)) => {
-            vec![tr(to(Validating, reasons::WAITING_FOR_TARGET, what))]
+        (Preparing, Event::TargetBusy(what)) => {
+            vec![tr(to(Preparing, reasons::WAITING_FOR_TARGET, what))]
         }
-        (Validating, Event::Validated(Err(refusal))) => {
+        (Validating | Preparing, Event::Validated(Err(refusal))) => {
             next.phase = Failed;
             let mut change = to(
                 Failed,
@@ -255,17 +256,20 @@ pub fn transition(state: &MachineState, event: Event) -> (MachineState, Vec<Effe
             vec![tr(change), ReleaseGrants, RemoveFinalizer, Stop]
         }
         (Validating, Event::Validated(Ok(plan))) => {
-            // Record the decision now; the phase changes once the Job exists.
+            // Record the decision; the lock, grants and Job come next.
+            next.phase = Preparing;
             let mut change = to(
-                Validating,
-                reasons::VALIDATING,
-                "validated; creating the Job",
+                Preparing,
+                reasons::PREPARING,
+                "validated; taking the target lock, granting the action's ServiceAccount and creating the Job",
             );
             change.plan = Some(plan);
             vec![tr(change), CreateJob]
         }
-        (Validating, Event::RetryCreateJob) => vec![CreateJob],
-        (Validating, Event::JobCreated { job_name })
+        // Resumed after a crash: the Job may exist (creation adopts it) and
+        // the lock and grants are idempotent.
+        (Preparing, Event::Resume) | (Preparing, Event::RetryCreateJob) => vec![CreateJob],
+        (Validating | Preparing, Event::JobCreated { job_name })
         | (Executing, Event::JobCreated { job_name }) => {
             let was = state.phase;
             next.phase = Executing;
@@ -339,7 +343,7 @@ pub fn transition(state: &MachineState, event: Event) -> (MachineState, Vec<Effe
                 vec![tr(change), ReleaseGrants, Stop]
             }
         },
-        (Validating | Executing | Verifying, Event::TimedOut) => {
+        (Validating | Preparing | Executing | Verifying, Event::TimedOut) => {
             next.phase = Failed;
             let message = "the execution ran past its timeout".to_string();
             let mut change = to(Failed, reasons::TIMEOUT, message.clone());

@@ -38,7 +38,8 @@ fn happy_path_pending_to_completed() {
     assert_eq!(s.phase, Validating);
     assert_eq!(fx.last(), Some(&Effect::Validate));
     let (s, fx) = transition(&s, Event::Validated(Ok(plan(false))));
-    assert_eq!(s.phase, Validating);
+    assert_eq!(s.phase, Preparing);
+    assert_eq!(phases_written(&fx), vec![Preparing]);
     assert_eq!(fx.last(), Some(&Effect::CreateJob));
     let (s, fx) = transition(
         &s,
@@ -78,13 +79,14 @@ fn paused_and_busy_record_a_reason_without_moving() {
             Some(reasons::PAUSED),
         ),
         (
-            Validating,
+            Preparing,
             Event::TargetBusy("busy".into()),
             Some(reasons::WAITING_FOR_TARGET),
         ),
         // Too late to pause, or nothing to wait for: ignored.
         (Validating, Event::Paused("paused".into()), None),
         (Executing, Event::TargetBusy("busy".into()), None),
+        (Validating, Event::TargetBusy("busy".into()), None),
         (Completed, Event::Paused("paused".into()), None),
     ];
     for (phase, ev, reason) in cases {
@@ -172,9 +174,30 @@ fn job_failure_deadline_and_disappearance() {
 
 #[test]
 fn a_busy_target_retries_job_creation_without_a_transition() {
-    let (s, fx) = transition(&st(Validating), Event::RetryCreateJob);
-    assert_eq!(s.phase, Validating);
+    let (s, fx) = transition(&st(Preparing), Event::RetryCreateJob);
+    assert_eq!(s.phase, Preparing);
     assert_eq!(fx, vec![Effect::CreateJob]);
+}
+
+#[test]
+fn preparing_resumes_by_creating_or_adopting_the_job_and_can_fail() {
+    let (s, fx) = transition(&st(Preparing), Event::Resume);
+    assert_eq!((s.phase, fx), (Preparing, vec![Effect::CreateJob]));
+    let (s, fx) = transition(
+        &st(Preparing),
+        Event::Validated(Err(refusal(reasons::TARGET_BUSY))),
+    );
+    assert_eq!(s.phase, Failed);
+    assert!(fx.contains(&Effect::ReleaseGrants));
+    let (s, _) = transition(
+        &st(Preparing),
+        Event::JobCreated {
+            job_name: "ke-1".into(),
+        },
+    );
+    assert_eq!(s.phase, Executing);
+    let (s, _) = transition(&st(Preparing), Event::TimedOut);
+    assert_eq!(s.phase, Failed);
 }
 
 #[test]

@@ -176,7 +176,12 @@ pub fn apply(
         status.attempts = Some(status.attempts.unwrap_or(0).max(1));
     }
     if let Some(result) = &change.result {
-        status.result = Some(result.clone());
+        let mut result = result.clone();
+        // The plan's field name for the same text.
+        if result.error_message.is_none() {
+            result.error_message = result.error.clone();
+        }
+        status.result = Some(result);
     }
     if let Some(rollback) = &change.rollback {
         status.rollback_info = Some(rollback.clone());
@@ -220,8 +225,109 @@ pub fn apply(
         }
         _ => {}
     }
+    let message = msg_owned(&status.message);
+    plan_conditions(status, change, message, &now, generation);
+    stage_times(status, previous, change, &now);
+    if change.phase == Phase::Failed {
+        status.failure_reason = Some(change.reason.to_string());
+    }
     if change.phase.is_terminal() {
         status.completion_time = Some(now);
+    }
+}
+
+fn msg_owned(m: &Option<String>) -> String {
+    m.clone().unwrap_or_default()
+}
+
+/// The implementation plan's condition types, next to ours: `ActionValidated`
+/// mirrors `Validated`; the others are set `True` when they apply.
+fn plan_conditions(
+    status: &mut KubernetesExecutionStatus,
+    change: &StatusChange,
+    msg: String,
+    now: &Time,
+    generation: Option<i64>,
+) {
+    let conds = &mut status.conditions;
+    if let Some(v) = conds.iter().find(|c| c.type_ == ct::VALIDATED).cloned() {
+        let ok = v.status == "True";
+        set_condition(
+            conds,
+            ct::ACTION_VALIDATED,
+            ok,
+            &v.reason,
+            &v.message,
+            now,
+            generation,
+        );
+    }
+    let reason = change.reason;
+    if let Some(refusal) = &change.refusal {
+        let r = refusal.rejection.reason;
+        if is_validation_reason(r) {
+            set_condition(
+                conds,
+                ct::ACTION_VALIDATION_FAILED,
+                true,
+                r,
+                &msg,
+                now,
+                generation,
+            );
+        }
+        if r == reasons::INVALID_PARAMETERS || r == reasons::INVALID_TIMEOUT {
+            set_condition(
+                conds,
+                ct::PARAMETER_VALIDATION_FAILED,
+                true,
+                r,
+                &msg,
+                now,
+                generation,
+            );
+        }
+        if r == reasons::POLICY_DENIED {
+            set_condition(conds, ct::POLICY_VIOLATION, true, r, &msg, now, generation);
+        }
+    }
+    if change.phase == Phase::Completed && reason == reasons::DRY_RUN_SUCCEEDED {
+        set_condition(
+            conds,
+            ct::DRY_RUN_COMPLETED,
+            true,
+            reason,
+            &msg,
+            now,
+            generation,
+        );
+    }
+}
+
+/// The plan's per-stage timestamps: each set once, when the stage starts
+/// or ends.
+fn stage_times(
+    status: &mut KubernetesExecutionStatus,
+    previous: Phase,
+    change: &StatusChange,
+    now: &Time,
+) {
+    let (from, to) = (previous, change.phase);
+    if to == Phase::Validating && status.validation_start_time.is_none() {
+        status.validation_start_time = Some(now.clone());
+    }
+    if from == Phase::Validating && to != Phase::Validating {
+        status
+            .validation_complete_time
+            .get_or_insert_with(|| now.clone());
+    }
+    if to == Phase::Executing && status.execution_start_time.is_none() {
+        status.execution_start_time = Some(now.clone());
+    }
+    if from == Phase::Executing && to != Phase::Executing {
+        status
+            .execution_complete_time
+            .get_or_insert_with(|| now.clone());
     }
 }
 

@@ -44,6 +44,10 @@ pub mod labels {
     pub const WORKFLOW: &str = "kubernetesexecution.kubernaut.io/workflow-execution";
     /// Step number within the workflow, when `stepNumber` is set.
     pub const STEP: &str = "kubernetesexecution.kubernaut.io/step-number";
+    /// The implementation plan's spelling of [`EXECUTION_NAME`] (also set).
+    pub const PLAN_EXECUTION: &str = "kubernaut.ai/execution";
+    /// The implementation plan's spelling of [`ACTION`] (also set).
+    pub const PLAN_ACTION: &str = "kubernaut.ai/action";
 }
 
 /// A request to run one remediation action against one Kubernetes object.
@@ -78,8 +82,8 @@ pub mod labels {
         "!has(oldSelf.status) || !has(oldSelf.status.phase) || !(oldSelf.status.phase in ['Completed', 'Failed']) || (has(self.status) && has(self.status.phase) && self.status.phase == oldSelf.status.phase)"
     ).message("a terminal phase (Completed, Failed) never changes"),
     validation = kube::core::Rule::new(
-        "!has(oldSelf.status) || !has(oldSelf.status.phase) || (has(self.status) && has(self.status.phase) && {'Pending': 0, 'Validating': 1, 'Executing': 2, 'Verifying': 3, 'Completed': 4, 'Failed': 4}[self.status.phase] >= {'Pending': 0, 'Validating': 1, 'Executing': 2, 'Verifying': 3, 'Completed': 4, 'Failed': 4}[oldSelf.status.phase])"
-    ).message("status.phase only moves forward (Pending, Validating, Executing, Verifying, Completed|Failed): a stale writer cannot move an execution back"),
+        "!has(oldSelf.status) || !has(oldSelf.status.phase) || (has(self.status) && has(self.status.phase) && {'Pending': 0, 'Validating': 1, 'Preparing': 2, 'Executing': 3, 'Verifying': 4, 'Completed': 5, 'Failed': 5}[self.status.phase] >= {'Pending': 0, 'Validating': 1, 'Preparing': 2, 'Executing': 3, 'Verifying': 4, 'Completed': 5, 'Failed': 5}[oldSelf.status.phase])"
+    ).message("status.phase only moves forward (Pending, Validating, Preparing, Executing, Verifying, Completed|Failed): a stale writer cannot move an execution back"),
     validation = kube::core::Rule::new(
         "has(self.spec.requester) == has(oldSelf.spec.requester) && (!has(self.spec.requester) || self.spec.requester == oldSelf.spec.requester)"
     ).message("spec.requester is recorded by the API server on create and cannot be changed")
@@ -123,6 +127,16 @@ pub struct KubernetesExecutionSpec {
     /// Conditions verified after the action ran.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub postconditions: Vec<ActionCondition>,
+
+    /// The implementation plan's spelling of `preconditions`, accepted as
+    /// the same field (an execution that uses both spellings is refused).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pre_conditions: Vec<ActionCondition>,
+
+    /// The implementation plan's spelling of `postconditions`, accepted as
+    /// the same field (an execution that uses both spellings is refused).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub post_conditions: Vec<ActionCondition>,
 
     /// The workflow execution this step belongs to (set by a workflow engine);
     /// copied into labels and status for correlation.
@@ -176,6 +190,25 @@ pub enum TargetBusyPolicy {
 }
 
 impl KubernetesExecutionSpec {
+    /// The preconditions, in whichever spelling the client used
+    /// (`preconditions`, or the plan's `preConditions`).
+    pub fn pre(&self) -> &[ActionCondition] {
+        if self.preconditions.is_empty() {
+            &self.pre_conditions
+        } else {
+            &self.preconditions
+        }
+    }
+
+    /// The postconditions, in whichever spelling the client used.
+    pub fn post(&self) -> &[ActionCondition] {
+        if self.postconditions.is_empty() {
+            &self.post_conditions
+        } else {
+            &self.postconditions
+        }
+    }
+
     /// A spec for `action` on `target` with everything else defaulted.
     pub fn new(action: impl Into<String>, target: TargetResource) -> Self {
         KubernetesExecutionSpec {
@@ -187,6 +220,8 @@ impl KubernetesExecutionSpec {
             max_retries: None,
             preconditions: Vec::new(),
             postconditions: Vec::new(),
+            pre_conditions: Vec::new(),
+            post_conditions: Vec::new(),
             workflow_execution_ref: None,
             on_target_busy: None,
             step_number: None,

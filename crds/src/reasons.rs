@@ -45,6 +45,8 @@ pub enum Reason {
     Paused,
     /// Validation in progress.
     Validating,
+    /// Validated; lock, grants and Job being prepared.
+    Preparing,
     /// The Job was created and is running.
     JobRunning,
     /// Postconditions are being verified.
@@ -75,6 +77,7 @@ impl Reason {
         Reason::Succeeded,
         Reason::Paused,
         Reason::Validating,
+        Reason::Preparing,
         Reason::JobRunning,
         Reason::Verifying,
         Reason::InternalError,
@@ -102,6 +105,7 @@ impl Reason {
             Reason::Succeeded => "Succeeded",
             Reason::Paused => "Paused",
             Reason::Validating => "Validating",
+            Reason::Preparing => "Preparing",
             Reason::JobRunning => "JobRunning",
             Reason::Verifying => "Verifying",
             Reason::InternalError => "InternalError",
@@ -159,6 +163,8 @@ pub const SUCCEEDED: &str = Reason::Succeeded.as_str();
 pub const PAUSED: &str = Reason::Paused.as_str();
 /// Validation in progress.
 pub const VALIDATING: &str = Reason::Validating.as_str();
+/// Validated; lock, grants and Job being prepared.
+pub const PREPARING: &str = Reason::Preparing.as_str();
 /// The Job was created and is running.
 pub const JOB_RUNNING: &str = Reason::JobRunning.as_str();
 /// Postconditions are being verified.
@@ -178,8 +184,29 @@ pub mod conditions {
     pub const VERIFIED: &str = "Verified";
     /// The execution as a whole succeeded (`kubectl wait --for=condition=Succeeded`).
     pub const SUCCEEDED: &str = "Succeeded";
+    /// The plan's name for [`VALIDATED`] (same status, reason and message).
+    pub const ACTION_VALIDATED: &str = "ActionValidated";
+    /// The plan's: set `True` when validation refused the execution.
+    pub const ACTION_VALIDATION_FAILED: &str = "ActionValidationFailed";
+    /// The plan's: set `True` when a parameter (or the timeout) was invalid.
+    pub const PARAMETER_VALIDATION_FAILED: &str = "ParameterValidationFailed";
+    /// The plan's: set `True` when the safety policies denied the action.
+    pub const POLICY_VIOLATION: &str = "PolicyViolation";
+    /// The plan's: set `True` when a dry run completed.
+    pub const DRY_RUN_COMPLETED: &str = "DryRunCompleted";
     /// Every condition type the operator writes (and owns).
-    pub const ALL: &[&str] = &[VALIDATED, POLICY_ALLOWED, EXECUTED, VERIFIED, SUCCEEDED];
+    pub const ALL: &[&str] = &[
+        VALIDATED,
+        POLICY_ALLOWED,
+        EXECUTED,
+        VERIFIED,
+        SUCCEEDED,
+        ACTION_VALIDATED,
+        ACTION_VALIDATION_FAILED,
+        PARAMETER_VALIDATION_FAILED,
+        POLICY_VIOLATION,
+        DRY_RUN_COMPLETED,
+    ];
 }
 
 #[cfg(test)]

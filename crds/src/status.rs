@@ -15,6 +15,9 @@ pub enum Phase {
     Pending,
     /// Catalog, parameter, policy and precondition checks.
     Validating,
+    /// Validated; taking the target lock, granting the action's
+    /// ServiceAccount and creating the Job (waits here for a busy target).
+    Preparing,
     /// The Job runs the action.
     Executing,
     /// Postconditions are being verified.
@@ -27,9 +30,10 @@ pub enum Phase {
 
 impl Phase {
     /// Every phase, in lifecycle order.
-    pub const ALL: [Phase; 6] = [
+    pub const ALL: [Phase; 7] = [
         Phase::Pending,
         Phase::Validating,
+        Phase::Preparing,
         Phase::Executing,
         Phase::Verifying,
         Phase::Completed,
@@ -46,6 +50,7 @@ impl Phase {
         match self {
             Phase::Pending => "Pending",
             Phase::Validating => "Validating",
+            Phase::Preparing => "Preparing",
             Phase::Executing => "Executing",
             Phase::Verifying => "Verifying",
             Phase::Completed => "Completed",
@@ -98,9 +103,26 @@ pub struct KubernetesExecutionStatus {
     /// Name of the Job running the action (in the operator namespace).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_name: Option<String>,
-    /// Number of Job pods started for the action (1 + retries).
+    /// Real attempts of the action: Job pods that ran to an end (1 +
+    /// retries), 1 while the first runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempts: Option<i32>,
+    /// On failure, the same value as `reason` (the implementation plan's
+    /// field); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_reason: Option<String>,
+    /// When validation started (entering `Validating`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation_start_time: Option<Time>,
+    /// When validation ended (leaving `Validating`, either way).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation_complete_time: Option<Time>,
+    /// When the action's Job started running (entering `Executing`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execution_start_time: Option<Time>,
+    /// When the action's Job ended (leaving `Executing`, either way).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execution_complete_time: Option<Time>,
     /// When the operator started working on the execution.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_time: Option<Time>,
@@ -207,6 +229,9 @@ pub struct ExecutionResult {
     /// The error, when the action failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The same as `error` (the implementation plan's field name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_message: Option<String>,
     /// `kind/namespace/name` of every object the action changed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub resources_affected: Vec<String>,

@@ -73,8 +73,8 @@ pub(super) async fn scale_deployment(
         result: ExecutionResult {
             succeeded: true,
             output: Some(output),
-            error: None,
             resources_affected: vec![key],
+            ..Default::default()
         },
         rollback: Some(rollback),
         reason: None,

@@ -178,8 +178,8 @@ pub(crate) fn done(output: String, affected: String, rollback: RollbackInfo) -> 
         result: ExecutionResult {
             succeeded: true,
             output: Some(output),
-            error: None,
             resources_affected: vec![affected],
+            ..Default::default()
         },
         rollback: Some(rollback),
         reason: None,

@@ -219,8 +219,8 @@ pub fn effective_conditions(
         out
     };
     (
-        merge(action.preconditions, &spec.preconditions),
-        merge(action.postconditions, &spec.postconditions),
+        merge(action.preconditions, spec.pre()),
+        merge(action.postconditions, spec.post()),
     )
 }
 
@@ -255,6 +255,9 @@ impl ActionSpec {
 
 /// `ScaleDeployment` → `scale-deployment`.
 pub fn kebab(name: &str) -> String {
+    // `ConfigMap` is one word in resource names (`configmaps`), and in the
+    // implementation plan's ServiceAccount `kubernetes-executor-patch-configmap`.
+    let name = name.replace("ConfigMap", "Configmap");
     let mut out = String::new();
     for (i, c) in name.chars().enumerate() {
         if c.is_ascii_uppercase() {

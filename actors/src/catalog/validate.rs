@@ -150,7 +150,23 @@ pub fn validate(
             d
         }
     };
-    for c in spec.preconditions.iter().chain(&spec.postconditions) {
+    for (ours, plans, what) in [
+        (&spec.preconditions, &spec.pre_conditions, "preconditions"),
+        (
+            &spec.postconditions,
+            &spec.post_conditions,
+            "postconditions",
+        ),
+    ] {
+        if !ours.is_empty() && !plans.is_empty() {
+            let plan = format!("{}C{}", &what[..what.len() - 10], &what[what.len() - 9..]);
+            return Err(Rejection::new(
+                reasons::INVALID_PARAMETERS,
+                format!("both spec.{what} and spec.{plan} are set: use one spelling"),
+            ));
+        }
+    }
+    for c in spec.pre().iter().chain(spec.post()) {
         if let Some(s) = &c.timeout {
             parse_duration(s).map_err(|e| {
                 Rejection::new(
@@ -163,8 +179,8 @@ pub fn validate(
     // A spec condition may share a catalog default's name only to tighten it
     // (same module; required stays required): never to replace or weaken it.
     for (given, defaults) in [
-        (&spec.preconditions, action.preconditions),
-        (&spec.postconditions, action.postconditions),
+        (spec.pre(), action.preconditions),
+        (spec.post(), action.postconditions),
     ] {
         for c in given {
             if let Some(d) = defaults.iter().find(|d| d.name == c.name)

@@ -48,9 +48,9 @@ pub(super) fn inline_conditions_allowed(
     let ns = exec.metadata.namespace.as_deref().unwrap_or_default();
     let inline = exec
         .spec
-        .preconditions
+        .pre()
         .iter()
-        .chain(&exec.spec.postconditions)
+        .chain(exec.spec.post())
         .find(|c| crate::policy::is_inline(&c.policy));
     let Some(c) = inline else { return Ok(()) };
     if namespace_listed(allowed, ns) {

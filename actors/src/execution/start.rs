@@ -104,9 +104,12 @@ pub(super) async fn ensure_finalizer(state: &mut ExecutionState) -> Result<(), A
 pub(super) async fn create_job(state: &mut ExecutionState) -> Result<Created, Refusal> {
     let ctx = state.ctx.clone();
     let started = Instant::now();
-    let Some(v) = state.validated.clone() else {
+    // Validated in this life, or (resumed in Preparing) re-derived from
+    // the immutable spec: the decision is already in status.
+    let Some(v) = validated(state) else {
         return Err(Rejection::new(reasons::INTERNAL_ERROR, "no validated action to run").into());
     };
+    state.validated = Some(v.clone());
     let fail = |m: String| -> Refusal { Rejection::new(reasons::INTERNAL_ERROR, m).into() };
     ensure_finalizer(state)
         .await

@@ -15,8 +15,15 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
+/// Package of the safety policies.
+pub const SAFETY_PACKAGE: &str = "kubernetes_executor.safety";
 /// The rule whose value is the set of deny reasons.
 pub const DENY_RULE: &str = "data.kubernetes_executor.safety.deny";
+/// The optional rule that must be true as well, when a module declares it.
+pub const ALLOW_RULE: &str = "data.kubernetes_executor.safety.allow";
+/// Deny reason when `deny` is empty but a declared `allow` is not true.
+pub const NOT_ALLOWED: &str =
+    "no allow rule of package kubernetes_executor.safety holds (allow is false or undefined)";
 /// Deny reason when no policy set is loaded.
 pub const FAIL_CLOSED: &str = "no safety policy set is loaded; nothing may execute (fail closed)";
 /// Per-evaluation time limit.
@@ -51,6 +58,12 @@ pub enum PolicyError {
 #[derive(Clone)]
 pub struct PolicySet {
     engine: regorus::Engine,
+    /// Some safety module declares `deny`.
+    has_deny: bool,
+    /// Some safety module declares `allow` (then it must be true too).
+    has_allow: bool,
+    /// Files loaded as Rego v0.
+    pub v0_files: Vec<String>,
     /// `sha256:<hex>` over file names and contents.
     pub digest: String,
     /// Loaded file names.
@@ -122,24 +135,43 @@ impl PolicySet {
             limit: EVAL_LIMIT,
             check_interval: NonZeroU32::new(64).unwrap_or(NonZeroU32::MIN),
         });
+        let mut v0_files = Vec::new();
         for (name, src) in sources {
-            engine
-                .add_policy(name.clone(), src.clone())
-                .map_err(|e| PolicyError::Compile {
-                    path: name.clone(),
-                    message: e.to_string(),
-                })?;
+            // Rego v1 first; a file that only parses as v0 (`deny[msg] {`,
+            // `default allow = false`) is loaded as v0. Each module keeps
+            // its own version, so both kinds mix in one set.
+            engine.set_rego_v0(false);
+            if let Err(v1) = engine.add_policy(name.clone(), src.clone()) {
+                engine.set_rego_v0(true);
+                let loaded = engine.add_policy(name.clone(), src.clone());
+                engine.set_rego_v0(false);
+                if loaded.is_err() {
+                    return Err(PolicyError::Compile {
+                        path: name.clone(),
+                        message: v1.to_string(),
+                    });
+                }
+                v0_files.push(name.clone());
+            }
         }
-        if !sources.is_empty() {
-            // Surface rule-level errors (e.g. conflicting definitions) at load time.
-            let mut probe = engine.clone();
-            probe.set_input(regorus::Value::new_object());
-            probe
-                .eval_rule(DENY_RULE.to_string())
-                .map_err(|e| PolicyError::Compile {
-                    path: sources[0].0.clone(),
-                    message: e.to_string(),
-                })?;
+        let has_deny = sources
+            .iter()
+            .any(|(_, src)| declares_safety_rule(src, "deny"));
+        let has_allow = sources
+            .iter()
+            .any(|(_, src)| declares_safety_rule(src, "allow"));
+        // Surface rule-level errors (e.g. conflicting definitions) at load time.
+        let mut probe = engine.clone();
+        probe.set_input(regorus::Value::new_object());
+        for (declared, rule) in [(has_deny, DENY_RULE), (has_allow, ALLOW_RULE)] {
+            if declared {
+                probe
+                    .eval_rule(rule.to_string())
+                    .map_err(|e| PolicyError::Compile {
+                        path: sources[0].0.clone(),
+                        message: e.to_string(),
+                    })?;
+            }
         }
         let packages = sources
             .iter()
@@ -151,6 +183,9 @@ impl PolicySet {
             .collect();
         Ok(PolicySet {
             engine,
+            has_deny,
+            has_allow,
+            v0_files,
             digest: digest(sources),
             files: sources.iter().map(|(n, _)| n.clone()).collect(),
             packages,
@@ -180,12 +215,16 @@ impl PolicySet {
         let input = regorus::Value::from_json_str(&input.to_string())
             .map_err(|e| PolicyError::Eval(e.to_string()))?;
         engine.set_input(input);
-        let value = engine
-            .eval_rule(DENY_RULE.to_string())
-            .map_err(|e| PolicyError::Eval(e.to_string()))?;
+        let value = if self.has_deny {
+            engine
+                .eval_rule(DENY_RULE.to_string())
+                .map_err(|e| PolicyError::Eval(e.to_string()))?
+        } else {
+            regorus::Value::Undefined
+        };
         let mut reasons = Vec::new();
         if value == regorus::Value::Undefined {
-            return Ok(reasons);
+            return Ok(self.allow_reasons(reasons)?);
         }
         let set = value
             .as_set()
@@ -197,8 +236,40 @@ impl PolicySet {
             }
         }
         reasons.sort();
+        self.allow_reasons(reasons)
+    }
+
+    /// The plan's combination: denied when `deny` is non-empty, or when an
+    /// `allow` rule exists and is not true (input already set).
+    fn allow_reasons(&mut self, mut reasons: Vec<String>) -> Result<Vec<String>, PolicyError> {
+        if reasons.is_empty() && self.has_allow {
+            let allow = self
+                .engine
+                .eval_rule(ALLOW_RULE.to_string())
+                .map_err(|e| PolicyError::Eval(e.to_string()))?;
+            if allow != regorus::Value::from(true) {
+                reasons.push(NOT_ALLOWED.to_string());
+            }
+        }
         Ok(reasons)
     }
+}
+
+/// Whether a module of the safety package declares rule `rule` (`deny`,
+/// `allow`), in either Rego version's syntax.
+fn declares_safety_rule(src: &str, rule: &str) -> bool {
+    let safety = src
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("package "))
+        .is_some_and(|p| p.trim() == SAFETY_PACKAGE);
+    safety
+        && src.lines().any(|l| {
+            let l = l.trim_start();
+            let l = l.strip_prefix("default ").unwrap_or(l).trim_start();
+            l.strip_prefix(rule).is_some_and(|rest| {
+                rest.is_empty() || rest.starts_with([' ', '{', ':', '=', '[', '\t'])
+            })
+        })
 }
 
 /// Package of a named condition module.
@@ -339,124 +410,4 @@ impl Verdict {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-    use std::path::PathBuf;
-
-    fn policies_dir() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies")
-    }
-
-    /// Runs every `test_*` rule of the Rego test files in `policies/`, like `opa test`.
-    #[test]
-    fn rego_tests_in_policies_dir_pass() {
-        let sources = read_dir(&policies_dir(), true).expect("read policies");
-        let mut engine = regorus::Engine::new();
-        for (name, src) in &sources {
-            engine
-                .add_policy(name.clone(), src.clone())
-                .unwrap_or_else(|e| panic!("{name}: {e}"));
-        }
-        let mut ran = 0;
-        let mut failed = Vec::new();
-        for (name, src) in sources.iter().filter(|(n, _)| n.ends_with("_test.rego")) {
-            let pkg = src
-                .lines()
-                .find_map(|l| l.trim().strip_prefix("package "))
-                .unwrap_or_else(|| panic!("{name} has no package"))
-                .trim()
-                .to_string();
-            for rule in src
-                .lines()
-                .filter_map(|l| l.strip_prefix("test_"))
-                .map(|l| l.split([' ', '(']).next().unwrap_or(""))
-            {
-                let path = format!("data.{pkg}.test_{rule}");
-                ran += 1;
-                match engine.eval_rule(path.clone()) {
-                    Ok(v) if v == regorus::Value::from(true) => {}
-                    other => failed.push(format!("{path}: {other:?}")),
-                }
-            }
-        }
-        assert!(ran >= 10, "expected the policy tests to run, ran {ran}");
-        assert!(
-            failed.is_empty(),
-            "failing Rego tests:\n{}",
-            failed.join("\n")
-        );
-    }
-
-    #[test]
-    fn default_set_denies_kube_system_and_allows_plain_scale() {
-        let mut set = PolicySet::load_dir(&policies_dir()).expect("load");
-        assert!(set.digest.starts_with("sha256:"));
-        let input = json!({
-            "action": "ScaleDeployment",
-            "parameters": {"replicas": "2"},
-            "parameter_sizes": {"replicas": 1},
-            "target_resource": {"kind": "Deployment", "name": "web", "namespace": "shop", "labels": {}},
-            "dry_run": false,
-            "metadata": {}, "cluster": {"operator_namespace": "kubernetes-executor-system"},
-        });
-        assert_eq!(set.evaluate(&input).expect("eval"), Vec::<String>::new());
-        let mut denied = input.clone();
-        denied["target_resource"]["namespace"] = json!("kube-system");
-        let v = set.evaluate(&denied).expect("eval");
-        assert_eq!(v.len(), 1);
-        assert!(v[0].contains("kube-system"), "{v:?}");
-        // One engine serves every decision: nothing carries over between inputs.
-        assert_eq!(set.evaluate(&input).expect("eval"), Vec::<String>::new());
-        assert_eq!(set.evaluate(&denied).expect("eval"), v);
-    }
-
-    #[test]
-    fn named_and_inline_conditions() {
-        let mut set = PolicySet::load_dir(&policies_dir()).expect("load");
-        let input = json!({ "target_resource": {"namespace": "shop"}, "cluster": { "pods": [{"name": "p", "waiting_reasons": ["CrashLoopBackOff"]}] } });
-        match set
-            .evaluate_condition("no_crashloop_pods", &input)
-            .expect("eval")
-        {
-            ConditionOutcome::Fails(r) => assert!(r[0].contains("CrashLoopBackOff"), "{r:?}"),
-            other => panic!("{other:?}"),
-        }
-        let inline = "package custom.check\n\ninconclusive contains \"no metrics\" if { true }\n";
-        assert_eq!(
-            set.evaluate_condition(inline, &input).expect("eval"),
-            ConditionOutcome::Inconclusive(vec!["no metrics".into()])
-        );
-        let err = set
-            .evaluate_condition("no_such_condition", &input)
-            .expect_err("unknown")
-            .to_string();
-        assert!(err.contains("no_such_condition"), "{err}");
-    }
-
-    #[test]
-    fn empty_or_missing_dir_denies_everything() {
-        let mut set = PolicySet::load_dir(Path::new("/nonexistent/policies")).expect("empty set");
-        assert!(set.is_empty());
-        assert_eq!(
-            set.evaluate(&json!({})).expect("eval"),
-            vec![FAIL_CLOSED.to_string()]
-        );
-    }
-
-    #[test]
-    fn malformed_policy_names_file_and_line() {
-        let bad = vec![(
-            "broken.rego".to_string(),
-            "package x\n\ndeny contains msg if {\n  msg := \n}\n".to_string(),
-        )];
-        let err = PolicySet::compile(&bad)
-            .expect_err("must not compile")
-            .to_string();
-        assert!(err.contains("broken.rego"), "{err}");
-        assert!(
-            err.contains(":4") || err.contains("line 4") || err.contains(":5"),
-            "names the line: {err}"
-        );
-    }
-}
+mod tests;
