@@ -267,6 +267,36 @@ pub fn policies_configmap_yaml(dir: &std::path::Path, namespace: &str) -> anyhow
 
 #[cfg(test)]
 mod tests {
+    /// The operator may `bind` exactly the action ClusterRoles (and their
+    /// `-source` roles): the hand-written list in operator.yaml follows the
+    /// catalog.
+    #[test]
+    fn the_operator_may_bind_exactly_the_action_roles() {
+        use kubernetes_executor_actors::catalog::CATALOG;
+        let committed = include_str!("../deploy/rbac/operator.yaml");
+        let mut listed: Vec<&str> = committed
+            .lines()
+            .skip_while(|l| !l.contains("verbs: [\"bind\"]"))
+            .skip(2) // the verbs line and `resourceNames:`
+            .map_while(|l| l.trim().strip_prefix("- kubernetes-executor-"))
+            .collect();
+        listed.sort();
+        let mut want: Vec<String> = CATALOG
+            .iter()
+            .flat_map(|a| {
+                let sa = a.service_account();
+                let mut v = vec![sa.clone()];
+                if !a.source_rules.is_empty() {
+                    v.push(format!("{sa}-source"));
+                }
+                v
+            })
+            .map(|n| n.trim_start_matches("kubernetes-executor-").to_string())
+            .collect();
+        want.sort();
+        assert_eq!(listed, want, "deploy/rbac/operator.yaml's bind list");
+    }
+
     #[test]
     fn committed_rbac_manifests_match_the_catalog() {
         let generated = super::rbac_yaml("kubernetes-executor-system").expect("yaml");

@@ -85,23 +85,21 @@ async fn a_mixed_load_is_fully_accounted_for_and_cleaned_up() {
     );
     assert_eq!(report.watch_relists, 0);
     assert_eq!(
-        l.phases["Executing"].count, 3,
-        "only real executions run Jobs"
+        l.phases["Executing"].count, 12,
+        "dry runs (server-side) and real executions run Jobs"
     );
-    assert_eq!(
-        l.completion_detection.count, 3,
-        "each real execution's Job seen finishing"
-    );
+    assert_eq!(l.completion_detection.count, 12, "each Job seen finishing");
     assert!(
         l.end_to_end["real"].p50 >= l.end_to_end["deny"].p50,
         "{table}"
     );
 
-    // The floor: create + status write each, plus one Job per real execution.
+    // The floor: create + status write each, plus one Job per dry run and
+    // real execution.
     let floor = report.floor.as_ref().expect("floor ran");
     assert_eq!(
         (floor.executions, floor.requests, floor.errors),
-        (15, 15 * 2 + 3, 0)
+        (15, 15 * 2 + 12, 0)
     );
     assert!(report.floor_ratio.is_some_and(|r| r > 0.0));
 
@@ -132,9 +130,14 @@ async fn a_mixed_load_is_fully_accounted_for_and_cleaned_up() {
         "{table}"
     );
     assert_eq!(
-        report.transitions.get("Validating→Completed"),
-        Some(&9.0),
+        report.transitions.get("Validating→Preparing"),
+        Some(&12.0),
         "{table}"
+    );
+    assert_eq!(
+        report.transitions.get("Executing→Completed"),
+        Some(&9.0),
+        "dry runs end when their Job does: {table}"
     );
     assert_eq!(
         report.transitions.get("Validating→Failed"),

@@ -11,7 +11,7 @@ use common::*;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use kubernetes_executor_crds::{KubernetesExecution, Phase, labels, reasons};
 use kubernetes_executor_testkit::eventually;
@@ -133,7 +133,7 @@ async fn invalid_input_fails_with_a_named_reason_and_no_job() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn dry_run_completes_without_a_job_and_policy_denial_lists_violations() {
+async fn a_dry_run_is_a_server_side_dry_run_and_policy_denial_lists_violations() {
     let (client, ns, _) = setup("dryrun").await;
     deployment(&client, &ns, "web", 2, json!({}), true).await;
     let mut s = spec(
@@ -149,11 +149,37 @@ async fn dry_run_completes_without_a_job_and_policy_denial_lists_violations() {
     assert_eq!(phase(&done), Phase::Completed, "{:?}", done.status);
     assert_eq!(reason(&done), reasons::DRY_RUN_SUCCEEDED);
     assert_eq!(condition(&done, "Succeeded").as_deref(), Some("True"));
+    assert_eq!(condition(&done, "DryRunCompleted").as_deref(), Some("True"));
+    // The action ran as a server-side dry run, in its Job, under its own
+    // ServiceAccount.
+    let jobs = jobs_of(&client, &e.uid().unwrap_or_default()).await;
+    assert_eq!(jobs.len(), 1, "one dry-run Job");
+    let pod = jobs[0]
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.clone())
+        .expect("pod spec");
+    assert_eq!(
+        pod.service_account_name.as_deref(),
+        Some("kubernetes-executor-scale-deployment")
+    );
     assert!(
-        jobs_of(&client, &e.uid().unwrap_or_default())
-            .await
-            .is_empty(),
-        "dry run creates no Job"
+        pod.containers[0]
+            .args
+            .iter()
+            .flatten()
+            .any(|a| a == "--dry-run"),
+        "{:?}",
+        pod.containers[0].args
+    );
+    assert!(
+        done.status
+            .as_ref()
+            .and_then(|s| s.result.as_ref())
+            .and_then(|r| r.output.as_deref())
+            .is_some_and(|o| o.contains("dry run")),
+        "{:?}",
+        done.status
     );
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
     let d = deployments.get("web").await.expect("deployment");
@@ -161,6 +187,52 @@ async fn dry_run_completes_without_a_job_and_policy_denial_lists_violations() {
         d.spec.and_then(|s| s.replicas),
         Some(2),
         "dry run changes nothing"
+    );
+
+    // A patch the API server would refuse: the dry run fails, naming the
+    // rejection, and the ConfigMap is untouched.
+    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(client.clone(), &ns);
+    cms.create(
+        &PostParams::default(),
+        &serde_json::from_value(
+            json!({ "metadata": { "name": "settings" }, "data": { "mode": "slow" } }),
+        )
+        .expect("cm"),
+    )
+    .await
+    .expect("configmap");
+    let mut s = spec(
+        "update_configmap",
+        "ConfigMap",
+        "settings",
+        None,
+        &[("patch", r#"{"data":{"mode":5}}"#)],
+    );
+    s.dry_run = true;
+    create(&client, &ns, "dry-bad-patch", s).await;
+    let done = wait_terminal(&client, &ns, "dry-bad-patch").await;
+    assert_eq!(phase(&done), Phase::Failed, "{:?}", done.status);
+    assert_eq!(
+        reason(&done),
+        reasons::DRY_RUN_REJECTED,
+        "{:?}",
+        done.status
+    );
+    assert!(
+        message(&done).contains("server-side dry run"),
+        "{}",
+        message(&done)
+    );
+    assert!(
+        message(&done).to_lowercase().contains("unmarshal") || message(&done).contains("nvalid"),
+        "the API server's rejection is named: {}",
+        message(&done)
+    );
+    let cm = cms.get("settings").await.expect("cm");
+    assert_eq!(
+        cm.data.and_then(|d| d.get("mode").cloned()).as_deref(),
+        Some("slow"),
+        "a dry run changes nothing"
     );
 
     // Scale-to-zero of a critical deployment is denied by the default policies.
@@ -1091,7 +1163,7 @@ async fn actors_endpoint_lists_exactly_the_live_executions_and_metrics_follow_th
     let (_, m) = http_get(&metrics, "/metrics").await.expect("metrics");
     for name in [
         "kubernetes_execution_reconciliation_duration_seconds_bucket{phase=\"Validating\"",
-        "kubernetes_execution_phase_transitions_total{from_phase=\"Validating\",to_phase=\"Completed\"}",
+        "kubernetes_execution_phase_transitions_total{from_phase=\"Executing\",to_phase=\"Completed\"}",
         "policy_evaluation_duration_seconds_bucket{policy=\"safety\"",
         "job_creation_duration_seconds_bucket",
         "job_completion_duration_seconds_bucket",
@@ -1109,7 +1181,7 @@ async fn actors_endpoint_lists_exactly_the_live_executions_and_metrics_follow_th
     }
     let transitions: f64 = m
         .lines()
-        .find(|l| l.starts_with("kubernetes_execution_phase_transitions_total{from_phase=\"Validating\",to_phase=\"Completed\"}"))
+        .find(|l| l.starts_with("kubernetes_execution_phase_transitions_total{from_phase=\"Executing\",to_phase=\"Completed\"}"))
         .and_then(|l| l.split_whitespace().last())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0.0);

@@ -19,14 +19,14 @@ fn benches(c: &mut Criterion) {
     c.bench_function("transition Pending+Resume", |b| {
         let s = MachineState {
             phase: Phase::Pending,
-            deleting: false,
+            ..Default::default()
         };
         b.iter(|| transition(black_box(&s), Event::Resume))
     });
     c.bench_function("transition Validating+Validated", |b| {
         let s = MachineState {
             phase: Phase::Validating,
-            deleting: false,
+            ..Default::default()
         };
         let plan = Plan {
             action: "ScaleDeployment".into(),

@@ -199,7 +199,7 @@ pub fn build_job(
                     "containers": [{
                         "name": "action",
                         "image": cfg.image,
-                        "args": run_action_args(v, expected, false, exec.metadata.namespace.as_deref().unwrap_or_default()),
+                        "args": run_action_args(v, expected, exec.spec.dry_run, exec.metadata.namespace.as_deref().unwrap_or_default()),
                         "env": env,
                         "terminationMessagePath": "/dev/termination-log",
                         "terminationMessagePolicy": "File",

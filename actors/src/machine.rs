@@ -24,6 +24,9 @@ pub struct MachineState {
     pub phase: Phase,
     /// The execution is being deleted.
     pub deleting: bool,
+    /// The execution is a dry run (its Job runs the action with
+    /// `dryRun=All`; success ends the execution without verification).
+    pub dry_run: bool,
 }
 
 /// Everything validation learned, carried into status.
@@ -240,29 +243,16 @@ pub fn transition(state: &MachineState, event: Event) -> (MachineState, Vec<Effe
             change.refusal = Some(refusal);
             vec![tr(change), ReleaseGrants, RemoveFinalizer, Stop]
         }
-        (Validating, Event::Validated(Ok(plan))) if plan.dry_run => {
-            next.phase = Completed;
-            let message = format!(
-                "dry run of {} on {}: validation, policies and preconditions passed; nothing was changed",
-                plan.action, plan.target
-            );
-            let mut change = to(Completed, reasons::DRY_RUN_SUCCEEDED, message);
-            change.result = Some(ExecutionResult {
-                succeeded: true,
-                output: plan.output.clone(),
-                ..Default::default()
-            });
-            change.plan = Some(plan);
-            vec![tr(change), ReleaseGrants, RemoveFinalizer, Stop]
-        }
         (Validating, Event::Validated(Ok(plan))) => {
-            // Record the decision; the lock, grants and Job come next.
+            // Record the decision; the lock, grants and Job come next (a
+            // dry run's Job runs the action as a server-side dry run).
             next.phase = Preparing;
-            let mut change = to(
-                Preparing,
-                reasons::PREPARING,
-                "validated; taking the target lock, granting the action's ServiceAccount and creating the Job",
-            );
+            let what = if plan.dry_run {
+                "validated; granting the action's ServiceAccount and creating the Job of the server-side dry run"
+            } else {
+                "validated; taking the target lock, granting the action's ServiceAccount and creating the Job"
+            };
+            let mut change = to(Preparing, reasons::PREPARING, what);
             change.plan = Some(plan);
             vec![tr(change), CreateJob]
         }
@@ -287,6 +277,31 @@ pub fn transition(state: &MachineState, event: Event) -> (MachineState, Vec<Effe
             fx
         }
         (Executing, Event::Resume) => vec![ArmTimeout, ObserveJob],
+        (Executing, Event::JobFinished(JobOutcome::Succeeded { result, .. })) if state.dry_run => {
+            // Nothing changed: nothing to verify, nothing to roll back.
+            next.phase = Completed;
+            let mut change = to(
+                Completed,
+                reasons::DRY_RUN_SUCCEEDED,
+                "dry run: validation, policies and preconditions passed, and the API server accepted the action's requests as a server-side dry run (dryRun=All) under its ServiceAccount; nothing was changed",
+            );
+            change.result = Some(result);
+            vec![tr(change), ReleaseGrants, Stop]
+        }
+        (Executing, Event::JobFinished(JobOutcome::Failed { result, .. })) if state.dry_run => {
+            next.phase = Failed;
+            let detail = result
+                .error
+                .clone()
+                .unwrap_or_else(|| "the dry run's Job failed".into());
+            let mut change = to(
+                Failed,
+                reasons::DRY_RUN_REJECTED,
+                format!("the server-side dry run of the action failed: {detail}"),
+            );
+            change.result = Some(result);
+            vec![tr(change), ReleaseGrants, Stop]
+        }
         (Executing, Event::JobFinished(outcome)) => match outcome {
             JobOutcome::Succeeded { result, rollback } => {
                 next.phase = Verifying;

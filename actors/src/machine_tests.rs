@@ -6,7 +6,15 @@ use Phase::*;
 fn st(phase: Phase) -> MachineState {
     MachineState {
         phase,
-        deleting: false,
+        ..Default::default()
+    }
+}
+
+fn dry(phase: Phase) -> MachineState {
+    MachineState {
+        phase,
+        dry_run: true,
+        ..Default::default()
     }
 }
 
@@ -106,13 +114,56 @@ fn paused_and_busy_record_a_reason_without_moving() {
 }
 
 #[test]
-fn dry_run_goes_validating_to_completed_without_a_job() {
-    let (s, _) = transition(&st(Pending), Event::Resume);
+fn a_dry_run_runs_its_job_as_a_server_side_dry_run_and_skips_verification() {
+    let (s, _) = transition(&dry(Pending), Event::Resume);
     let (s, fx) = transition(&s, Event::Validated(Ok(plan(true))));
-    assert_eq!(s.phase, Completed);
-    assert!(!fx.contains(&Effect::CreateJob));
+    assert_eq!(s.phase, Preparing);
+    assert_eq!(fx.last(), Some(&Effect::CreateJob));
+    let (s, _) = transition(
+        &s,
+        Event::JobCreated {
+            job_name: "ke-1".into(),
+        },
+    );
+    assert_eq!(s.phase, Executing);
+    let ok = JobOutcome::Succeeded {
+        result: ExecutionResult {
+            succeeded: true,
+            output: Some("dry run: would scale".into()),
+            ..Default::default()
+        },
+        rollback: None,
+    };
+    let (done, fx) = transition(&s, Event::JobFinished(ok));
+    assert_eq!(done.phase, Completed, "no Verifying: nothing changed");
+    assert!(!fx.contains(&Effect::Verify));
+    assert!(fx.contains(&Effect::ReleaseGrants));
     match &fx[0] {
-        Effect::Transition(c) => assert_eq!(c.reason, reasons::DRY_RUN_SUCCEEDED),
+        Effect::Transition(c) => {
+            assert_eq!(c.reason, reasons::DRY_RUN_SUCCEEDED);
+            assert_eq!(
+                c.result.as_ref().and_then(|r| r.output.as_deref()),
+                Some("dry run: would scale")
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    let rejected = JobOutcome::Failed {
+        result: ExecutionResult {
+            succeeded: false,
+            error: Some("ConfigMap \"x\" is invalid: data: Invalid value".into()),
+            ..Default::default()
+        },
+        rollback: None,
+        target_changed: false,
+    };
+    let (failed, fx) = transition(&s, Event::JobFinished(rejected));
+    assert_eq!(failed.phase, Failed);
+    match &fx[0] {
+        Effect::Transition(c) => {
+            assert_eq!(c.reason, reasons::DRY_RUN_REJECTED);
+            assert!(c.message.contains("is invalid"), "{}", c.message);
+        }
         other => panic!("{other:?}"),
     }
 }

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kubernetes_executor_actors::context::{Context, Settings};
-use kubernetes_executor_actors::execution::{ExecutionActor, ExecutionArgs};
+use kubernetes_executor_actors::execution::{ExecutionActor, ExecutionArgs, ExecutionMsg};
 use kubernetes_executor_actors::health::Health;
 use kubernetes_executor_actors::job::JobConfig;
 use kubernetes_executor_actors::k8s::KubeApi;
@@ -33,6 +33,7 @@ use serde_json::{Value, json};
 struct Seen {
     requests: Vec<String>,
     statuses: Vec<Value>,
+    jobs: Vec<Value>,
 }
 
 fn deployment() -> Value {
@@ -58,6 +59,20 @@ fn api_server(exec: KubernetesExecution, seen: Arc<Mutex<Seen>>) -> kube::Client
                 obj["status"] = r.body["status"].clone();
                 (200, obj)
             }
+            ("PATCH", p) if p.ends_with("/kubernetesexecutions/scale-web") => {
+                // The finalizer (merge patch of metadata).
+                let mut obj = serde_json::to_value(&exec).unwrap_or_default();
+                obj["metadata"]["finalizers"] = r.body["metadata"]["finalizers"].clone();
+                (200, obj)
+            }
+            ("POST", "/apis/batch/v1/namespaces/kubernetes-executor-system/jobs") => {
+                s.jobs.push(r.body.clone());
+                (201, r.body)
+            }
+            ("GET", "/api/v1/namespaces/kubernetes-executor-system/pods") => (
+                200,
+                json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": []}),
+            ),
             ("GET", "/apis/apps/v1/namespaces/shop/deployments/web") => (200, deployment()),
             ("GET", "/api/v1/nodes") => (
                 200,
@@ -218,10 +233,35 @@ async fn run(prefix: &str, violations: Vec<String>) -> (Seen, Arc<ActorRegistry>
     )
     .await
     .expect("spawn");
-    tokio::time::timeout(Duration::from_secs(20), handle)
+    // The Job controller's part: once the actor created its Job and
+    // recorded Executing, the Job completes (as the JobWatcher would say).
+    let job_completes = async {
+        loop {
+            let job = {
+                let s = seen.lock().unwrap_or_else(|e| e.into_inner());
+                let executing = s.statuses.iter().any(|st| st["phase"] == "Executing");
+                s.jobs.first().cloned().filter(|_| executing)
+            };
+            if let Some(mut job) = job {
+                job["status"] = json!({"succeeded": 1,
+                    "conditions": [{"type": "Complete", "status": "True"}]});
+                let job = serde_json::from_value(job).expect("job");
+                let _ = actor.cast(ExecutionMsg::JobChanged(Box::new(job)));
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::pin!(handle);
+    let finished = async {
+        tokio::select! {
+            _ = &mut handle => {}
+            _ = job_completes => { let _ = (&mut handle).await; }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), finished)
         .await
-        .expect("the actor stops by itself when the execution ends")
-        .expect("join");
+        .expect("the actor stops by itself when the execution ends");
     drop(actor);
     policy.stop(None);
     rbac.stop(None);
@@ -242,36 +282,26 @@ fn phases(seen: &Seen) -> Vec<(String, String)> {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_dry_run_validates_and_completes_without_a_job() {
+async fn a_dry_run_validates_then_runs_its_job_as_a_server_side_dry_run() {
     let (seen, registry) = run("allow-", vec![]).await;
+    let ph: Vec<String> = phases(&seen).into_iter().map(|(p, _)| p).collect();
     assert_eq!(
-        phases(&seen),
-        vec![
-            ("Validating".to_string(), reasons::VALIDATING.to_string()),
-            (
-                Phase::Completed.to_string(),
-                reasons::DRY_RUN_SUCCEEDED.to_string()
-            ),
-        ],
+        ph,
+        ["Validating", "Preparing", "Executing", "Completed"],
         "{:#?}",
         seen.requests
     );
     let last = seen.statuses.last().expect("a status");
-    assert_eq!(
-        last["validationResults"]["policyDecision"]["allowed"], true,
-        "{last}"
-    );
-    assert_eq!(
-        last["validationResults"]["policyDecision"]["policySetDigest"],
-        "sha256:stub"
-    );
+    assert_eq!(last["reason"], reasons::DRY_RUN_SUCCEEDED, "{last}");
+    let decision = &last["validationResults"]["policyDecision"];
+    assert_eq!(decision["allowed"], true, "{last}");
+    assert_eq!(decision["policySetDigest"], "sha256:stub");
     assert!(
-        last["result"]["output"]
-            .as_str()
-            .is_some_and(|o| o.contains("would run ScaleDeployment") && o.contains("replicas=3")),
+        last["validationStartTime"].is_string() && last["executionCompleteTime"].is_string(),
         "{last}"
     );
-    // Who asked was checked; nothing was created; the actor unregistered.
+    // Who asked was checked; one Job, a server-side dry run under the
+    // action's ServiceAccount; the actor unregistered.
     assert!(
         seen.requests
             .iter()
@@ -279,10 +309,18 @@ async fn a_dry_run_validates_and_completes_without_a_job() {
         "{:#?}",
         seen.requests
     );
+    assert_eq!(seen.jobs.len(), 1);
+    let pod = &seen.jobs[0]["spec"]["template"]["spec"];
+    assert_eq!(
+        pod["serviceAccountName"],
+        "kubernetes-executor-scale-deployment"
+    );
+    let args = pod["containers"][0]["args"].as_array().expect("args");
+    assert!(args.iter().any(|a| a == "--dry-run"), "{args:?}");
     assert!(
-        !seen.requests.iter().any(|r| r.contains("/jobs")),
-        "a dry run creates no Job: {:#?}",
-        seen.requests
+        args.windows(2)
+            .any(|w| w[0] == "--param" && w[1] == "replicas=3"),
+        "{args:?}"
     );
     assert_eq!(registry.executions(), 0);
 }

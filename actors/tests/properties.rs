@@ -164,7 +164,7 @@ proptest! {
             Phase::Completed,
             Phase::Failed,
         ];
-        let mut state = MachineState { phase: phases[start], deleting: false };
+        let mut state = MachineState { phase: phases[start], ..Default::default() };
         for e in events {
             let ev = match e {
                 0 => Event::Resume,

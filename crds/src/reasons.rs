@@ -39,6 +39,9 @@ pub enum Reason {
     PostconditionFailed,
     /// Dry run: everything validated, nothing mutated.
     DryRunSucceeded,
+    /// Dry run: the API server (or RBAC, or admission) refused the action's
+    /// server-side dry run; the message names the rejection.
+    DryRunRejected,
     /// The action ran and was verified.
     Succeeded,
     /// New executions are paused by the kill switch.
@@ -74,6 +77,7 @@ impl Reason {
         Reason::Timeout,
         Reason::PostconditionFailed,
         Reason::DryRunSucceeded,
+        Reason::DryRunRejected,
         Reason::Succeeded,
         Reason::Paused,
         Reason::Validating,
@@ -102,6 +106,7 @@ impl Reason {
             Reason::Timeout => "Timeout",
             Reason::PostconditionFailed => "PostconditionFailed",
             Reason::DryRunSucceeded => "DryRunSucceeded",
+            Reason::DryRunRejected => "DryRunRejected",
             Reason::Succeeded => "Succeeded",
             Reason::Paused => "Paused",
             Reason::Validating => "Validating",
@@ -157,6 +162,8 @@ pub const TIMEOUT: &str = Reason::Timeout.as_str();
 pub const POSTCONDITION_FAILED: &str = Reason::PostconditionFailed.as_str();
 /// Dry run: everything validated, nothing mutated.
 pub const DRY_RUN_SUCCEEDED: &str = Reason::DryRunSucceeded.as_str();
+/// Dry run: the action's server-side dry run was refused.
+pub const DRY_RUN_REJECTED: &str = Reason::DryRunRejected.as_str();
 /// The action ran and was verified.
 pub const SUCCEEDED: &str = Reason::Succeeded.as_str();
 /// New executions are paused by the kill switch.

@@ -61,6 +61,16 @@ pub(crate) type Outcome = Result<ActionOutput, (ActionError, Option<RollbackInfo
 /// Runs the action and returns the process exit code.
 pub async fn main(args: RunActionArgs) -> i32 {
     let (code, output) = match execute(&args).await {
+        Ok(mut out) if args.dry_run => {
+            // Nothing changed: say so, and there is nothing to roll back.
+            out.result.output = out
+                .result
+                .output
+                .map(|o| format!("dry run (dryRun=All, nothing changed): {o}"));
+            out.result.resources_affected.clear();
+            out.rollback = None;
+            (0, out)
+        }
         Ok(out) => (0, out),
         Err((e, rollback)) => {
             let code = if matches!(e, ActionError::Transient(_)) {

@@ -105,10 +105,9 @@ pub(super) async fn execute(
             None
         }
         Effect::ReleaseGrants => {
-            if state.exec.spec.dry_run || state.released {
-                // A dry run never takes a lock, a grant or a params Secret
-                // (the spec is immutable): nothing to release. Released
-                // already in this actor's life: nothing left either.
+            if state.released {
+                // Released already in this actor's life: nothing left. (A
+                // dry run takes no lock, but its Job holds grants.)
                 return None;
             }
             state.released = true;

@@ -148,6 +148,7 @@ impl Actor for ExecutionActor {
         let machine = MachineState {
             phase: status.phase.unwrap_or_default(),
             deleting: false,
+            dry_run: exec.spec.dry_run,
         };
         let parent = ctx.peers.name(crate::peers::Singleton::Supervisor);
         let life = Lifecycle::enter(

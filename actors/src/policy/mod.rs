@@ -224,7 +224,7 @@ impl PolicySet {
         };
         let mut reasons = Vec::new();
         if value == regorus::Value::Undefined {
-            return Ok(self.allow_reasons(reasons)?);
+            return self.allow_reasons(reasons);
         }
         let set = value
             .as_set()

@@ -71,7 +71,7 @@ pub(super) async fn abandon(ctx: Ctx, key: String, message: String) {
     // The machine authors the change (and refuses to touch an ended one).
     let now = crate::machine::MachineState {
         phase: status.phase.unwrap_or_default(),
-        deleting: false,
+        ..Default::default()
     };
     let (_, effects) =
         crate::machine::transition(&now, crate::machine::Event::Abandoned(message.clone()));

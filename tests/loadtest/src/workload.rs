@@ -31,7 +31,8 @@ pub const KIND_LABEL: &str = "loadtest.kubernetes-executor.io/kind";
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
-    /// `ScaleDeployment` dry run: validation, policy, preconditions, no Job.
+    /// `ScaleDeployment` dry run: validation, policy, preconditions, grants
+    /// and a Job running the action as a server-side dry run (`dryRun=All`).
     Dry,
     /// `ScaleDeployment` to 0 of a `critical=true` Deployment: denied by policy.
     Deny,
@@ -308,7 +309,7 @@ pub struct Track {
     /// First time the watch showed a non-empty status.
     pub first_status: Option<Instant>,
     /// First time the watch showed each phase (index: `Phase::ALL`).
-    pub phases: [Option<Instant>; 6],
+    pub phases: [Option<Instant>; Phase::ALL.len()],
     /// Terminal phase and reason.
     pub terminal: Option<(Phase, String)>,
     /// When the watch first showed the execution's Job Complete or Failed.
@@ -323,7 +324,7 @@ impl Track {
             created: None,
             create_error: None,
             first_status: None,
-            phases: [None; 6],
+            phases: [None; Phase::ALL.len()],
             terminal: None,
             job_done: None,
         }
