@@ -228,6 +228,31 @@ async fn a_dry_run_is_a_server_side_dry_run_and_policy_denial_lists_violations()
         "the API server's rejection is named: {}",
         message(&done)
     );
+    // A valid patch: accepted by the server-side dry run, and still nothing
+    // changes.
+    let mut s = spec(
+        "PatchConfigMap",
+        "ConfigMap",
+        "settings",
+        None,
+        &[("patch", r#"{"data":{"mode":"fast"}}"#)],
+    );
+    s.dry_run = true;
+    create(&client, &ns, "dry-good-patch", s).await;
+    let done = wait_terminal(&client, &ns, "dry-good-patch").await;
+    assert_eq!(
+        reason(&done),
+        reasons::DRY_RUN_SUCCEEDED,
+        "{:?}",
+        done.status
+    );
+    assert!(
+        done.status
+            .as_ref()
+            .and_then(|s| s.rollback_info.as_ref())
+            .is_none(),
+        "nothing to roll back"
+    );
     let cm = cms.get("settings").await.expect("cm");
     assert_eq!(
         cm.data.and_then(|d| d.get("mode").cloned()).as_deref(),

@@ -7,7 +7,12 @@ use super::*;
 pub(super) async fn validate_all(state: &mut ExecutionState) -> Result<Plan, Refusal> {
     let ctx = state.ctx.clone();
     let exec_ns = state.exec.namespace().unwrap_or_default();
-    let v = validate(&state.exec.spec, &exec_ns)?;
+    let v = validate(&state.exec.spec, &exec_ns).map_err(|rejection| Refusal {
+        // The action resolved (an alias, say) even if its parameters did
+        // not validate: status names it.
+        action: crate::catalog::lookup(&state.exec.spec.action).map(|a| a.name.to_string()),
+        ..Refusal::from(rejection)
+    })?;
     let action = v.action.name.to_string();
     let target = v.target.display();
     let with = |rejection: Rejection, decision: Option<PolicyDecision>| Refusal {
