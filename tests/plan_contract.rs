@@ -283,6 +283,55 @@ async fn the_plans_names_are_produced_or_accepted() {
         assert!(bound, "ClusterRole {r} is bound to the operator");
     }
 
+    // Durations as Go clients send them (metav1.Duration): accepted by the
+    // CRD, `0s` meaning the action's default.
+    for (name, timeout, want) in [
+        ("go-zero", "0s", 60),
+        ("go-decimal", "1.5m", 90),
+        ("go-hms", "0h2m0s", 120),
+    ] {
+        let mut s = spec("rollout_status", "Deployment", "web", None, &[]);
+        s.timeout = Some(timeout.into());
+        s.workflow_execution_ref = Some(k8s_openapi::api::core::v1::ObjectReference {
+            name: Some("wf-1".into()),
+            ..Default::default()
+        });
+        s.step_number = Some(2);
+        create(&client, &ns, name, s).await;
+        let done = wait_terminal(&client, &ns, name).await;
+        assert_eq!(
+            phase(&done),
+            Phase::Completed,
+            "{timeout}: {:?}",
+            done.status
+        );
+        let jobs: Api<Job> = Api::namespaced(client.clone(), OPERATOR_NS);
+        let job = jobs
+            .list(&ListParams::default().labels(&format!(
+                "kubernetesexecution.kubernaut.io/execution-uid={}",
+                done.uid().unwrap_or_default()
+            )))
+            .await
+            .expect("jobs")
+            .items
+            .pop()
+            .expect("a Job");
+        let deadline = job
+            .spec
+            .as_ref()
+            .and_then(|s| s.active_deadline_seconds)
+            .unwrap_or_default();
+        assert!(
+            deadline <= want && deadline > want - 15,
+            "{timeout}: deadline {deadline}"
+        );
+        let st = done.status.clone().unwrap_or_default();
+        assert_eq!(
+            (st.workflow_execution.as_deref(), st.step_number),
+            (Some("wf-1"), Some(2))
+        );
+    }
+
     // The plan's default timeouts.
     for (action, want) in f["defaultTimeouts"].as_object().expect("timeouts") {
         let spec = kubernetes_executor_actors::catalog::lookup(action).expect("action");

@@ -3,43 +3,72 @@
 
 use std::time::Duration;
 
-/// Parses `<n><unit>` groups (`ms`, `s`, `m`, `h`), e.g. `1m30s`.
+/// Parses a duration as Go's `time.ParseDuration` (and so
+/// `metav1.Duration`, what Go clients send) does: `<number><unit>` groups
+/// with units `ns`, `us`/`µs`, `ms`, `s`, `m`, `h` and decimal numbers —
+/// `90s`, `1m30s`, `1.5s`, `1h0m0s`, `0s`, `0`. Negative durations are
+/// refused; arithmetic is checked (Go's limit: about 290 years), so no input
+/// can make it panic.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    if s.is_empty() {
+    let t = s.trim();
+    let err = |why: &str| format!("invalid duration {s:?}: {why}");
+    if t.is_empty() {
         return Err("empty duration".into());
     }
-    let mut total = Duration::ZERO;
-    let mut rest = s;
+    if t.starts_with('-') {
+        return Err(err("it is negative"));
+    }
+    let t = t.strip_prefix('+').unwrap_or(t);
+    if t == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let mut total: u128 = 0;
+    let mut rest = t;
     while !rest.is_empty() {
-        let digits = rest.chars().take_while(char::is_ascii_digit).count();
-        if digits == 0 {
-            return Err(format!(
-                "invalid duration {s:?}: expected a number at {rest:?}"
-            ));
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let num = &rest[..num_len];
+        rest = &rest[num_len..];
+        let (int, frac) = num.split_once('.').unwrap_or((num, ""));
+        if (int.is_empty() && frac.is_empty()) || frac.contains('.') {
+            return Err(err("expected a number before each unit"));
         }
-        let n: u64 = rest[..digits]
-            .parse()
-            .map_err(|_| format!("invalid duration {s:?}: number too large"))?;
-        rest = &rest[digits..];
-        let unit_len = rest.chars().take_while(char::is_ascii_alphabetic).count();
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
         let unit = &rest[..unit_len];
         rest = &rest[unit_len..];
-        let d = match unit {
-            "ms" => Duration::from_millis(n),
-            "s" => Duration::from_secs(n),
-            "m" => Duration::from_secs(n.saturating_mul(60)),
-            "h" => Duration::from_secs(n.saturating_mul(3600)),
-            "" => {
-                return Err(format!(
-                    "invalid duration {s:?}: missing unit (ms, s, m or h)"
-                ));
-            }
-            other => return Err(format!("invalid duration {s:?}: unknown unit {other:?}")),
+        let nanos_per: u128 = match unit {
+            "ns" => 1,
+            "us" | "\u{00b5}s" | "\u{03bc}s" => 1_000,
+            "ms" => 1_000_000,
+            "s" => 1_000_000_000,
+            "m" => 60_000_000_000,
+            "h" => 3_600_000_000_000,
+            "" => return Err(err("missing unit (ns, us, ms, s, m or h)")),
+            other => return Err(err(&format!("unknown unit {other:?}"))),
         };
-        total = total.saturating_add(d);
+        let too_large = || err("too large");
+        let whole: u128 = if int.is_empty() {
+            0
+        } else {
+            int.parse().map_err(|_| too_large())?
+        };
+        let mut value = whole.checked_mul(nanos_per).ok_or_else(too_large)?;
+        // The fraction, digit by digit (beyond nanoseconds it cannot count).
+        let mut scale = nanos_per;
+        for d in frac.bytes().take(30) {
+            scale /= 10;
+            value += u128::from(d - b'0') * scale;
+        }
+        total = total.checked_add(value).ok_or_else(too_large)?;
+        if total > u128::from(u64::MAX) {
+            return Err(too_large());
+        }
     }
-    Ok(total)
+    let total = u64::try_from(total).map_err(|_| err("too large"))?;
+    Ok(Duration::from_nanos(total))
 }
 
 /// Like [`parse_duration`], but a bare integer means seconds.
@@ -80,8 +109,40 @@ mod tests {
     }
 
     #[test]
+    fn parses_what_go_clients_send() {
+        // metav1.Duration renders 1.5s, 0s, 1h0m0s; Go accepts these too.
+        for (s, want) in [
+            ("1.5s", Duration::from_millis(1500)),
+            ("0s", Duration::ZERO),
+            ("0", Duration::ZERO),
+            ("1h0m0s", Duration::from_secs(3600)),
+            ("2m0.5s", Duration::from_millis(120_500)),
+            ("300ms", Duration::from_millis(300)),
+            ("1500us", Duration::from_micros(1500)),
+            ("1500µs", Duration::from_micros(1500)),
+            ("10ns", Duration::from_nanos(10)),
+        ] {
+            assert_eq!(parse_duration(s), Ok(want), "{s}");
+        }
+    }
+
+    #[test]
     fn rejects_garbage_naming_it() {
-        for bad in ["", "5", "m5", "5x", "1.5s", "-3s"] {
+        for bad in [
+            "",
+            "5",
+            "m5",
+            "5x",
+            "1.5",
+            "-3s",
+            "s",
+            "1d",
+            ".s",
+            "1..5s",
+            "18446744073709551615s",
+            "99999999999999999999999s",
+            "999999999999999999999999999999999999999999h",
+        ] {
             let err = parse_duration(bad).expect_err(bad);
             assert!(err.contains("duration"), "{bad}: {err}");
         }

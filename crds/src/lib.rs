@@ -109,10 +109,14 @@ pub struct KubernetesExecutionSpec {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub dry_run: bool,
 
-    /// Overall time limit as a duration (`90s`, `5m`, `1m30s`); defaults to
-    /// the action's catalog default, at most `15m`.
+    /// Overall time limit as a Go duration (`90s`, `5m`, `1m30s`, `1.5m`,
+    /// `1h0m0s` — what `metav1.Duration` renders); `0s` or absent: the
+    /// action's catalog default. At least `1s`, at most `15m`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"), length(max = 32))]
+    #[schemars(
+        regex(pattern = r"^(0|(([0-9]+(\.[0-9]*)?|\.[0-9]+)(ns|us|µs|μs|ms|s|m|h))+)$"),
+        length(max = 32)
+    )]
     pub timeout: Option<String>,
 
     /// Job-level retries of transient failures (0..5, default 0).
@@ -278,7 +282,7 @@ pub struct ActionCondition {
     pub required: bool,
     /// How long the condition may take to hold (duration, e.g. `30s`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    #[schemars(regex(pattern = r"^(0|(([0-9]+(\.[0-9]*)?|\.[0-9]+)(ns|us|µs|μs|ms|s|m|h))+)$"))]
     pub timeout: Option<String>,
 }
 

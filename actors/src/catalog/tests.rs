@@ -288,7 +288,7 @@ fn timeout_and_retries_are_bounded() {
     );
     for bad in [
         "500ms",
-        "0s",
+        "-1m",
         "18446744073709551615s",
         "99999999999999999999999s",
     ] {
@@ -298,6 +298,12 @@ fn timeout_and_retries_are_bounded() {
             reasons::INVALID_TIMEOUT,
             "{bad}"
         );
+    }
+    // What Go clients send: `0s` is "not set", decimals and `1h0m0s` parse.
+    for (given, want) in [("0s", 60), ("1.5m", 90), ("0h2m0s", 120), ("1.5s", 1)] {
+        s.timeout = Some(given.into());
+        let v = validate(&s, "ns").expect(given);
+        assert_eq!(v.timeout.as_secs(), want, "{given}");
     }
     s.timeout = Some("soon".into());
     let err = validate(&s, "ns").expect_err("bad");

@@ -136,9 +136,12 @@ pub fn validate(
             let d = parse_duration(s).map_err(|e| {
                 Rejection::new(reasons::INVALID_TIMEOUT, format!("spec.timeout: {e}"))
             })?;
-            // A Job's deadline is whole seconds: under 1s it would round to
-            // zero and the Job could never run.
-            if d < Duration::from_secs(1) || d > MAX_TIMEOUT {
+            if d.is_zero() {
+                // A Go client's zero `metav1.Duration` (`0s`) means "not set".
+                action.default_timeout
+            } else if d < Duration::from_secs(1) || d > MAX_TIMEOUT {
+                // A Job's deadline is whole seconds: under 1s it would round
+                // to zero and the Job could never run.
                 return Err(Rejection::new(
                     reasons::INVALID_TIMEOUT,
                     format!(
@@ -146,8 +149,9 @@ pub fn validate(
                         bounded_value(s)
                     ),
                 ));
+            } else {
+                d
             }
-            d
         }
     };
     for (ours, plans, what) in [

@@ -181,6 +181,13 @@ async fn write_transition_in_span(state: &mut ExecutionState, change: &StatusCha
     let ctx = state.ctx.clone();
     let generation = state.exec.metadata.generation;
     crate::status::apply(&mut state.status, change, now(), generation);
+    // The workflow correlation, in status too (not only on the Job).
+    let spec = &state.exec.spec;
+    state.status.workflow_execution = spec
+        .workflow_execution_ref
+        .as_ref()
+        .and_then(|r| r.name.clone());
+    state.status.step_number = spec.step_number;
     let (ns, name) = (
         state.exec.namespace().unwrap_or_default(),
         state.exec.name_any(),
