@@ -102,6 +102,36 @@ pub fn rbac_yaml(namespace: &str) -> anyhow::Result<String> {
     )
 }
 
+/// CEL: JSONPatch operations adding the workflow and step labels (from
+/// `spec.workflowExecutionRef.name` and `spec.stepNumber`).
+fn workflow_labels_expression() -> String {
+    let wf = format!(
+        "jsonpatch.escapeKey('{}')",
+        kubernetes_executor_crds::labels::WORKFLOW
+    );
+    let step = format!(
+        "jsonpatch.escapeKey('{}')",
+        kubernetes_executor_crds::labels::STEP
+    );
+    let has_wf = "has(object.spec.workflowExecutionRef) && has(object.spec.workflowExecutionRef.name) \
+        && object.spec.workflowExecutionRef.name.size() <= 63 \
+        && object.spec.workflowExecutionRef.name.matches('^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$')";
+    let has_step = "has(object.spec.stepNumber)";
+    let labels = format!(
+        "(({has_wf}) || {has_step}) && !has(object.metadata.labels) \
+         ? [JSONPatch{{op: 'add', path: '/metadata/labels', value: {{}}}}] : []"
+    );
+    let workflow = format!(
+        "({has_wf}) ? [JSONPatch{{op: 'add', path: '/metadata/labels/' + {wf}, \
+         value: object.spec.workflowExecutionRef.name}}] : []"
+    );
+    let step_label = format!(
+        "{has_step} ? [JSONPatch{{op: 'add', path: '/metadata/labels/' + {step}, \
+         value: string(object.spec.stepNumber)}}] : []"
+    );
+    format!("({labels}) + ({workflow}) + ({step_label})")
+}
+
 /// The admission policies and their bindings, as YAML.
 pub fn admission_yaml(namespace: &str) -> anyhow::Result<String> {
     let common = json!({ "app.kubernetes.io/name": "kubernetes-executor" });
@@ -147,6 +177,13 @@ pub fn admission_yaml(namespace: &str) -> anyhow::Result<String> {
                 "mutations": [{
                     "patchType": "JSONPatch",
                     "jsonPatch": { "expression": "[JSONPatch{op: \"add\", path: \"/spec/requester\", value: Object.spec.requester{username: request.userInfo.username, uid: has(request.userInfo.uid) ? request.userInfo.uid : \"\", groups: has(request.userInfo.groups) ? request.userInfo.groups : []}}]" },
+                }, {
+                    // The workflow and step as labels of the execution
+                    // itself, so `kubectl get kexec -l` finds a workflow's
+                    // steps (a name that is not a valid label value is
+                    // left out rather than failing the create).
+                    "patchType": "JSONPatch",
+                    "jsonPatch": { "expression": workflow_labels_expression() },
                 }],
             },
         }),

@@ -13,6 +13,7 @@ use k8s_openapi::api::events::v1::Event;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
 use kubernetes_executor_crds::{KubernetesExecution, Phase, labels, reasons};
+use kubernetes_executor_testkit::eventually;
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -146,4 +147,72 @@ async fn a_lock_whose_holder_is_gone_does_not_block_forever() {
     let _op = start_operator(env, "operator-lock-2", &[]).await;
     let done = wait_terminal(&client, &ns, "next").await;
     assert_eq!(phase(&done), Phase::Completed, "{:?}", done.status);
+}
+
+/// Finished executions hold no finalizer: a namespace holding them is
+/// deleted promptly even while no operator runs. While the operator runs,
+/// deleting a finished execution takes its Job along.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_namespace_of_finished_executions_deletes_with_the_operator_down() {
+    let _serial = exclusive().await;
+    let env = env();
+    let client = env.client().await.expect("client");
+    let ns = namespace(&client, "finished").await;
+    deployment(&client, &ns, "web", 1, json!({}), true).await;
+    let mut op = start_operator(env, "operator-finished", &[]).await;
+    let real = spec(
+        "ScaleDeployment",
+        "Deployment",
+        "web",
+        None,
+        &[("replicas", "2")],
+    );
+    let mut dry = real.clone();
+    dry.dry_run = true;
+    let mut gone_job = real.clone();
+    gone_job.parameters.insert("replicas".into(), "3".into());
+    let mut uids = Vec::new();
+    for (name, s) in [("real", real), ("dry", dry), ("deleted", gone_job)] {
+        let e = create(&client, &ns, name, s).await;
+        uids.push(e.uid().unwrap_or_default());
+        let done = wait_terminal(&client, &ns, name).await;
+        assert_eq!(phase(&done), Phase::Completed, "{name}: {:?}", done.status);
+        assert!(
+            eventually("no finalizer", WAIT, || async {
+                let api: Api<KubernetesExecution> = Api::namespaced(client.clone(), &ns);
+                Ok(api.get(name).await?.finalizers().is_empty())
+            })
+            .await
+            .is_ok(),
+            "{name} keeps no finalizer once finished"
+        );
+    }
+    // Deleting a finished execution (operator running) deletes its Job.
+    let api: Api<KubernetesExecution> = Api::namespaced(client.clone(), &ns);
+    api.delete("deleted", &Default::default())
+        .await
+        .expect("delete");
+    let jobs: Api<Job> = Api::namespaced(client.clone(), OPERATOR_NS);
+    let uid = uids[2].clone();
+    eventually("its Job is gone", WAIT, || async {
+        Ok(jobs
+            .list(&ListParams::default().labels(&format!("{}={uid}", labels::EXECUTION_UID)))
+            .await?
+            .items
+            .is_empty())
+    })
+    .await
+    .expect("the Job of a deleted finished execution is deleted");
+
+    // The operator is down: the namespace still goes.
+    op.proc.signal("KILL").expect("SIGKILL operator");
+    let nss: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    nss.delete(&ns, &Default::default())
+        .await
+        .expect("delete namespace");
+    eventually("namespace gone", WAIT, || async {
+        Ok(nss.get_opt(&ns).await?.is_none())
+    })
+    .await
+    .expect("a namespace of finished executions deletes without the operator");
 }

@@ -332,6 +332,22 @@ async fn the_plans_names_are_produced_or_accepted() {
         );
     }
 
+    // The workflow's steps are found by label (set at admission).
+    let execs: Api<KubernetesExecution> = Api::namespaced(client.clone(), &ns);
+    let steps = execs
+        .list(&ListParams::default().labels(
+            "kubernetesexecution.kubernaut.io/workflow-execution=wf-1,kubernetesexecution.kubernaut.io/step-number=2",
+        ))
+        .await
+        .expect("list")
+        .items;
+    assert_eq!(
+        steps.len(),
+        3,
+        "{:?}",
+        steps.iter().map(|e| e.name_any()).collect::<Vec<_>>()
+    );
+
     // The plan's default timeouts.
     for (action, want) in f["defaultTimeouts"].as_object().expect("timeouts") {
         let spec = kubernetes_executor_actors::catalog::lookup(action).expect("action");

@@ -286,7 +286,7 @@ pub fn transition(state: &MachineState, event: Event) -> (MachineState, Vec<Effe
                 "dry run: validation, policies and preconditions passed, and the API server accepted the action's requests as a server-side dry run (dryRun=All) under its ServiceAccount; nothing was changed",
             );
             change.result = Some(result);
-            vec![tr(change), ReleaseGrants, Stop]
+            vec![tr(change), ReleaseGrants, RemoveFinalizer, Stop]
         }
         (Executing, Event::JobFinished(JobOutcome::Failed { result, .. })) if state.dry_run => {
             next.phase = Failed;
@@ -300,7 +300,7 @@ pub fn transition(state: &MachineState, event: Event) -> (MachineState, Vec<Effe
                 format!("the server-side dry run of the action failed: {detail}"),
             );
             change.result = Some(result);
-            vec![tr(change), ReleaseGrants, Stop]
+            vec![tr(change), ReleaseGrants, RemoveFinalizer, Stop]
         }
         (Executing, Event::JobFinished(outcome)) => match outcome {
             JobOutcome::Succeeded { result, rollback } => {
@@ -332,7 +332,7 @@ pub fn transition(state: &MachineState, event: Event) -> (MachineState, Vec<Effe
                 let mut change = to(Failed, reason, message);
                 change.result = Some(result);
                 change.rollback = rollback;
-                vec![tr(change), ReleaseGrants, Stop]
+                vec![tr(change), ReleaseGrants, RemoveFinalizer, Stop]
             }
             JobOutcome::DeadlineExceeded { message } => {
                 next.phase = Failed;
@@ -342,7 +342,7 @@ pub fn transition(state: &MachineState, event: Event) -> (MachineState, Vec<Effe
                     error: Some(message),
                     ..Default::default()
                 });
-                vec![tr(change), ReleaseGrants, Stop]
+                vec![tr(change), ReleaseGrants, RemoveFinalizer, Stop]
             }
             JobOutcome::Missing => {
                 next.phase = Failed;
@@ -355,7 +355,7 @@ pub fn transition(state: &MachineState, event: Event) -> (MachineState, Vec<Effe
                     error: Some(message),
                     ..Default::default()
                 });
-                vec![tr(change), ReleaseGrants, Stop]
+                vec![tr(change), ReleaseGrants, RemoveFinalizer, Stop]
             }
         },
         (Validating | Preparing | Executing | Verifying, Event::TimedOut) => {
@@ -371,7 +371,7 @@ pub fn transition(state: &MachineState, event: Event) -> (MachineState, Vec<Effe
             if state.phase == Executing {
                 fx.push(DeleteJob);
             }
-            fx.extend([ReleaseGrants, Stop]);
+            fx.extend([ReleaseGrants, RemoveFinalizer, Stop]);
             fx
         }
         // After a restart the execution's own timer exists again, as it did
@@ -386,6 +386,7 @@ pub fn transition(state: &MachineState, event: Event) -> (MachineState, Vec<Effe
                     "the action succeeded and was verified",
                 )),
                 ReleaseGrants,
+                RemoveFinalizer,
                 Stop,
             ]
         }
@@ -394,6 +395,7 @@ pub fn transition(state: &MachineState, event: Event) -> (MachineState, Vec<Effe
             vec![
                 tr(to(Failed, rejection.reason, rejection.message)),
                 ReleaseGrants,
+                RemoveFinalizer,
                 Stop,
             ]
         }

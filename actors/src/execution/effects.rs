@@ -140,9 +140,11 @@ pub(super) async fn execute(
             None
         }
         Effect::RemoveFinalizer => {
-            // The finalizer is added only by ensure_finalizer (this life) or
-            // was there when this actor started (an earlier life): if neither,
-            // there is nothing to remove and no request to make.
+            // Finished executions hold no finalizer (a namespace holding
+            // them deletes promptly even with the operator down). It is
+            // added only by ensure_finalizer (this life) or was there when
+            // this actor started (an earlier life): if neither, there is
+            // nothing to remove and no request to make.
             if !state.finalizer_added
                 && !state
                     .exec
@@ -156,7 +158,12 @@ pub(super) async fn execute(
                 state.exec.namespace().unwrap_or_default(),
                 state.exec.name_any(),
             );
-            if let Err(e) = retry_for(PATIENCE, || ctx.api.remove_finalizer(&ns, &name)).await {
+            let known = state.exec.clone();
+            if let Err(e) = retry_for(PATIENCE, || {
+                ctx.api.remove_finalizer(&ns, &name, Some(&known))
+            })
+            .await
+            {
                 tracing::warn!(error = %e, "failed to remove finalizer");
             }
             None

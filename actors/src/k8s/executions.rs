@@ -78,10 +78,22 @@ impl KubeApi {
     }
 
     /// Removes the operator's finalizer (idempotent; re-reads on conflict).
-    pub async fn remove_finalizer(&self, ns: &str, name: &str) -> ApiResult<()> {
+    /// `known` is the version last written or seen: tried first, without a
+    /// read (a conflict means it is stale, and the next try reads).
+    pub async fn remove_finalizer(
+        &self,
+        ns: &str,
+        name: &str,
+        known: Option<&KubernetesExecution>,
+    ) -> ApiResult<()> {
+        let mut known = known.filter(|e| e.resource_version().is_some()).cloned();
         for _ in 0..5 {
-            let Some(exec) = self.get_execution(ns, name).await? else {
-                return Ok(());
+            let exec = match known.take() {
+                Some(e) => e,
+                None => match self.get_execution(ns, name).await? {
+                    Some(e) => e,
+                    None => return Ok(()),
+                },
             };
             if !exec.finalizers().iter().any(|f| f == FINALIZER) {
                 return Ok(());

@@ -305,11 +305,26 @@ impl Actor for SupervisorActor {
                     );
                     state.stop_child(&key, "execution deleted");
                     state.restarts.remove(&key);
-                    if let Some(uid) = o.metadata.uid.as_deref() {
+                    if let Some(uid) = o.metadata.uid.clone() {
                         state
                             .ctx
                             .registry
-                            .forget_failures(&state.ctx.peers.execution(uid));
+                            .forget_failures(&state.ctx.peers.execution(&uid));
+                        // A finished execution holds no finalizer: its Job
+                        // (kept for its TTL) goes with it, best effort; if
+                        // the operator is down, the Job's TTL removes it.
+                        let api = state.ctx.api.clone();
+                        tokio::spawn(async move {
+                            let job = crate::job::job_name(&uid, 1);
+                            let deleted =
+                                crate::k8s::retry_for(crate::tunables::SHORT_PATIENCE, || {
+                                    api.delete_job(&job)
+                                })
+                                .await;
+                            if let Err(e) = deleted {
+                                tracing::warn!(job = %job, error = %e, "cannot delete the Job of a deleted execution (its TTL will)");
+                            }
+                        });
                     }
                 }
                 Change::Failed(_) => {}
