@@ -111,7 +111,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let (stop_http, stop_rx) = watch::channel(false);
     let app = AppState {
-        metrics,
+        metrics: metrics.clone(),
         health: health.clone(),
         registry: registry.clone(),
         chaos: args.chaos.then(|| root.clone()),
@@ -140,6 +140,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             ));
         }
         health.set_leader(true);
+        metrics.is_leader.set(1);
         let admission = watch_admission(api.clone(), health.clone());
         kubernetes_executor_actors::registry::post(&registry, &root, TreeMsg::Lead);
         tracing::info!(namespace = %args.namespace, policy_dir = %args.policy_dir.display(), "operator started");
@@ -154,6 +155,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
         admission.abort();
     }
+    metrics.is_leader.set(0);
     let _ = root
         .stop_and_wait(Some("shutdown".into()), Some(Duration::from_secs(15)))
         .await;

@@ -1193,6 +1193,8 @@ async fn actors_endpoint_lists_exactly_the_live_executions_and_metrics_follow_th
         "job_creation_duration_seconds_bucket",
         "job_completion_duration_seconds_bucket",
         "kubernetes_executor_live_actors{kind=\"execution\"}",
+        "kubernetes_executor_build_info{version=",
+        "kubernetes_executor_is_leader 1",
         "kubernetes_executor_api_requests_total{outcome=\"2xx\",resource=\"kubernetesexecutions/status\",verb=\"patch\"}",
     ] {
         assert!(

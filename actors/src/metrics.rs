@@ -37,7 +37,38 @@ pub struct Metrics {
     pub api_requests: IntCounterVec,
     /// `kubernetes_executor_message_handling_seconds{actor}`.
     pub message_handling: HistogramVec,
+    /// `kubernetes_executor_build_info{version}`: always 1.
+    pub build_info: IntGaugeVec,
+    /// `kubernetes_executor_is_leader`: 1 while this replica leads.
+    pub is_leader: IntGauge,
 }
+
+/// Every actor kind (`live_actors`, `actor_restarts`, `message_handling`).
+pub const ACTOR_KINDS: &[&str] = &[
+    "root",
+    "policy",
+    "rbac",
+    "job-watcher",
+    "kill-switch",
+    "supervisor",
+    "execution",
+    "postconditions",
+];
+
+/// Phase transitions the machine can make (`phase_transitions`).
+pub const TRANSITIONS: &[(&str, &str)] = &[
+    ("Pending", "Validating"),
+    ("Pending", "Failed"),
+    ("Validating", "Preparing"),
+    ("Validating", "Failed"),
+    ("Preparing", "Executing"),
+    ("Preparing", "Failed"),
+    ("Executing", "Verifying"),
+    ("Executing", "Completed"),
+    ("Executing", "Failed"),
+    ("Verifying", "Completed"),
+    ("Verifying", "Failed"),
+];
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
@@ -126,6 +157,17 @@ impl Metrics {
                 &["actor"],
                 LATENCY_BUCKETS,
             )?,
+            build_info: IntGaugeVec::new(
+                Opts::new(
+                    "kubernetes_executor_build_info",
+                    "The operator's version (always 1)",
+                ),
+                &["version"],
+            )?,
+            is_leader: IntGauge::new(
+                "kubernetes_executor_is_leader",
+                "1 while this replica leads (runs the executions)",
+            )?,
             registry,
         };
         m.registry
@@ -147,6 +189,9 @@ impl Metrics {
             .register(Box::new(m.executions_finished.clone()))?;
         m.registry.register(Box::new(m.api_requests.clone()))?;
         m.registry.register(Box::new(m.message_handling.clone()))?;
+        m.registry.register(Box::new(m.build_info.clone()))?;
+        m.registry.register(Box::new(m.is_leader.clone()))?;
+        m.init_series();
         // process_resident_memory_bytes, process_cpu_seconds_total, ...: the
         // load harness and dashboards read the operator's footprint here.
         #[cfg(target_os = "linux")]
@@ -156,11 +201,85 @@ impl Metrics {
         Ok(m)
     }
 
+    /// Creates every series an alert or dashboard uses at zero, so a fresh
+    /// operator exposes them before their first sample (an alert on a
+    /// missing series sees nothing).
+    fn init_series(&self) {
+        use kubernetes_executor_crds::reasons::Reason;
+        self.build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        for k in ACTOR_KINDS {
+            self.live_actors.with_label_values(&[k]);
+            self.actor_restarts.with_label_values(&[k]);
+            self.message_handling.with_label_values(&[k]);
+        }
+        for (from, to) in TRANSITIONS {
+            self.phase_transitions.with_label_values(&[from, to]);
+        }
+        for p in kubernetes_executor_crds::Phase::ALL {
+            if !p.is_terminal() {
+                self.reconciliation_duration
+                    .with_label_values(&[p.as_str()]);
+            }
+        }
+        let in_progress = [
+            Reason::Paused,
+            Reason::Validating,
+            Reason::Preparing,
+            Reason::WaitingForTarget,
+            Reason::JobRunning,
+            Reason::Verifying,
+        ];
+        for r in Reason::ALL {
+            let phase = match r {
+                Reason::Succeeded | Reason::DryRunSucceeded => "Completed",
+                r if in_progress.contains(r) => continue,
+                _ => "Failed",
+            };
+            self.executions_finished
+                .with_label_values(&[phase, r.as_str()]);
+        }
+        for policy in ["safety", "condition"] {
+            self.policy_evaluation_duration.with_label_values(&[policy]);
+        }
+        for a in crate::catalog::CATALOG {
+            self.policy_denials.with_label_values(&["safety", a.name]);
+        }
+    }
+
     /// The text exposition of every metric.
     pub fn render(&self) -> String {
         let encoder = prometheus::TextEncoder::new();
         encoder
             .encode_to_string(&self.registry.gather())
             .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fresh_registry_exposes_every_series_alerts_use() {
+        let m = Metrics::new().expect("metrics");
+        let text = m.render();
+        for series in [
+            "kubernetes_executor_build_info{version=\"",
+            "kubernetes_executor_is_leader 0",
+            "kubernetes_executor_executions_finished_total{phase=\"Failed\",reason=\"PolicyDenied\"} 0",
+            "kubernetes_executor_executions_finished_total{phase=\"Completed\",reason=\"Succeeded\"} 0",
+            "policy_denials_total{action=\"ScaleDeployment\",policy=\"safety\"} 0",
+            "kubernetes_executor_actor_restarts_total{kind=\"policy\"} 0",
+            "kubernetes_executor_live_actors{kind=\"execution\"} 0",
+            "kubernetes_execution_phase_transitions_total{from_phase=\"Validating\",to_phase=\"Preparing\"} 0",
+        ] {
+            assert!(text.contains(series), "{series} missing:\n{text}");
+        }
+        assert!(
+            !text.contains("reason=\"Validating\""),
+            "no finished series for an in-progress reason"
+        );
     }
 }
