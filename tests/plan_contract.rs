@@ -38,6 +38,18 @@ async fn raw(client: &kube::Client, ns: &str, name: &str) -> Value {
     serde_json::to_value(api.get(name).await.expect("get")).expect("json")
 }
 
+/// SubjectAccessReviews the operator has made so far.
+async fn reviews(metrics: &str) -> f64 {
+    let (_, text) = http_get(metrics, "/metrics").await.expect("metrics");
+    text.lines()
+        .filter(|l| {
+            l.starts_with("kubernetes_executor_api_requests_total{")
+                && l.contains("resource=\"subjectaccessreviews\"")
+        })
+        .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+        .sum()
+}
+
 fn condition_true(e: &Value, t: &str) -> bool {
     e["status"]["conditions"]
         .as_array()
@@ -49,7 +61,7 @@ fn condition_true(e: &Value, t: &str) -> bool {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_plans_names_are_produced_or_accepted() {
     let f = fixture();
-    shared_operator().await;
+    let metrics = shared_operator().await.to_string();
     let env = env();
     let client = env.client().await.expect("client");
     let ns = namespace(&client, "plan").await;
@@ -284,7 +296,9 @@ async fn the_plans_names_are_produced_or_accepted() {
     }
 
     // Durations as Go clients send them (metav1.Duration): accepted by the
-    // CRD, `0s` meaning the action's default.
+    // CRD, `0s` meaning the action's default. (Three executions by one
+    // requester for one action and scope: one access review between them.)
+    let reviews_before = reviews(&metrics).await;
     for (name, timeout, want) in [
         ("go-zero", "0s", 60),
         ("go-decimal", "1.5m", 90),
@@ -331,6 +345,12 @@ async fn the_plans_names_are_produced_or_accepted() {
             (Some("wf-1"), Some(2))
         );
     }
+
+    let reviews_made = reviews(&metrics).await - reviews_before;
+    assert!(
+        reviews_made <= 1.0,
+        "the operator's access reviews are cached per requester and access: {reviews_made}"
+    );
 
     // The workflow's steps are found by label (set at admission).
     let execs: Api<KubernetesExecution> = Api::namespaced(client.clone(), &ns);

@@ -48,6 +48,8 @@ pub struct Context {
     pub admission: Arc<tokio::sync::Semaphore>,
     /// Watched kill switch and target locks (None: always ask the API).
     pub views: Option<Views>,
+    /// Recent SubjectAccessReview answers.
+    pub access: Arc<crate::access_cache::AccessCache>,
 }
 
 /// Shared context handle.

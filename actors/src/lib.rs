@@ -8,13 +8,14 @@
 //!   [`grants`], [`authz`], [`duration`], [`tunables`];
 //! - I/O: [`k8s`] — the only module that talks to the Kubernetes API (with
 //!   [`k8s::clients`], its HTTP stack), and the one watch loop;
-//! - shared state: [`registry`], [`views`], [`health`], [`metrics`],
+//! - shared state: [`registry`], [`views`], [`access_cache`], [`health`], [`metrics`],
 //!   [`peers`], [`context`];
 //! - actors: [`policy`] (the only user of regorus), [`rbac`],
 //!   [`job_watcher`], [`kill_switch`], [`execution`], [`supervisor`];
 //! - the tree: [`tree`] (the root; starts and restarts the singletons).
 #![forbid(unsafe_code)]
 
+pub mod access_cache;
 pub mod authz;
 pub mod catalog;
 pub mod context;

@@ -131,6 +131,7 @@ impl TreeState {
                     registry: a.registry.clone(),
                     admission: Arc::new(tokio::sync::Semaphore::new(a.max_validating.max(1))),
                     views: Some(self.views.clone()),
+                    access: Default::default(),
                 })
             })
             .clone()

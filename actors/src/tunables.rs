@@ -64,6 +64,12 @@ pub const POLICY_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long an execution waits for the RbacActor's answer.
 pub const RBAC_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long a SubjectAccessReview answer is reused (per requester and
+/// access): see [`crate::access_cache`].
+pub const ACCESS_CACHE_TTL: Duration = Duration::from_secs(10);
+/// Most answers kept.
+pub const ACCESS_CACHE_MAX: usize = 10_000;
+
 // --- Shared actors -------------------------------------------------------------
 
 /// How often the RbacActor's janitor looks for grants whose execution is gone.

@@ -221,6 +221,7 @@ async fn run(prefix: &str, violations: Vec<String>) -> (Seen, Arc<ActorRegistry>
         registry: registry.clone(),
         admission: Arc::new(tokio::sync::Semaphore::new(4)),
         views: None,
+        access: Default::default(),
     });
     let (actor, handle) = Actor::spawn(
         Some(peers.execution("exec-uid")),

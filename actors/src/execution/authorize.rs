@@ -28,7 +28,18 @@ pub(super) async fn authorize(
             }
             Rejection::new(reasons::REQUESTER_UNAUTHORIZED, message)
         };
-        match retry_for(PATIENCE, || ctx.api.review_access(who, &check)).await {
+        let answer = match ctx.access.get(who, &check, std::time::Instant::now()) {
+            Some(cached) => Ok(cached),
+            None => {
+                let fresh = retry_for(PATIENCE, || ctx.api.review_access(who, &check)).await;
+                if let Ok(a) = &fresh {
+                    ctx.access
+                        .put(who, &check, a.clone(), std::time::Instant::now());
+                }
+                fresh
+            }
+        };
+        match answer {
             Ok(None) => {}
             Ok(Some(why)) => return Err(denied(why)),
             Err(e) => return Err(denied(format!("the access review failed: {e}"))),
