@@ -156,9 +156,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         admission.abort();
     }
     metrics.is_leader.set(0);
-    let _ = root
+    if let Err(e) = root
         .stop_and_wait(Some("shutdown".into()), Some(Duration::from_secs(15)))
-        .await;
+        .await
+    {
+        tracing::warn!(error = %e, "the actor tree did not stop in time");
+    }
+    tracing::info!("actor tree stopped");
     if let Some(renew) = renew {
         renew.abort();
         if !lost {
@@ -168,7 +172,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     let _ = stop_http.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), http).await;
-    telemetry.shutdown();
+    // Flushing spans blocks (the exporter's own thread and HTTP client):
+    // off the runtime's workers, and bounded.
+    let flush = tokio::task::spawn_blocking(move || telemetry.shutdown());
+    if tokio::time::timeout(Duration::from_secs(10), flush)
+        .await
+        .is_err()
+    {
+        tracing::warn!("span export did not flush within 10s");
+    }
+    tracing::info!("stopped");
     if lost {
         anyhow::bail!("lost the leader lease");
     }

@@ -96,7 +96,12 @@ async fn one_execution_exports_its_span_with_every_transition() {
         Ok(b.contains(&key))
     })
     .await
-    .expect("the execution span was exported");
+    .unwrap_or_else(|e| {
+        panic!(
+            "the execution span was not exported: {e}\n{}",
+            op.proc.log_tail(3000)
+        )
+    });
     let body = bodies
         .lock()
         .map(|b| String::from_utf8_lossy(&b).to_string())

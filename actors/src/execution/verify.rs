@@ -164,7 +164,11 @@ pub(super) async fn spawn_verifier(args: VerifierArgs) -> Result<(), String> {
         .peers
         .verifier(&args.exec.uid().unwrap_or_default());
     let parent = args.parent.get_cell();
+    // Spawned outside the execution's span: ractor parents an actor's span
+    // to the spawner's current span, and a verifier still winding down
+    // would keep the execution's span open (and unexported) past its end.
     Actor::spawn_linked(Some(name.clone()), VerifierActor, args, parent)
+        .instrument(tracing::Span::none())
         .await
         .map(|_| ())
         .map_err(|e| format!("cannot start {name}: {e}"))
