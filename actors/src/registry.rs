@@ -118,6 +118,20 @@ impl Lifecycle {
         parent: Option<&str>,
         execution: Option<String>,
     ) -> Lifecycle {
+        Lifecycle::enter_in_phase(registry, metrics, kind, name, parent, execution, None)
+    }
+
+    /// Registers a starting actor already in `phase` (execution actors:
+    /// `/actors` never shows one without its phase).
+    pub fn enter_in_phase(
+        registry: &Arc<ActorRegistry>,
+        metrics: &Arc<Metrics>,
+        kind: &'static str,
+        name: &str,
+        parent: Option<&str>,
+        execution: Option<String>,
+        phase: Option<&str>,
+    ) -> Lifecycle {
         let life = registry.lives.fetch_add(1, Ordering::Relaxed);
         let depth = registry
             .depths
@@ -131,7 +145,7 @@ impl Lifecycle {
                 kind,
                 parent: parent.map(str::to_string),
                 execution,
-                phase: None,
+                phase: phase.map(str::to_string),
                 started_at: SystemTime::now(),
                 started: Instant::now(),
                 messages: 0,

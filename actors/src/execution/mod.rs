@@ -151,13 +151,14 @@ impl Actor for ExecutionActor {
             dry_run: exec.spec.dry_run,
         };
         let parent = ctx.peers.name(crate::peers::Singleton::Supervisor);
-        let life = Lifecycle::enter(
+        let life = Lifecycle::enter_in_phase(
             &ctx.registry,
             &ctx.metrics,
             "execution",
             &name,
             Some(&parent),
             Some(exec.key()),
+            Some(machine.phase.as_str()),
         );
         let deleting = exec.metadata.deletion_timestamp.is_some();
         let first = if deleting {
