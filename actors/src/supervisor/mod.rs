@@ -250,6 +250,15 @@ impl Actor for SupervisorActor {
     ) -> Result<(), ActorProcessingErr> {
         state.watch.abort();
         state.ctx.health.set_watch_synced(false);
+        // A clean stop: each execution actor finishes the message it is
+        // handling (a status write, a grant revocation) and ends its span
+        // before the operator flushes its traces and exits. (ractor would
+        // otherwise kill the children after this returns, without waiting.)
+        let stops = state.children.values().map(|c| {
+            c.actor
+                .stop_and_wait(Some("shutdown".into()), Some(Duration::from_secs(5)))
+        });
+        futures::future::join_all(stops).await;
         Ok(())
     }
 
