@@ -41,13 +41,12 @@ async fn raw(client: &kube::Client, ns: &str, name: &str) -> Value {
 /// SubjectAccessReviews the operator has made so far.
 async fn reviews(metrics: &str) -> f64 {
     let (_, text) = http_get(metrics, "/metrics").await.expect("metrics");
-    text.lines()
-        .filter(|l| {
-            l.starts_with("kubernetes_executor_api_requests_total{")
-                && l.contains("resource=\"subjectaccessreviews\"")
-        })
-        .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
-        .sum()
+    let samples = kubernetes_executor_loadtest::promtext::parse(&text);
+    kubernetes_executor_loadtest::promtext::sum(
+        &samples,
+        "kubernetes_executor_api_requests_total",
+        &[("resource", "subjectaccessreviews")],
+    )
 }
 
 fn condition_true(e: &Value, t: &str) -> bool {

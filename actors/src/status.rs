@@ -225,8 +225,8 @@ pub fn apply(
         }
         _ => {}
     }
-    let message = msg_owned(&status.message);
-    plan_conditions(status, change, message, &now, generation);
+    let message = msg.to_string();
+    plan_conditions(status, change, &message, &now, generation);
     stage_times(status, previous, change, &now);
     if change.phase == Phase::Failed {
         status.failure_reason = Some(change.reason.to_string());
@@ -236,16 +236,12 @@ pub fn apply(
     }
 }
 
-fn msg_owned(m: &Option<String>) -> String {
-    m.clone().unwrap_or_default()
-}
-
 /// The implementation plan's condition types, next to ours: `ActionValidated`
 /// mirrors `Validated`; the others are set `True` when they apply.
 fn plan_conditions(
     status: &mut KubernetesExecutionStatus,
     change: &StatusChange,
-    msg: String,
+    msg: &str,
     now: &Time,
     generation: Option<i64>,
 ) {
@@ -271,7 +267,7 @@ fn plan_conditions(
                 ct::ACTION_VALIDATION_FAILED,
                 true,
                 r,
-                &msg,
+                msg,
                 now,
                 generation,
             );
@@ -282,13 +278,13 @@ fn plan_conditions(
                 ct::PARAMETER_VALIDATION_FAILED,
                 true,
                 r,
-                &msg,
+                msg,
                 now,
                 generation,
             );
         }
         if r == reasons::POLICY_DENIED {
-            set_condition(conds, ct::POLICY_VIOLATION, true, r, &msg, now, generation);
+            set_condition(conds, ct::POLICY_VIOLATION, true, r, msg, now, generation);
         }
     }
     if change.phase == Phase::Completed && reason == reasons::DRY_RUN_SUCCEEDED {
@@ -297,7 +293,7 @@ fn plan_conditions(
             ct::DRY_RUN_COMPLETED,
             true,
             reason,
-            &msg,
+            msg,
             now,
             generation,
         );

@@ -154,16 +154,21 @@ pub fn validate(
             }
         }
     };
-    for (ours, plans, what) in [
-        (&spec.preconditions, &spec.pre_conditions, "preconditions"),
+    for (ours, plans, what, plan) in [
+        (
+            &spec.preconditions,
+            &spec.pre_conditions,
+            "preconditions",
+            "preConditions",
+        ),
         (
             &spec.postconditions,
             &spec.post_conditions,
             "postconditions",
+            "postConditions",
         ),
     ] {
         if !ours.is_empty() && !plans.is_empty() {
-            let plan = format!("{}C{}", &what[..what.len() - 10], &what[what.len() - 9..]);
             return Err(Rejection::new(
                 reasons::INVALID_PARAMETERS,
                 format!("both spec.{what} and spec.{plan} are set: use one spelling"),

@@ -216,7 +216,7 @@ impl Actor for PolicyActor {
                 let out = match &mut state.set {
                     None => Err(FAIL_CLOSED.to_string()),
                     Some(set) => set
-                        .evaluate_condition(&policy, &as_json(&input))
+                        .evaluate_condition(&policy, &*input)
                         .map_err(|e| e.to_string()),
                 };
                 state
@@ -238,7 +238,7 @@ impl Actor for PolicyActor {
                         digest: String::new(),
                         error: None,
                     },
-                    Some(set) => match set.evaluate(&as_json(&input)) {
+                    Some(set) => match set.evaluate(&*input) {
                         Ok(violations) => Verdict {
                             violations,
                             digest: set.digest.clone(),
@@ -269,8 +269,4 @@ impl Actor for PolicyActor {
         state.life.handled(started, None);
         Ok(())
     }
-}
-
-fn as_json(input: &PolicyInput) -> serde_json::Value {
-    serde_json::to_value(input).unwrap_or_default()
 }

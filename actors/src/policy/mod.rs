@@ -207,13 +207,14 @@ impl PolicySet {
     /// Evaluates on the set's own engine (set input, evaluate): no copy of
     /// the compiled modules per decision. The PolicyActor owns the set and
     /// evaluates one decision at a time.
-    pub fn evaluate(&mut self, input: &serde_json::Value) -> Result<Vec<String>, PolicyError> {
+    pub fn evaluate(&mut self, input: &impl serde::Serialize) -> Result<Vec<String>, PolicyError> {
         if self.is_empty() {
             return Ok(vec![FAIL_CLOSED.to_string()]);
         }
         let engine = &mut self.engine;
-        let input = regorus::Value::from_json_str(&input.to_string())
-            .map_err(|e| PolicyError::Eval(e.to_string()))?;
+        let input =
+            regorus::Value::from_json_str(&serde_json::to_string(input).unwrap_or_default())
+                .map_err(|e| PolicyError::Eval(e.to_string()))?;
         engine.set_input(input);
         let value = if self.has_deny {
             engine
@@ -310,9 +311,9 @@ fn string_set(value: &regorus::Value, rule: &str) -> Result<Vec<String>, PolicyE
 fn eval_condition(
     engine: &mut regorus::Engine,
     package: &str,
-    input: &serde_json::Value,
+    input: &impl serde::Serialize,
 ) -> Result<ConditionOutcome, PolicyError> {
-    let input = regorus::Value::from_json_str(&input.to_string())
+    let input = regorus::Value::from_json_str(&serde_json::to_string(input).unwrap_or_default())
         .map_err(|e| PolicyError::Eval(e.to_string()))?;
     engine.set_input(input);
     // A query (not eval_rule): a module may leave `deny` or `inconclusive` undefined.
@@ -353,7 +354,7 @@ impl PolicySet {
     pub fn evaluate_condition(
         &mut self,
         policy: &str,
-        input: &serde_json::Value,
+        input: &impl serde::Serialize,
     ) -> Result<ConditionOutcome, PolicyError> {
         if is_inline(policy) {
             let package = policy

@@ -314,6 +314,11 @@ impl Actor for SupervisorActor {
                     );
                     state.stop_child(&key, "execution deleted");
                     state.restarts.remove(&key);
+                    let had_job = o
+                        .data
+                        .get("status")
+                        .and_then(|st| st.get("jobName"))
+                        .is_some();
                     if let Some(uid) = o.metadata.uid.clone() {
                         state
                             .ctx
@@ -322,8 +327,12 @@ impl Actor for SupervisorActor {
                         // A finished execution holds no finalizer: its Job
                         // (kept for its TTL) goes with it, best effort; if
                         // the operator is down, the Job's TTL removes it.
+                        // None to delete when it never had one.
                         let api = state.ctx.api.clone();
                         tokio::spawn(async move {
+                            if !had_job {
+                                return;
+                            }
                             let job = crate::job::job_name(&uid, 1);
                             let deleted =
                                 crate::k8s::retry_for(crate::tunables::SHORT_PATIENCE, || {
