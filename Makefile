@@ -7,7 +7,7 @@ BIN := $(TARGET_DIR)/debug
 CLUSTER_DIR := $(CURDIR)/target/cluster
 KUBECONFIG_FILE := $(CLUSTER_DIR)/kubeconfig
 
-.PHONY: help controlplane build crds manifests docs check-crds fmt lint test fuzz cluster-up cluster-down demo bench bench-5k
+.PHONY: help controlplane build crds go-api manifests docs check-crds fmt lint test fuzz cluster-up cluster-down demo bench bench-5k
 
 help: ## List targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -20,6 +20,9 @@ build: ## Build the operator and the test tools
 
 crds: ## Regenerate deploy/crds/ from the Rust types
 	$(CARGO) run -q -p kubernetes-executor-crds --bin crdgen > deploy/crds/kubernetesexecutions.yaml
+
+go-api: ## Regenerate the Go API's DeepCopy methods (crds/go) with controller-gen
+	cd crds/go && "$$(bash ../../tests/gotools/build.sh controller-gen)" object paths=./...
 
 manifests: crds ## Regenerate deploy/ files generated from code and policies/
 	$(CARGO) run -q --bin kubernetes-executor -- rbac > deploy/rbac/actions.yaml
