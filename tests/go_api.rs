@@ -81,7 +81,11 @@ const UPSTREAM: &[&str] = &[".spec.workflowExecutionRef", ".status.conditions[]"
 
 fn diff_schema(path: &str, rust: &Value, go: &Value, shape_only: bool, out: &mut Vec<String>) {
     let shape_only = shape_only || UPSTREAM.contains(&path);
-    let keys: &[&str] = if shape_only { &["type", "format"] } else { ENFORCED };
+    let keys: &[&str] = if shape_only {
+        &["type", "format"]
+    } else {
+        ENFORCED
+    };
     for key in keys {
         if rust.get(key) != go.get(key) {
             out.push(format!(
@@ -127,7 +131,11 @@ fn diff_schema(path: &str, rust: &Value, go: &Value, shape_only: bool, out: &mut
     let required = |v: &Value| -> BTreeSet<String> {
         v.get("required")
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(String::from))
+                    .collect()
+            })
             .unwrap_or_default()
     };
     if required(rust) != required(go) {
@@ -274,7 +282,10 @@ fn the_comparison_catches_a_difference() {
     let all = diffs.join("\n");
     assert!(all.contains(".spec.maxRetries: maximum"), "{all}");
     assert!(all.contains(".spec.onTargetBusy: enum"), "{all}");
-    assert!(all.contains(".status.jobName: only in the Rust types"), "{all}");
+    assert!(
+        all.contains(".status.jobName: only in the Rust types"),
+        "{all}"
+    );
     assert_eq!(diffs.len(), 3, "{all}");
 }
 
@@ -317,8 +328,8 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 fn every_contract_string_has_its_go_constant() {
     let go = std::fs::read_to_string(go_module().join("api/v1alpha1/constants.go"))
         .expect("constants.go");
-    let go_reg = std::fs::read_to_string(go_module().join("api/v1alpha1/register.go"))
-        .expect("register.go");
+    let go_reg =
+        std::fs::read_to_string(go_module().join("api/v1alpha1/register.go")).expect("register.go");
     let has = |name: &str, value: &str| {
         go.lines().chain(go_reg.lines()).any(|l| {
             let l = l.trim();

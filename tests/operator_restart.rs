@@ -216,3 +216,85 @@ async fn a_namespace_of_finished_executions_deletes_with_the_operator_down() {
     .await
     .expect("a namespace of finished executions deletes without the operator");
 }
+
+/// How long after an operator starts a namespace deleted while it was down
+/// (holding a running execution) may take to go (docs/operations.md,
+/// "Uninstalling"): the execution is cancelled, its Job deleted, and its
+/// finalizer removed.
+const RUNNING_DELETE_BOUND: Duration = Duration::from_secs(60);
+
+/// A running execution holds the finalizer. Deleting its namespace while no
+/// operator runs leaves the namespace Terminating (the finalizer waits for
+/// cleanup); once an operator runs, it cancels the execution, deletes its
+/// Job and removes the finalizer, and the namespace goes within the bound.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_namespace_with_a_running_execution_deletes_once_the_operator_runs() {
+    let _serial = exclusive().await;
+    let env = env();
+    let client = env.client().await.expect("client");
+    let ns = namespace(&client, "running").await;
+    // Its pods never schedule: the scale runs until its timeout.
+    deployment(&client, &ns, "stuck", 1, json!({}), false).await;
+    let mut op = start_operator(env, "operator-running", &[]).await;
+    let mut long = spec(
+        "ScaleDeployment",
+        "Deployment",
+        "stuck",
+        None,
+        &[("replicas", "2")],
+    );
+    long.timeout = Some("10m".into());
+    let e = create(&client, &ns, "long", long).await;
+    let uid = e.uid().unwrap_or_default();
+    let api: Api<KubernetesExecution> = Api::namespaced(client.clone(), &ns);
+    eventually("running with the finalizer", WAIT, || async {
+        let e = api.get("long").await?;
+        Ok(e.phase() == Phase::Executing
+            && e.finalizers()
+                .iter()
+                .any(|f| f == kubernetes_executor_crds::FINALIZER))
+    })
+    .await
+    .expect("the execution runs and holds the finalizer");
+
+    op.proc.signal("KILL").expect("SIGKILL operator");
+    let nss: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    nss.delete(&ns, &Default::default())
+        .await
+        .expect("delete namespace");
+    eventually(
+        "the namespace controller deletes the execution",
+        WAIT,
+        || async { Ok(api.get("long").await?.metadata.deletion_timestamp.is_some()) },
+    )
+    .await
+    .expect("the execution is being deleted");
+    // Held by the finalizer: nobody cleans up while no operator runs.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        api.get_opt("long").await.expect("get").is_some(),
+        "a running execution's finalizer waits for the operator's cleanup"
+    );
+
+    let started = std::time::Instant::now();
+    let _op = start_operator(env, "operator-running-2", &[]).await;
+    eventually("namespace gone", RUNNING_DELETE_BOUND, || async {
+        Ok(nss.get_opt(&ns).await?.is_none())
+    })
+    .await
+    .expect("the namespace is deleted within the bound once the operator runs");
+    println!(
+        "namespace with a running execution deleted {:.1} s after the operator started",
+        started.elapsed().as_secs_f64()
+    );
+    let jobs: Api<Job> = Api::namespaced(client.clone(), OPERATOR_NS);
+    eventually("its Job is gone", WAIT, || async {
+        Ok(jobs
+            .list(&ListParams::default().labels(&format!("{}={uid}", labels::EXECUTION_UID)))
+            .await?
+            .items
+            .is_empty())
+    })
+    .await
+    .expect("the cancelled execution's Job is deleted");
+}

@@ -319,6 +319,44 @@ async fn a_go_workflow_engine_runs_steps_in_order_and_stops_on_a_denied_one() {
         "{status}"
     );
 
+    // What the shipped role does not let the engine do: act in a namespace
+    // it is not bound in, or on a node.
+    let as_engine: Api<KubernetesExecution> =
+        Api::namespaced(token_client(&ns, ENGINE_SA).await, &ns);
+    for (name, what, s) in [
+        (
+            "elsewhere",
+            "ScaleDeployment in namespace default",
+            spec(
+                "ScaleDeployment",
+                "Deployment",
+                "web",
+                Some("default"),
+                &[("replicas", "1")],
+            ),
+        ),
+        (
+            "node",
+            "CordonNode cluster-wide",
+            spec("CordonNode", "Node", "any-node", None, &[]),
+        ),
+    ] {
+        match as_engine
+            .create(&PostParams::default(), &KubernetesExecution::new(name, s))
+            .await
+        {
+            Err(kube::Error::Api(e)) => {
+                assert_eq!(e.code, 403, "{e:?}");
+                assert!(
+                    e.message.contains(&format!("may not execute {what}")),
+                    "{}",
+                    e.message
+                );
+            }
+            other => panic!("the engine's role let it ask for {what}: {other:?}"),
+        }
+    }
+
     // A denied step stops the workflow; the engine sees why.
     create_workflow(
         &admin,
