@@ -21,8 +21,8 @@ build: ## Build the operator and the test tools
 crds: ## Regenerate deploy/crds/ from the Rust types
 	$(CARGO) run -q -p kubernetes-executor-crds --bin crdgen > deploy/crds/kubernetesexecutions.yaml
 
-go-api: ## Regenerate the Go API's DeepCopy methods (crds/go) with controller-gen
-	cd crds/go && "$$(bash ../../tests/gotools/build.sh controller-gen)" object paths=./...
+go-api: ## Regenerate the Go API's DeepCopy methods and apply configurations (crds/go) with controller-gen
+	cd crds/go && "$$(bash ../../tests/gotools/build.sh controller-gen)" object applyconfiguration paths=./...
 
 manifests: crds ## Regenerate deploy/ files generated from code and policies/
 	$(CARGO) run -q --bin kubernetes-executor -- rbac > deploy/rbac/actions.yaml

@@ -81,9 +81,11 @@ pub struct RunArgs {
     /// permit (bounds memory under bursts of thousands of executions).
     #[arg(long, env = "KE_MAX_VALIDATING", default_value_t = 256)]
     pub max_validating: usize,
-    /// Image of the action Jobs (this binary's image).
-    #[arg(long, env = "KE_IMAGE", default_value = "kubernetes-executor:latest")]
-    pub image: String,
+    /// Image of the action Jobs. Unset: the image of this pod's `operator`
+    /// container (read at start; so one image override changes both), or
+    /// `kubernetes-executor:latest` outside a pod.
+    #[arg(long, env = "KE_IMAGE")]
+    pub image: Option<String>,
     /// Seconds finished Jobs are kept.
     #[arg(long, env = "KE_JOB_TTL_SECONDS", default_value_t = kubernetes_executor_actors::job::DEFAULT_TTL_SECONDS)]
     pub job_ttl_seconds: i32,

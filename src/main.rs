@@ -35,7 +35,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Run(args) => runtime()?.block_on(operator::run(args)),
         Command::RunAction(args) => {
-            let code = runtime()?.block_on(run_action::main(args));
+            let code = runtime()?.block_on(run_action::traced_main(args));
             std::process::exit(code);
         }
     }

@@ -51,6 +51,32 @@ async fn clients(args: &RunArgs, metrics: &Metrics) -> anyhow::Result<Clients> {
         .with_execution_limit(args.max_concurrent_requests))
 }
 
+/// Name of the operator's container in its pod (deploy/operator).
+const OPERATOR_CONTAINER: &str = "operator";
+/// The Jobs' image outside a pod, without `--image`.
+const DEFAULT_IMAGE: &str = "kubernetes-executor:latest";
+
+/// The image the action Jobs run: `--image`/`KE_IMAGE`, else this pod's own
+/// operator container image.
+async fn job_image(args: &RunArgs, api: &KubeApi) -> String {
+    if let Some(image) = &args.image {
+        return image.clone();
+    }
+    let Some(pod) = &args.pod_name else {
+        return DEFAULT_IMAGE.to_string();
+    };
+    match api.pod_image(pod, OPERATOR_CONTAINER).await {
+        Ok(Some(image)) => {
+            tracing::info!(%image, "action Jobs run this pod's own image");
+            image
+        }
+        other => {
+            tracing::warn!(result = ?other, pod, "cannot read this pod's image; action Jobs run {DEFAULT_IMAGE}");
+            DEFAULT_IMAGE.to_string()
+        }
+    }
+}
+
 /// Reports whether the admission policies that record and authorize
 /// requesters are in place (at start, then every minute) in `/readyz`.
 fn watch_admission(api: KubeApi, health: Arc<Health>) -> tokio::task::JoinHandle<()> {
@@ -76,7 +102,11 @@ fn watch_admission(api: KubeApi, health: Arc<Health>) -> tokio::task::JoinHandle
 
 /// Runs the operator until SIGTERM or SIGINT (or until it loses the lead).
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let telemetry = crate::telemetry::init(&args.log_format, args.otlp_endpoint.as_deref())?;
+    let telemetry = crate::telemetry::init(
+        &args.log_format,
+        args.otlp_endpoint.as_deref(),
+        "kubernetes-executor",
+    )?;
     let metrics = Arc::new(Metrics::new()?);
     let api = KubeApi::with_clients(
         clients(&args, &metrics).await?,
@@ -91,8 +121,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         settings: Settings {
             job: JobConfig {
                 namespace: args.namespace.clone(),
-                image: args.image.clone(),
+                image: job_image(&args, &api).await,
                 ttl_seconds: args.job_ttl_seconds,
+                telemetry_env: crate::telemetry::job_env(args.otlp_endpoint.as_deref()),
             },
             timeout_grace: TIMEOUT_GRACE,
             chaos: args.chaos,

@@ -1189,7 +1189,7 @@ async fn actors_endpoint_lists_exactly_the_live_executions_and_metrics_follow_th
     for name in [
         "kubernetes_execution_reconciliation_duration_seconds_bucket{phase=\"Validating\"",
         "kubernetes_execution_phase_transitions_total{from_phase=\"Executing\",to_phase=\"Completed\"}",
-        "policy_evaluation_duration_seconds_bucket{policy=\"safety\"",
+        "policy_evaluation_duration_seconds_bucket{policy=\"kubernetes_executor.safety\"",
         "job_creation_duration_seconds_bucket",
         "job_completion_duration_seconds_bucket",
         "kubernetes_executor_live_actors{kind=\"execution\"}",

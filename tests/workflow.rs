@@ -120,7 +120,9 @@ fn testkit_kubectl(args: &[&str]) -> String {
 }
 
 /// Starts the engine as its ServiceAccount, watching `ns`.
-async fn start_engine(ns: &str) -> Proc {
+/// With `apply`, the engine creates steps by server-side apply with the Go
+/// API's apply configurations; otherwise with a typed Create.
+async fn start_engine(ns: &str, apply: bool) -> Proc {
     let bin = build_engine();
     // token_client writes the ServiceAccount's kubeconfig next to the control plane's.
     let _ = token_client(ns, ENGINE_SA).await;
@@ -128,7 +130,11 @@ async fn start_engine(ns: &str) -> Proc {
     Proc::spawn(
         &format!("workflow-engine-{ns}"),
         &bin,
-        &["--namespace".to_string(), ns.to_string()],
+        &[
+            "--namespace".to_string(),
+            ns.to_string(),
+            format!("--apply={apply}"),
+        ],
         &[("KUBECONFIG".to_string(), kubeconfig.display().to_string())],
         env().dir(),
     )
@@ -202,7 +208,7 @@ async fn a_go_workflow_engine_runs_steps_in_order_and_stops_on_a_denied_one() {
     )
     .await
     .expect("create configmap");
-    let mut engine = start_engine(&ns).await;
+    let mut engine = start_engine(&ns, false).await;
 
     // The happy path: three steps, each after the previous one succeeded.
     let wf = create_workflow(
@@ -424,7 +430,7 @@ async fn deleting_a_workflow_cascades_to_its_steps_and_leaves_nothing_behind() {
     deployment(&admin, &ns, "web", 1, json!({}), true).await;
     // Its pods never schedule: scaling it runs until the step's timeout.
     deployment(&admin, &ns, "stuck", 1, json!({}), false).await;
-    let mut engine = start_engine(&ns).await;
+    let mut engine = start_engine(&ns, true).await;
 
     let mut long = step(
         "ScaleDeployment",

@@ -209,6 +209,24 @@ pub fn job_finished(job: &Job) -> Option<Result<(), Box<JobCondition>>> {
     is("Failed").map(|c| Err(Box::new(c.clone())))
 }
 
+/// How long a finished Job ran, from its own timestamps: creation to
+/// `completionTime`, or to its `Failed` condition's transition.
+pub fn job_run_seconds(job: &Job) -> Option<f64> {
+    let created = job.metadata.creation_timestamp.as_ref()?.0;
+    let st = job.status.as_ref()?;
+    let ended = st.completion_time.as_ref().map(|t| t.0).or_else(|| {
+        st.conditions
+            .as_ref()?
+            .iter()
+            .find(|c| c.type_ == "Failed" && c.status == "True")?
+            .last_transition_time
+            .as_ref()
+            .map(|t| t.0)
+    })?;
+    let seconds = ended.duration_since(created).as_secs_f64();
+    (seconds >= 0.0).then_some(seconds)
+}
+
 /// Real attempts of a finished Job: every pod that ran to an end.
 pub fn attempts(job: &Job) -> Option<i32> {
     let st = job.status.as_ref()?;

@@ -340,3 +340,22 @@ fn a_start_time_in_the_future_counts_as_no_time_elapsed() {
     let before = now.checked_sub(SignedDuration::from_secs(5)).expect("time");
     assert_eq!(elapsed_since(before, now), Duration::from_secs(5));
 }
+
+#[test]
+fn a_jobs_run_time_comes_from_its_own_timestamps() {
+    let job = |status: serde_json::Value| -> Job {
+        serde_json::from_value(serde_json::json!({
+            "metadata": { "name": "j", "creationTimestamp": "2026-11-30T10:00:00Z" },
+            "status": status,
+        }))
+        .expect("job")
+    };
+    let done = job(serde_json::json!({ "completionTime": "2026-11-30T10:01:30Z" }));
+    assert_eq!(job_run_seconds(&done), Some(90.0));
+    let failed = job(serde_json::json!({ "conditions": [
+        { "type": "Failed", "status": "True", "lastTransitionTime": "2026-11-30T10:00:07Z" }
+    ] }));
+    assert_eq!(job_run_seconds(&failed), Some(7.0));
+    let running = job(serde_json::json!({ "active": 1 }));
+    assert_eq!(job_run_seconds(&running), None);
+}

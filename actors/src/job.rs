@@ -24,6 +24,9 @@ pub struct JobConfig {
     pub image: String,
     /// `ttlSecondsAfterFinished`.
     pub ttl_seconds: i32,
+    /// Environment for `run-action`'s span export (the operator's OTLP
+    /// endpoint and a service name), empty when the operator exports none.
+    pub telemetry_env: Vec<(String, String)>,
 }
 
 /// The deterministic Job name of an execution: `ke-<uid>-<attempt>`. A
@@ -160,7 +163,12 @@ pub fn build_job(
     let uid = exec.metadata.uid.clone().unwrap_or_default();
     let name = job_name(&uid, 1);
     let labels = owner_labels(exec, v.action.name);
-    let env = vec![json!({ "name": "RUST_LOG", "value": "info" })];
+    let mut env = vec![json!({ "name": "RUST_LOG", "value": "info" })];
+    env.extend(
+        cfg.telemetry_env
+            .iter()
+            .map(|(k, v)| json!({ "name": k, "value": v })),
+    );
     let job = json!({
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -254,6 +262,7 @@ mod tests {
             namespace: "kubernetes-executor-system".into(),
             image: "img:1".into(),
             ttl_seconds: 600,
+            telemetry_env: Vec::new(),
         };
         let snapshot = TargetSnapshot {
             uid: "target-uid".into(),
@@ -315,6 +324,7 @@ mod tests {
             namespace: "ops".into(),
             image: "img".into(),
             ttl_seconds: 60,
+            telemetry_env: Vec::new(),
         };
         let job = serde_json::to_value(build_job(&e, &v, None, &cfg)).expect("json");
         let env = &job["spec"]["template"]["spec"]["containers"][0]["env"];
@@ -359,6 +369,7 @@ mod tests {
             namespace: "ops".into(),
             image: "img".into(),
             ttl_seconds: 60,
+            telemetry_env: Vec::new(),
         };
         let job = serde_json::to_value(build_job(&e, &v, None, &cfg)).expect("json");
         let term = &job["spec"]["template"]["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]

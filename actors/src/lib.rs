@@ -38,6 +38,7 @@ pub mod rbac;
 pub mod registry;
 pub mod status;
 pub mod supervisor;
+pub mod trace;
 pub mod tree;
 pub mod tunables;
 pub mod views;

@@ -11,16 +11,31 @@ use prometheus::{
 pub struct Metrics {
     /// The registry `/metrics` serves.
     pub registry: Registry,
-    /// `kubernetes_execution_reconciliation_duration_seconds{phase}`: time an execution spent in a phase.
+    /// `kubernetes_execution_reconciliation_duration_seconds{phase}`: time an
+    /// execution actor took to handle one event (message), by the phase it
+    /// was in when the event arrived.
     pub reconciliation_duration: HistogramVec,
+    /// `kubernetes_execution_phase_duration_seconds{phase}`: time an
+    /// execution spent in a phase before leaving it.
+    pub phase_duration: HistogramVec,
     /// `kubernetes_execution_phase_transitions_total{from_phase,to_phase}`.
     pub phase_transitions: IntCounterVec,
-    /// `policy_evaluation_duration_seconds{policy}`.
+    /// `policy_evaluation_duration_seconds{policy}`: `policy` is the Rego
+    /// package evaluated (`kubernetes_executor.safety`,
+    /// `kubernetes_executor.conditions.<name>`, `inline`).
     pub policy_evaluation_duration: HistogramVec,
-    /// `policy_denials_total{policy,action}`.
+    /// `policy_denials_total{policy,action}`: `policy` is the rule that
+    /// decided (`kubernetes_executor.safety.deny`, `….allow`, or
+    /// `fail-closed` when no set is loaded).
     pub policy_denials: IntCounterVec,
+    /// `policy_evaluation_errors_total{policy}`: evaluations that failed (the
+    /// execution fails closed).
+    pub policy_evaluation_errors: IntCounterVec,
     /// `policy_reload_errors_total`.
     pub policy_reload_errors: IntCounter,
+    /// `policy_reload_failing`: 1 while the policy source in place was
+    /// rejected (the previous set still decides); 0 once a source loads.
+    pub policy_reload_failing: IntGauge,
     /// `policy_set_loaded`: 1 when a policy set is loaded.
     pub policy_set_loaded: IntGauge,
     /// `job_creation_duration_seconds`: validation done → Job created.
@@ -33,7 +48,9 @@ pub struct Metrics {
     pub actor_restarts: IntCounterVec,
     /// `kubernetes_executor_executions_finished_total{phase,reason}`.
     pub executions_finished: IntCounterVec,
-    /// `kubernetes_executor_api_requests_total{verb,resource,outcome}`.
+    /// `kubernetes_executor_api_requests_total{verb,resource,outcome}`;
+    /// `outcome`: `2xx`, `429` (throttled), `4xx` (other client errors),
+    /// `5xx`, `error` (no response).
     pub api_requests: IntCounterVec,
     /// `kubernetes_executor_message_handling_seconds{actor}`.
     pub message_handling: HistogramVec,
@@ -55,6 +72,9 @@ pub const ACTOR_KINDS: &[&str] = &[
     "postconditions",
 ];
 
+/// Values of `api_requests_total{outcome}`.
+pub const API_OUTCOMES: &[&str] = &["2xx", "429", "4xx", "5xx", "error"];
+
 /// Phase transitions the machine can make (`phase_transitions`).
 pub const TRANSITIONS: &[(&str, &str)] = &[
     ("Pending", "Validating"),
@@ -70,8 +90,15 @@ pub const TRANSITIONS: &[(&str, &str)] = &[
     ("Verifying", "Failed"),
 ];
 
+/// Handling one message, creating a Job: milliseconds to a minute (the
+/// reconciliation alert's threshold, 5 s, is a bucket bound).
 const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+];
+/// Jobs and phases: up to the longest timeout (15 m) and beyond (the slow
+/// Jobs alert's threshold, 600 s, is a bucket bound).
+const DURATION_BUCKETS: &[f64] = &[
+    0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0,
 ];
 const POLICY_BUCKETS: &[f64] = &[
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1,
@@ -93,9 +120,15 @@ impl Metrics {
         let m = Metrics {
             reconciliation_duration: h(
                 "kubernetes_execution_reconciliation_duration_seconds",
-                "Time an execution spent in a phase before leaving it",
+                "Time to handle one event of an execution, by the phase it was in",
                 &["phase"],
                 LATENCY_BUCKETS,
+            )?,
+            phase_duration: h(
+                "kubernetes_execution_phase_duration_seconds",
+                "Time an execution spent in a phase before leaving it",
+                &["phase"],
+                DURATION_BUCKETS,
             )?,
             phase_transitions: c(
                 "kubernetes_execution_phase_transitions_total",
@@ -113,6 +146,15 @@ impl Metrics {
                 "Actions denied by policy",
                 &["policy", "action"],
             )?,
+            policy_evaluation_errors: c(
+                "policy_evaluation_errors_total",
+                "Policy evaluations that failed (the decision fails closed)",
+                &["policy"],
+            )?,
+            policy_reload_failing: IntGauge::new(
+                "policy_reload_failing",
+                "1 while the policy source in place was rejected (the previous set still decides)",
+            )?,
             policy_reload_errors: IntCounter::new(
                 "policy_reload_errors_total",
                 "Policy sets rejected at load or reload",
@@ -128,9 +170,9 @@ impl Metrics {
             job_completion_duration: Histogram::with_opts(
                 HistogramOpts::new(
                     "job_completion_duration_seconds",
-                    "Time from Job creation to its completion or failure",
+                    "Time from Job creation to its completion or failure (once per Job)",
                 )
-                .buckets(LATENCY_BUCKETS.to_vec()),
+                .buckets(DURATION_BUCKETS.to_vec()),
             )?,
             live_actors: IntGaugeVec::new(
                 Opts::new("kubernetes_executor_live_actors", "Live actors by kind"),
@@ -172,6 +214,11 @@ impl Metrics {
         };
         m.registry
             .register(Box::new(m.reconciliation_duration.clone()))?;
+        m.registry.register(Box::new(m.phase_duration.clone()))?;
+        m.registry
+            .register(Box::new(m.policy_evaluation_errors.clone()))?;
+        m.registry
+            .register(Box::new(m.policy_reload_failing.clone()))?;
         m.registry.register(Box::new(m.phase_transitions.clone()))?;
         m.registry
             .register(Box::new(m.policy_evaluation_duration.clone()))?;
@@ -218,9 +265,10 @@ impl Metrics {
             self.phase_transitions.with_label_values(&[from, to]);
         }
         for p in kubernetes_executor_crds::Phase::ALL {
+            self.reconciliation_duration
+                .with_label_values(&[p.as_str()]);
             if !p.is_terminal() {
-                self.reconciliation_duration
-                    .with_label_values(&[p.as_str()]);
+                self.phase_duration.with_label_values(&[p.as_str()]);
             }
         }
         let in_progress = [
@@ -240,11 +288,20 @@ impl Metrics {
             self.executions_finished
                 .with_label_values(&[phase, r.as_str()]);
         }
-        for policy in ["safety", "condition"] {
-            self.policy_evaluation_duration.with_label_values(&[policy]);
+        // The request every execution makes (its status patch), by every
+        // outcome: the throttling alert and panel see 0, not nothing.
+        for outcome in API_OUTCOMES {
+            self.api_requests
+                .with_label_values(&["patch", "kubernetesexecutions/status", outcome]);
         }
+        use crate::policy::{DENY_RULE_NAME, SAFETY_PACKAGE};
+        self.policy_evaluation_duration
+            .with_label_values(&[SAFETY_PACKAGE]);
+        self.policy_evaluation_errors
+            .with_label_values(&[SAFETY_PACKAGE]);
         for a in crate::catalog::CATALOG {
-            self.policy_denials.with_label_values(&["safety", a.name]);
+            self.policy_denials
+                .with_label_values(&[DENY_RULE_NAME, a.name]);
         }
     }
 
@@ -270,7 +327,12 @@ mod tests {
             "kubernetes_executor_is_leader 0",
             "kubernetes_executor_executions_finished_total{phase=\"Failed\",reason=\"PolicyDenied\"} 0",
             "kubernetes_executor_executions_finished_total{phase=\"Completed\",reason=\"Succeeded\"} 0",
-            "policy_denials_total{action=\"ScaleDeployment\",policy=\"safety\"} 0",
+            "policy_denials_total{action=\"ScaleDeployment\",policy=\"kubernetes_executor.safety.deny\"} 0",
+            "policy_evaluation_errors_total{policy=\"kubernetes_executor.safety\"} 0",
+            "policy_reload_failing 0",
+            "kubernetes_execution_reconciliation_duration_seconds_bucket{phase=\"Executing\",le=\"5\"} 0",
+            "kubernetes_execution_phase_duration_seconds_bucket{phase=\"Executing\",le=\"600\"} 0",
+            "job_completion_duration_seconds_bucket{le=\"600\"} 0",
             "kubernetes_executor_actor_restarts_total{kind=\"policy\"} 0",
             "kubernetes_executor_live_actors{kind=\"execution\"} 0",
             "kubernetes_execution_phase_transitions_total{from_phase=\"Validating\",to_phase=\"Preparing\"} 0",

@@ -211,6 +211,7 @@ async fn run(prefix: &str, violations: Vec<String>) -> (Seen, Arc<ActorRegistry>
                 namespace: "kubernetes-executor-system".into(),
                 image: "img".into(),
                 ttl_seconds: 60,
+                telemetry_env: Vec::new(),
             },
             timeout_grace: Duration::from_secs(30),
             chaos: false,

@@ -58,6 +58,43 @@ impl From<kube::Error> for ActionError {
 
 pub(crate) type Outcome = Result<ActionOutput, (ActionError, Option<RollbackInfo>)>;
 
+/// [`main`] inside a `run-action` span continuing the execution's trace
+/// (`TRACEPARENT`), exported when the Job's environment names an OTLP
+/// endpoint; spans are flushed before the process exits.
+pub async fn traced_main(args: RunActionArgs) -> i32 {
+    use tracing::Instrument;
+    // Logs stay on stderr as before; only spans need the subscriber.
+    let telemetry = match crate::telemetry::init("json", None, "kubernetes-executor-action") {
+        Ok(t) => Some(t),
+        Err(e) => {
+            eprintln!("tracing disabled: {e:#}");
+            None
+        }
+    };
+    let span = tracing::info_span!(
+        "run-action",
+        action = %args.action,
+        target = %args.name,
+        dry_run = args.dry_run,
+        trace_id = tracing::field::Empty
+    );
+    kubernetes_executor_actors::trace::adopt_parent(
+        &span,
+        std::env::var(kubernetes_executor_actors::trace::TRACEPARENT_ENV)
+            .ok()
+            .as_deref(),
+    );
+    if let Some(id) = kubernetes_executor_actors::trace::trace_id_of(&span) {
+        span.record("trace_id", tracing::field::display(id));
+    }
+    let code = main(args).instrument(span).await;
+    if let Some(t) = telemetry {
+        // The batch exporter blocks while flushing: off the runtime.
+        let _ = tokio::task::spawn_blocking(move || t.shutdown()).await;
+    }
+    code
+}
+
 /// Runs the action and returns the process exit code.
 pub async fn main(args: RunActionArgs) -> i32 {
     let (code, output) = match execute(&args).await {

@@ -43,7 +43,21 @@ pub type Operator = testkit::operator::OperatorProc;
 
 /// Starts an operator authenticated as its own ServiceAccount.
 pub async fn start_operator(env: &Env, name: &str, extra: &[&str]) -> Operator {
+    start_operator_with_env(env, name, extra, &[]).await
+}
+
+/// [`start_operator`] with extra environment variables.
+pub async fn start_operator_with_env(
+    env: &Env,
+    name: &str,
+    extra: &[&str],
+    vars: &[(&str, &str)],
+) -> Operator {
     let opts = testkit::operator::OperatorOptions {
+        env: vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
         binary: binary().to_path_buf(),
         repo: repo(),
         name: name.to_string(),

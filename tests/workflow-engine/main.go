@@ -40,6 +40,8 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	kexec "github.com/kubernaut/kubernetes-executor/crds/go/api/v1alpha1"
+	kexecac "github.com/kubernaut/kubernetes-executor/crds/go/api/v1alpha1/applyconfiguration/api/v1alpha1"
+	metav1ac "k8s.io/client-go/applyconfigurations/meta/v1"
 )
 
 // WorkflowGroupVersion is the test CRD's group and version.
@@ -125,6 +127,9 @@ func (l *WorkflowExecutionList) DeepCopyObject() runtime.Object { return deepCop
 type Engine struct {
 	client.Client
 	Scheme *runtime.Scheme
+	// Apply creates steps by server-side apply with the Go API's apply
+	// configurations instead of a typed Create.
+	Apply bool
 }
 
 func stepName(wf *WorkflowExecution, n int) string { return fmt.Sprintf("%s-step-%d", wf.Name, n) }
@@ -152,7 +157,12 @@ func (e *Engine) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, 
 			if err != nil {
 				return e.fail(ctx, wf, status, n, "InvalidStep", err.Error())
 			}
-			if err := e.Create(ctx, exec); err != nil && !apierrors.IsAlreadyExists(err) {
+			if e.Apply {
+				err = e.Client.Apply(ctx, applyConfiguration(exec), client.FieldOwner("workflow-engine"))
+			} else {
+				err = e.Create(ctx, exec)
+			}
+			if err != nil && !apierrors.IsAlreadyExists(err) {
 				return ctrl.Result{}, err
 			}
 			log.Info("created step", "step", n, "execution", exec.Name, "action", step.Action)
@@ -231,6 +241,32 @@ func (e *Engine) newStep(wf *WorkflowExecution, n int, step Step) (*kexec.Kubern
 	return exec, nil
 }
 
+// applyConfiguration is the same step as an apply configuration.
+func applyConfiguration(exec *kexec.KubernetesExecution) *kexecac.KubernetesExecutionApplyConfiguration {
+	s := exec.Spec
+	target := kexecac.TargetResource().WithKind(s.TargetResource.Kind).WithName(s.TargetResource.Name)
+	if s.TargetResource.Namespace != nil {
+		target = target.WithNamespace(*s.TargetResource.Namespace)
+	}
+	spec := kexecac.KubernetesExecutionSpec().
+		WithAction(s.Action).
+		WithParameters(s.Parameters).
+		WithTargetResource(target).
+		WithTimeout(*s.Timeout).
+		WithWorkflowExecutionRef(*s.WorkflowExecutionRef).
+		WithStepNumber(*s.StepNumber)
+	ac := kexecac.KubernetesExecution(exec.Name, exec.Namespace).
+		WithAPIVersion(kexec.GroupVersion.String()).
+		WithKind(kexec.Kind).
+		WithSpec(spec)
+	for _, o := range exec.OwnerReferences {
+		ac = ac.WithOwnerReferences(metav1ac.OwnerReference().
+			WithAPIVersion(o.APIVersion).WithKind(o.Kind).WithName(o.Name).WithUID(o.UID).
+			WithController(*o.Controller).WithBlockOwnerDeletion(*o.BlockOwnerDeletion))
+	}
+	return ac
+}
+
 func (e *Engine) fail(ctx context.Context, wf *WorkflowExecution, status WorkflowStatus, n int, reason, msg string) (ctrl.Result, error) {
 	status.Phase = "Failed"
 	status.FailedStep = int32(n)
@@ -251,6 +287,7 @@ func (e *Engine) setStatus(ctx context.Context, wf *WorkflowExecution, status Wo
 
 func main() {
 	namespace := flag.String("namespace", "", "namespace whose WorkflowExecutions this engine runs")
+	apply := flag.Bool("apply", false, "create steps by server-side apply (apply configurations) instead of Create")
 	flag.Parse()
 	ctrl.SetLogger(zap.New(zap.UseDevMode(true)))
 	if *namespace == "" {
@@ -281,7 +318,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "manager:", err)
 		os.Exit(1)
 	}
-	engine := &Engine{Client: mgr.GetClient(), Scheme: scheme}
+	engine := &Engine{Client: mgr.GetClient(), Scheme: scheme, Apply: *apply}
 	if err := ctrl.NewControllerManagedBy(mgr).
 		For(&WorkflowExecution{}).
 		Owns(&kexec.KubernetesExecution{}).

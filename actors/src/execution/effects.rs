@@ -216,10 +216,18 @@ async fn write_transition_in_span(state: &mut ExecutionState, change: &StatusCha
             .with_label_values(&[from.as_str(), change.phase.as_str()])
             .inc();
         ctx.metrics
-            .reconciliation_duration
+            .phase_duration
             .with_label_values(&[from.as_str()])
             .observe(state.phase_since.elapsed().as_secs_f64());
         state.phase_since = Instant::now();
+        // Once per Job: only the write that moves the execution out of
+        // Executing with the Job's outcome observes its duration (a resumed
+        // actor past Executing never sees the outcome again).
+        if from == Phase::Executing
+            && let Some(seconds) = state.job_duration.take()
+        {
+            ctx.metrics.job_completion_duration.observe(seconds);
+        }
         state
             .life
             .transition(format!("{from}→{} {}", change.phase, change.reason));

@@ -25,13 +25,13 @@ pub(super) async fn job_event(state: &mut ExecutionState, job: &Job) -> Option<E
     if let Some(n) = crate::decide::attempts(job) {
         state.status.attempts = Some(n);
     }
-    if let Some(t) = state.job_created {
-        state
-            .ctx
-            .metrics
-            .job_completion_duration
-            .observe(t.elapsed().as_secs_f64());
-    }
+    // Observed when the outcome is written (effects.rs), once. This life
+    // created the Job: its clock; adopted after a restart: the Job's own
+    // timestamps (whole seconds).
+    state.job_duration = match state.job_created {
+        Some(t) => Some(t.elapsed().as_secs_f64()),
+        None => crate::decide::job_run_seconds(job),
+    };
     let output = termination_output(state, &job.name_any(), finished.is_ok()).await;
     Some(Event::JobFinished(crate::decide::job_outcome(
         job, finished, output,

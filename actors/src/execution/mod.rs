@@ -104,6 +104,9 @@ pub struct ExecutionState {
     /// (the verifier is a linked child: it stops with this actor).
     verifier: Option<VerifierArgs>,
     job_created: Option<Instant>,
+    /// How long the Job ran, once its outcome is known and until the
+    /// outcome is written (then `job_completion_duration` observes it).
+    job_duration: Option<f64>,
     finalizer_added: bool,
     released: bool,
     admitted: Option<tokio::sync::OwnedSemaphorePermit>,
@@ -144,7 +147,20 @@ impl Actor for ExecutionActor {
             .as_ref()
             .map(|r| r.username.clone())
             .unwrap_or_default();
-        let span = tracing::info_span!("execution", key = %exec.key(), uid = %exec.uid().unwrap_or_default(), requester = %requester);
+        // A root: one trace per execution (not a child of the actor
+        // framework's spans), or the workflow engine's trace (below).
+        let span = tracing::info_span!(parent: None, "execution", key = %exec.key(), uid = %exec.uid().unwrap_or_default(), requester = %requester, trace_id = tracing::field::Empty);
+        // A workflow engine's span (annotation) is the parent; the trace ID
+        // goes on every log line of the execution.
+        crate::trace::adopt_parent(
+            &span,
+            exec.annotations()
+                .get(crate::trace::TRACEPARENT_ANNOTATION)
+                .map(String::as_str),
+        );
+        if let Some(id) = crate::trace::trace_id_of(&span) {
+            span.record("trace_id", tracing::field::display(id));
+        }
         let machine = MachineState {
             phase: status.phase.unwrap_or_default(),
             deleting: false,
@@ -181,6 +197,7 @@ impl Actor for ExecutionActor {
             timeout_armed: false,
             verifier: None,
             job_created: None,
+            job_duration: None,
             finalizer_added: false,
             released: false,
             admitted: None,
@@ -256,11 +273,18 @@ impl Actor for ExecutionActor {
             state.admitted = Some(permit);
         }
         let span = state.span.clone();
+        let (started, phase) = (Instant::now(), state.machine.phase);
         // Boxed: the handler's state machine (validation, Job creation, ...)
         // is large, and ractor embeds `handle`'s future in every actor's
         // task. Boxed, an idle actor (thousands of them wait on Jobs) holds
         // a pointer, and the large future exists only while a message runs.
         let result = Box::pin(handle_message(myself, msg, state).instrument(span)).await;
+        state
+            .ctx
+            .metrics
+            .reconciliation_duration
+            .with_label_values(&[phase.as_str()])
+            .observe(started.elapsed().as_secs_f64());
         if state.machine.phase != Phase::Validating
             || state.status.reason.as_deref() == Some(reasons::WAITING_FOR_TARGET)
         {

@@ -177,7 +177,23 @@ pub(super) async fn create_job(state: &mut ExecutionState) -> Result<Created, Re
         timeout: remaining,
         ..v
     };
-    let job = build_job(&state.exec, &v, expected.as_ref(), &ctx.settings.job);
+    let mut job = build_job(&state.exec, &v, expected.as_ref(), &ctx.settings.job);
+    // run-action continues this execution's trace.
+    if let Some(tp) = crate::trace::traceparent_of(&state.span)
+        && let Some(c) = job
+            .spec
+            .as_mut()
+            .and_then(|s| s.template.spec.as_mut())
+            .and_then(|s| s.containers.first_mut())
+    {
+        c.env
+            .get_or_insert_with(Vec::new)
+            .push(k8s_openapi::api::core::v1::EnvVar {
+                name: crate::trace::TRACEPARENT_ENV.into(),
+                value: Some(tp),
+                ..Default::default()
+            });
+    }
     let mut outcome = retry_for(PATIENCE, || ctx.api.create_job(&job)).await;
     if ctx.settings.chaos
         && state.restarts == 0

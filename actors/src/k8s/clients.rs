@@ -236,6 +236,9 @@ where
             if let Some((counter, verb, resource)) = labels {
                 let outcome = match &res {
                     Ok(r) if r.status().is_success() => "2xx",
+                    // Throttled (API Priority and Fairness): its own value,
+                    // for the dashboard's panel and the throttling alert.
+                    Ok(r) if r.status().as_u16() == 429 => "429",
                     Ok(r) if r.status().is_client_error() => "4xx",
                     Ok(_) => "5xx",
                     Err(_) => "error",

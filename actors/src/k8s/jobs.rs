@@ -83,4 +83,22 @@ impl KubeApi {
         list.sort_by_key(|p| std::cmp::Reverse(p.metadata.creation_timestamp.clone()));
         Ok(list)
     }
+
+    /// The image of container `container` of pod `pod` in the operator's
+    /// namespace: the operator's own image, which its Jobs run (so any way
+    /// of overriding the image — kustomize, Helm, `kubectl set image` —
+    /// changes the Jobs' image too).
+    pub async fn pod_image(&self, pod: &str, container: &str) -> ApiResult<Option<String>> {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
+        let p = pods
+            .get(pod)
+            .await
+            .map_err(|e| ApiError::classify(format!("get pod {pod}"), e))?;
+        Ok(p.spec.and_then(|s| {
+            s.containers
+                .into_iter()
+                .find(|c| c.name == container)
+                .and_then(|c| c.image)
+        }))
+    }
 }

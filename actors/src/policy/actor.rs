@@ -103,6 +103,7 @@ impl PolicyState {
                 self.metrics
                     .policy_set_loaded
                     .set(i64::from(!set.is_empty()));
+                self.metrics.policy_reload_failing.set(0);
                 self.health.set_policy(!set.is_empty(), None);
                 self.set = Some(set);
             }
@@ -112,6 +113,7 @@ impl PolicyState {
 
     fn reject(&mut self, e: &PolicyError) {
         self.metrics.policy_reload_errors.inc();
+        self.metrics.policy_reload_failing.set(1);
         self.pending_event = Some(e.to_string());
         tracing::error!(error = %e, kept = ?self.set.as_ref().map(|s| &s.digest), "policy set rejected; keeping the last good set");
         let loaded = self.set.as_ref().is_some_and(|s| !s.is_empty());
@@ -213,16 +215,22 @@ impl Actor for PolicyActor {
                 reply,
             } => {
                 let start = Instant::now();
+                let label = super::condition_label(&policy);
                 let out = match &mut state.set {
                     None => Err(FAIL_CLOSED.to_string()),
-                    Some(set) => set
-                        .evaluate_condition(&policy, &*input)
-                        .map_err(|e| e.to_string()),
+                    Some(set) => set.evaluate_condition(&policy, &*input).map_err(|e| {
+                        state
+                            .metrics
+                            .policy_evaluation_errors
+                            .with_label_values(&[&label])
+                            .inc();
+                        e.to_string()
+                    }),
                 };
                 state
                     .metrics
                     .policy_evaluation_duration
-                    .with_label_values(&["condition"])
+                    .with_label_values(&[&label])
                     .observe(start.elapsed().as_secs_f64());
                 let _ = reply.send(out);
             }
@@ -254,13 +262,19 @@ impl Actor for PolicyActor {
                 state
                     .metrics
                     .policy_evaluation_duration
-                    .with_label_values(&["safety"])
+                    .with_label_values(&[super::SAFETY_PACKAGE])
                     .observe(start.elapsed().as_secs_f64());
-                if !verdict.allowed() {
+                if verdict.error.is_some() {
+                    state
+                        .metrics
+                        .policy_evaluation_errors
+                        .with_label_values(&[super::SAFETY_PACKAGE])
+                        .inc();
+                } else if !verdict.allowed() {
                     state
                         .metrics
                         .policy_denials
-                        .with_label_values(&["safety", &action])
+                        .with_label_values(&[super::deciding_rule(&verdict.violations), &action])
                         .inc();
                 }
                 let _ = reply.send(verdict);

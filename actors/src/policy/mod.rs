@@ -21,6 +21,32 @@ pub const SAFETY_PACKAGE: &str = "kubernetes_executor.safety";
 pub const DENY_RULE: &str = "data.kubernetes_executor.safety.deny";
 /// The optional rule that must be true as well, when a module declares it.
 pub const ALLOW_RULE: &str = "data.kubernetes_executor.safety.allow";
+/// [`DENY_RULE`] as metrics name it (`policy_denials_total{policy}`).
+pub const DENY_RULE_NAME: &str = "kubernetes_executor.safety.deny";
+/// [`ALLOW_RULE`] as metrics name it.
+pub const ALLOW_RULE_NAME: &str = "kubernetes_executor.safety.allow";
+/// The "rule" that denies when no policy set is loaded (metrics label).
+pub const FAIL_CLOSED_NAME: &str = "fail-closed";
+
+/// The rule that decided a denial with these reasons (a metrics label).
+pub fn deciding_rule(violations: &[String]) -> &'static str {
+    match violations {
+        [only] if only == FAIL_CLOSED => FAIL_CLOSED_NAME,
+        [only] if only == NOT_ALLOWED => ALLOW_RULE_NAME,
+        _ => DENY_RULE_NAME,
+    }
+}
+
+/// The package a condition reference evaluates (a metrics label): the
+/// named module's package, or `inline` for inline Rego.
+pub fn condition_label(policy: &str) -> String {
+    if is_inline(policy) {
+        "inline".to_string()
+    } else {
+        condition_package(policy)
+    }
+}
+
 /// Deny reason when `deny` is empty but a declared `allow` is not true.
 pub const NOT_ALLOWED: &str =
     "no allow rule of package kubernetes_executor.safety holds (allow is false or undefined)";

@@ -159,6 +159,8 @@ pub struct OperatorOptions {
     pub extra: Vec<String>,
     /// `RUST_LOG` of the operator.
     pub log_filter: String,
+    /// Extra environment variables.
+    pub env: Vec<(String, String)>,
 }
 
 /// Starts an operator authenticated as the `kubernetes-executor`
@@ -189,23 +191,32 @@ pub async fn spawn_operator(
         &format!("127.0.0.1:{mp}"),
         "--health-probe-bind-address",
         &format!("127.0.0.1:{hp}"),
-        "--image",
-        "kubernetes-executor:test",
         "--log-format",
         "text",
     ]
     .iter()
     .map(|s| s.to_string())
     .collect();
+    // With --pod-name the operator reads its Jobs' image from that pod (as
+    // in a cluster), unless the test names one.
+    if !opts
+        .extra
+        .iter()
+        .any(|a| a == "--image" || a == "--pod-name")
+    {
+        args.push("--image".into());
+        args.push("kubernetes-executor:test".into());
+    }
     if !opts.extra.iter().any(|a| a == "--policy-dir") {
         args.push("--policy-dir".into());
         args.push(opts.repo.join("policies").display().to_string());
     }
     args.extend(opts.extra.iter().cloned());
-    let env = [
+    let mut env = vec![
         ("KUBECONFIG".to_string(), kc.display().to_string()),
         ("RUST_LOG".to_string(), opts.log_filter.clone()),
     ];
+    env.extend(opts.env.iter().cloned());
     let proc = Proc::spawn(
         &opts.name,
         &opts.binary,

@@ -192,6 +192,7 @@ fn main() -> Result<()> {
             let mut op = Local {
                 env: &env,
                 opts: OperatorOptions {
+                    env: Vec::new(),
                     binary,
                     repo,
                     name: "operator".into(),

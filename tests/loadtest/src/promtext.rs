@@ -115,9 +115,9 @@ kubernetes_executor_api_requests_total{outcome="ok",resource="pods",verb="list"}
 kubernetes_executor_api_requests_total{outcome="ok",resource="jobs",verb="create"} 2
 kubernetes_executor_api_requests_total{outcome="error",resource="jobs",verb="create"} 1
 process_resident_memory_bytes 1.2e+07
-policy_evaluation_duration_seconds_bucket{policy="safety",le="0.0005"} 90
-policy_evaluation_duration_seconds_bucket{policy="safety",le="0.001"} 99
-policy_evaluation_duration_seconds_bucket{policy="safety",le="+Inf"} 100
+policy_evaluation_duration_seconds_bucket{policy="kubernetes_executor.safety",le="0.0005"} 90
+policy_evaluation_duration_seconds_bucket{policy="kubernetes_executor.safety",le="0.001"} 99
+policy_evaluation_duration_seconds_bucket{policy="kubernetes_executor.safety",le="+Inf"} 100
 weird{a="q\"uote,d",b="x"} 5
 "#;
 

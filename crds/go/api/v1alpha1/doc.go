@@ -16,5 +16,6 @@
 // from the one the Rust types generate (tests/go_api.rs).
 //
 // +kubebuilder:object:generate=true
+// +kubebuilder:ac:generate=true
 // +groupName=kubernetesexecution.kubernaut.io
 package v1alpha1
