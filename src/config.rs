@@ -112,6 +112,16 @@ pub struct RunArgs {
     /// they are off by default: conditions name modules of the policy set.
     #[arg(long, env = "KE_ALLOW_INLINE_CONDITIONS", value_delimiter = ',')]
     pub allow_inline_conditions: Vec<String>,
+    /// Delete finished executions this long after they finished (a Go
+    /// duration; `0`: never by age). Applies to executions without their own
+    /// `spec.ttlSecondsAfterFinished` and not owned by another object (a
+    /// workflow's steps go with their workflow).
+    #[arg(long, env = "KE_FINISHED_TTL", default_value = "168h", value_parser = parse_ttl)]
+    pub finished_ttl: std::time::Duration,
+    /// Keep at most this many finished executions per namespace (the newest;
+    /// `0`: no limit). Same exemptions as `--finished-ttl`.
+    #[arg(long, env = "KE_FINISHED_HISTORY_LIMIT", default_value_t = 1000)]
+    pub finished_history_limit: usize,
 }
 
 /// Flags of `run-action`.
@@ -165,6 +175,10 @@ pub fn parse_bind(addr: &str) -> anyhow::Result<SocketAddr> {
         addr.to_string()
     };
     Ok(full.parse()?)
+}
+
+fn parse_ttl(s: &str) -> Result<std::time::Duration, String> {
+    kubernetes_executor_actors::duration::parse_duration(s)
 }
 
 #[cfg(test)]

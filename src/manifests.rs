@@ -12,7 +12,7 @@
 use kubernetes_executor_actors::authz::{ACTIONS_RESOURCE, EXECUTE_VERB};
 use kubernetes_executor_actors::catalog::{CATALOG, Scope};
 use kubernetes_executor_actors::k8s::admission::{
-    AUTHORIZE_POLICY, GRANTS_POLICY, REQUESTER_POLICY,
+    AUTHORIZE_POLICY, GRANTS_POLICY, HISTORY_POLICY, REQUESTER_POLICY,
 };
 use kubernetes_executor_crds::{GROUP, labels};
 use serde_json::{Value, json};
@@ -288,6 +288,30 @@ pub fn admission_yaml(namespace: &str) -> anyhow::Result<String> {
             "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
             "metadata": { "name": GRANTS_POLICY, "labels": common },
             "spec": { "policyName": GRANTS_POLICY, "validationActions": ["Deny"] },
+        }),
+        // The operator deletes executions only as history clean-up: only
+        // finished ones (its RBAC `delete` alone would allow any).
+        json!({
+            "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+            "metadata": { "name": HISTORY_POLICY, "labels": common },
+            "spec": {
+                "failurePolicy": "Fail",
+                "matchConstraints": { "resourceRules": [{
+                    "apiGroups": [GROUP], "apiVersions": ["*"], "resources": ["kubernetesexecutions"],
+                    "operations": ["DELETE"],
+                }]},
+                "matchConditions": [{ "name": "made-by-the-operator", "expression": format!("request.userInfo.username == '{operator}'") }],
+                "validations": [{
+                    "expression": "has(oldObject.status) && has(oldObject.status.phase) && oldObject.status.phase in ['Completed', 'Failed']",
+                    "messageExpression": format!("'{operator} may delete only finished executions, not one in phase ' + (has(oldObject.status) && has(oldObject.status.phase) ? oldObject.status.phase : 'Pending')"),
+                    "reason": "Forbidden",
+                }],
+            },
+        }),
+        json!({
+            "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+            "metadata": { "name": HISTORY_POLICY, "labels": common },
+            "spec": { "policyName": HISTORY_POLICY, "validationActions": ["Deny"] },
         }),
     ];
     yaml_docs(

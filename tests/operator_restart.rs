@@ -298,3 +298,63 @@ async fn a_namespace_with_a_running_execution_deletes_once_the_operator_runs() {
     .await
     .expect("the cancelled execution's Job is deleted");
 }
+
+/// `job_completion_duration_seconds` is observed once per Job, also by an
+/// operator that adopted the running Job after a crash (from the Job's own
+/// timestamps): the adopting operator's histogram counts exactly the one
+/// Job it saw finish.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_adopted_after_a_crash_is_measured_once() {
+    let _serial = exclusive().await;
+    let env = env();
+    let client = env.client().await.expect("client");
+    let ns = namespace(&client, "measured").await;
+    // Its pods never schedule: the scale runs until its deadline.
+    deployment(&client, &ns, "stuck", 1, json!({}), false).await;
+    let mut first = start_operator(env, "operator-measured-1", &[]).await;
+    let mut s = spec(
+        "ScaleDeployment",
+        "Deployment",
+        "stuck",
+        None,
+        &[("replicas", "2")],
+    );
+    s.timeout = Some("20s".into());
+    create(&client, &ns, "slow", s).await;
+    let api: Api<KubernetesExecution> = Api::namespaced(client.clone(), &ns);
+    eventually("executing", WAIT, || async {
+        Ok(api.get("slow").await?.phase() == Phase::Executing)
+    })
+    .await
+    .expect("the Job runs");
+    first.proc.signal("KILL").expect("SIGKILL operator");
+
+    let second = start_operator(env, "operator-measured-2", &[]).await;
+    let done = wait_terminal(&client, &ns, "slow").await;
+    assert_eq!(phase(&done), Phase::Failed, "{:?}", done.status);
+    // The action gives up on the rollout (JobFailed) or the deadline hits (Timeout).
+    assert!(
+        [reasons::JOB_FAILED, reasons::TIMEOUT].contains(&reason(&done).as_str()),
+        "{:?}",
+        done.status
+    );
+    let (_, text) = http_get(&second.metrics, "/metrics")
+        .await
+        .expect("metrics");
+    let samples = kubernetes_executor_loadtest::promtext::parse(&text);
+    let count = kubernetes_executor_loadtest::promtext::sum(
+        &samples,
+        "job_completion_duration_seconds_count",
+        &[],
+    );
+    assert_eq!(count, 1.0, "observed once by the adopting operator");
+    let sum = kubernetes_executor_loadtest::promtext::sum(
+        &samples,
+        "job_completion_duration_seconds_sum",
+        &[],
+    );
+    assert!(
+        (15.0..120.0).contains(&sum),
+        "from the Job's timestamps (created before the crash): {sum} s"
+    );
+}

@@ -25,6 +25,8 @@ pub struct Settings {
     /// Namespaces (names, or prefixes ending in `*`) whose executions may
     /// carry inline Rego conditions; empty (the default): none may.
     pub inline_conditions: Vec<String>,
+    /// How long finished executions are kept (history clean-up).
+    pub history: crate::history::HistoryPolicy,
 }
 
 /// Shared context of the actor tree.

@@ -24,6 +24,7 @@ pub mod duration;
 pub mod execution;
 pub mod grants;
 pub mod health;
+pub mod history;
 pub mod job;
 pub mod job_watcher;
 pub mod k8s;

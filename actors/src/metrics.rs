@@ -54,6 +54,9 @@ pub struct Metrics {
     pub api_requests: IntCounterVec,
     /// `kubernetes_executor_message_handling_seconds{actor}`.
     pub message_handling: HistogramVec,
+    /// `kubernetes_executor_executions_collected_total{why}`: finished
+    /// executions deleted by the history clean-up (`ttl`, `limit`).
+    pub executions_collected: IntCounterVec,
     /// `kubernetes_executor_build_info{version}`: always 1.
     pub build_info: IntGaugeVec,
     /// `kubernetes_executor_is_leader`: 1 while this replica leads.
@@ -71,6 +74,13 @@ pub const ACTOR_KINDS: &[&str] = &[
     "execution",
     "postconditions",
 ];
+
+/// The safety package and its deny rule as metrics label them (the same
+/// strings as `policy::SAFETY_PACKAGE` and `policy::DENY_RULE_NAME`; a test
+/// there checks: metrics sits below policy in the module layers).
+pub const SAFETY_PACKAGE: &str = "kubernetes_executor.safety";
+/// See [`SAFETY_PACKAGE`].
+pub const SAFETY_DENY_RULE: &str = "kubernetes_executor.safety.deny";
 
 /// Values of `api_requests_total{outcome}`.
 pub const API_OUTCOMES: &[&str] = &["2xx", "429", "4xx", "5xx", "error"];
@@ -199,6 +209,11 @@ impl Metrics {
                 &["actor"],
                 LATENCY_BUCKETS,
             )?,
+            executions_collected: c(
+                "kubernetes_executor_executions_collected_total",
+                "Finished executions deleted by the history clean-up, by why (ttl, limit)",
+                &["why"],
+            )?,
             build_info: IntGaugeVec::new(
                 Opts::new(
                     "kubernetes_executor_build_info",
@@ -237,6 +252,8 @@ impl Metrics {
         m.registry.register(Box::new(m.api_requests.clone()))?;
         m.registry.register(Box::new(m.message_handling.clone()))?;
         m.registry.register(Box::new(m.build_info.clone()))?;
+        m.registry
+            .register(Box::new(m.executions_collected.clone()))?;
         m.registry.register(Box::new(m.is_leader.clone()))?;
         m.init_series();
         // process_resident_memory_bytes, process_cpu_seconds_total, ...: the
@@ -256,6 +273,9 @@ impl Metrics {
         self.build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
+        for why in ["ttl", "limit"] {
+            self.executions_collected.with_label_values(&[why]);
+        }
         for k in ACTOR_KINDS {
             self.live_actors.with_label_values(&[k]);
             self.actor_restarts.with_label_values(&[k]);
@@ -294,14 +314,13 @@ impl Metrics {
             self.api_requests
                 .with_label_values(&["patch", "kubernetesexecutions/status", outcome]);
         }
-        use crate::policy::{DENY_RULE_NAME, SAFETY_PACKAGE};
         self.policy_evaluation_duration
             .with_label_values(&[SAFETY_PACKAGE]);
         self.policy_evaluation_errors
             .with_label_values(&[SAFETY_PACKAGE]);
         for a in crate::catalog::CATALOG {
             self.policy_denials
-                .with_label_values(&[DENY_RULE_NAME, a.name]);
+                .with_label_values(&[SAFETY_DENY_RULE, a.name]);
         }
     }
 

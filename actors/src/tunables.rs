@@ -32,6 +32,11 @@ pub const VERIFIER_MAX_RESTARTS: u32 = 3;
 /// How long the supervisor remembers that an execution's actor finished,
 /// to ignore watch events that lag behind the actor's own final write.
 pub const FINISHED_MEMORY: Duration = Duration::from_secs(600);
+/// How often finished executions past their TTL or history limit are
+/// deleted (a TTL is honoured within this much).
+pub const HISTORY_SWEEP: Duration = Duration::from_secs(5);
+/// At most this many finished executions are deleted per sweep (20/s).
+pub const HISTORY_BATCH: usize = 100;
 /// How long a caller waits for a restarting singleton to come back.
 pub const PEER_RESOLVE_WAIT: Duration = Duration::from_secs(10);
 /// How often it looks.

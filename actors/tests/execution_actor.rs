@@ -216,6 +216,7 @@ async fn run(prefix: &str, violations: Vec<String>) -> (Seen, Arc<ActorRegistry>
             timeout_grace: Duration::from_secs(30),
             chaos: false,
             inline_conditions: vec![],
+            history: Default::default(),
         },
         metrics: Arc::new(Metrics::new().expect("metrics")),
         health: Arc::new(Health::default()),

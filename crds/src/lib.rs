@@ -158,6 +158,15 @@ pub struct KubernetesExecutionSpec {
     #[schemars(range(min = 0))]
     pub step_number: Option<i32>,
 
+    /// Seconds to keep this execution once it finished; then the operator
+    /// deletes it (like a Job's `ttlSecondsAfterFinished`). Absent: the
+    /// operator's `--finished-ttl` and `--finished-history-limit`, which do
+    /// not apply to executions owned by another object (a workflow's steps
+    /// go when their workflow goes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub ttl_seconds_after_finished: Option<i32>,
+
     /// Who asked for this execution. Written by the API server on create
     /// (the `kubernetes-executor-requester` MutatingAdmissionPolicy) from the
     /// authenticated user of the request: whatever a client sends here is
@@ -229,6 +238,7 @@ impl KubernetesExecutionSpec {
             workflow_execution_ref: None,
             on_target_busy: None,
             step_number: None,
+            ttl_seconds_after_finished: None,
             requester: None,
         }
     }

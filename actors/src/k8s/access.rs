@@ -26,6 +26,9 @@ pub mod admission {
     pub const AUTHORIZE_POLICY: &str = "kubernetes-executor-authorize";
     /// Limits the bindings the operator's identity may make.
     pub const GRANTS_POLICY: &str = "kubernetes-executor-grants";
+    /// The operator's identity may delete only finished executions (its
+    /// history clean-up).
+    pub const HISTORY_POLICY: &str = "kubernetes-executor-history";
 }
 
 /// Whether the admission policies (and their bindings) are installed and enforcing.
@@ -182,7 +185,11 @@ impl KubeApi {
                 admission::REQUESTER_POLICY
             ));
         }
-        for name in [admission::AUTHORIZE_POLICY, admission::GRANTS_POLICY] {
+        for name in [
+            admission::AUTHORIZE_POLICY,
+            admission::GRANTS_POLICY,
+            admission::HISTORY_POLICY,
+        ] {
             let policy: Option<ValidatingAdmissionPolicy> =
                 present(self, name, &mut problems).await;
             let binding: Option<ValidatingAdmissionPolicyBinding> =

@@ -231,4 +231,31 @@ impl KubeApi {
             .map_err(|e| ApiError::classify(format!("list pods {ns}/{selector}"), e))?
             .items)
     }
+
+    /// Deletes a finished execution (history clean-up), only if it is still
+    /// the object `uid` names (a re-created one of the same name is not
+    /// touched); absent is fine.
+    pub async fn delete_finished_execution(
+        &self,
+        ns: &str,
+        name: &str,
+        uid: &str,
+    ) -> ApiResult<()> {
+        let api = self.executions(ns);
+        let params = kube::api::DeleteParams {
+            preconditions: Some(kube::api::Preconditions {
+                uid: Some(uid.to_string()),
+                resource_version: None,
+            }),
+            ..Default::default()
+        };
+        match api.delete(name, &params).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
+            Err(e) => Err(ApiError::classify(
+                format!("delete execution {ns}/{name}"),
+                e,
+            )),
+        }
+    }
 }

@@ -245,3 +245,26 @@ fn malformed_policy_names_file_and_line() {
         "names the line: {err}"
     );
 }
+
+#[test]
+fn metrics_label_the_safety_policy_as_the_policy_module_names_it() {
+    assert_eq!(crate::metrics::SAFETY_PACKAGE, super::SAFETY_PACKAGE);
+    assert_eq!(crate::metrics::SAFETY_DENY_RULE, super::DENY_RULE_NAME);
+    assert_eq!(
+        super::DENY_RULE,
+        format!("data.{}", super::DENY_RULE_NAME),
+        "the rule evaluated is the rule named"
+    );
+    assert_eq!(
+        super::deciding_rule(&[super::NOT_ALLOWED.to_string()]),
+        super::ALLOW_RULE_NAME
+    );
+    assert_eq!(
+        super::deciding_rule(&[super::FAIL_CLOSED.to_string()]),
+        super::FAIL_CLOSED_NAME
+    );
+    assert_eq!(
+        super::deciding_rule(&["replicas too high".to_string()]),
+        super::DENY_RULE_NAME
+    );
+}

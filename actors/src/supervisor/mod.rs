@@ -18,42 +18,15 @@ use crate::context::Ctx;
 use crate::execution::{ExecutionActor, ExecutionArgs, ExecutionMsg, ExecutionRef, FINISHED};
 use crate::k8s::watch::{Change, watch};
 
+mod finished;
 mod recovery;
 use crate::registry::{Lifecycle, post, post_after};
 use crate::tunables::{
     EXECUTION_MAX_RESTARTS as MAX_RESTARTS, EXECUTION_RESTART_BACKOFF,
-    EXECUTION_RESTART_WINDOW as RESTART_WINDOW, FINISHED_MEMORY,
+    EXECUTION_RESTART_WINDOW as RESTART_WINDOW,
 };
+use finished::Finished;
 use recovery::{abandon, decode};
-
-/// UIDs of executions whose actor finished, remembered for
-/// [`FINISHED_MEMORY`] (bounded by the rate executions finish at).
-#[derive(Default)]
-struct Finished {
-    uids: HashSet<String>,
-    order: std::collections::VecDeque<(Instant, String)>,
-}
-
-impl Finished {
-    fn insert(&mut self, uid: String) {
-        let now = Instant::now();
-        while let Some((at, _)) = self.order.front() {
-            if now.duration_since(*at) < FINISHED_MEMORY {
-                break;
-            }
-            if let Some((_, old)) = self.order.pop_front() {
-                self.uids.remove(&old);
-            }
-        }
-        if self.uids.insert(uid.clone()) {
-            self.order.push_back((now, uid));
-        }
-    }
-
-    fn contains(&self, uid: &str) -> bool {
-        self.uids.contains(uid)
-    }
-}
 
 /// Messages of the SupervisorActor.
 pub enum SupervisorMsg {
@@ -62,6 +35,8 @@ pub enum SupervisorMsg {
     Watch(Box<Change<DynamicObject>>),
     /// Test hook (chaos only): fail now.
     Chaos,
+    /// Delete finished executions past their TTL or history limit.
+    SweepHistory,
     /// Restart the actor of `ns/name` (after a backoff).
     Respawn {
         /// Namespace.
@@ -94,6 +69,9 @@ pub struct SupervisorState {
     finished: Finished,
     restarts: HashMap<String, RestartRecord>,
     init_keys: Option<HashSet<String>>,
+    /// Finished executions present, for history clean-up.
+    history: crate::history::History,
+    sweeps: tokio::task::JoinHandle<()>,
     watch: tokio::task::JoinHandle<()>,
     resource: kube::core::ApiResource,
     life: Lifecycle,
@@ -220,6 +198,12 @@ impl Actor for SupervisorActor {
             myself.clone(),
             |c| Some(SupervisorMsg::Watch(Box::new(c))),
         );
+        let sweeps = crate::registry::post_every(
+            &ctx.registry,
+            &myself,
+            crate::tunables::HISTORY_SWEEP,
+            || SupervisorMsg::SweepHistory,
+        );
         let name = myself.get_name().unwrap_or_default();
         let parent = ctx.peers.root();
         let life = Lifecycle::enter(
@@ -237,6 +221,8 @@ impl Actor for SupervisorActor {
             finished: Finished::default(),
             restarts: HashMap::new(),
             init_keys: None,
+            history: crate::history::History::default(),
+            sweeps,
             watch,
             resource,
             life,
@@ -249,6 +235,7 @@ impl Actor for SupervisorActor {
         state: &mut SupervisorState,
     ) -> Result<(), ActorProcessingErr> {
         state.watch.abort();
+        state.sweeps.abort();
         state.ctx.health.set_watch_synced(false);
         // A clean stop: each execution actor finishes the message it is
         // handling (a status write, a grant revocation) and ends its span
@@ -283,6 +270,7 @@ impl Actor for SupervisorActor {
                         ));
                     }
                     if let Some(exec) = decode(&state.ctx.api, &state.resource, o).await {
+                        state.history.observe(&exec);
                         state.ensure(&myself, exec).await;
                     }
                 }
@@ -303,6 +291,7 @@ impl Actor for SupervisorActor {
                 }
                 Change::Applied(o) => {
                     if let Some(exec) = decode(&state.ctx.api, &state.resource, o).await {
+                        state.history.observe(&exec);
                         state.ensure(&myself, exec).await;
                     }
                 }
@@ -314,6 +303,10 @@ impl Actor for SupervisorActor {
                     );
                     state.stop_child(&key, "execution deleted");
                     state.restarts.remove(&key);
+                    state.history.forget(
+                        o.metadata.namespace.as_deref().unwrap_or_default(),
+                        o.metadata.name.as_deref().unwrap_or_default(),
+                    );
                     let had_job = o
                         .data
                         .get("status")
@@ -347,6 +340,7 @@ impl Actor for SupervisorActor {
                 }
                 Change::Failed(_) => {}
             },
+            SupervisorMsg::SweepHistory => finished::sweep_history(state).await,
             SupervisorMsg::Respawn { ns, name } => {
                 match crate::k8s::retry_for(crate::tunables::SHORT_PATIENCE, || {
                     state.ctx.api.get_execution(&ns, &name)

@@ -107,11 +107,14 @@ impl ControlPlane {
                 (Some(t), p)
             }
         };
-        let pki = Pki::write(&dir.join("pki"))?;
         let mut last_err = None;
-        // A port picked as free can be taken before the process binds it;
-        // try a few times with fresh ports.
+        // A port picked as free can be taken before the process binds it
+        // (and kwok 0.7 sometimes dies of a concurrent map write at start);
+        // try a few times with fresh ports. A failed attempt's etcd watchdog
+        // removes a temporary state dir: each attempt recreates it.
         for _ in 0..3 {
+            std::fs::create_dir_all(&dir)?;
+            let pki = Pki::write(&dir.join("pki"))?;
             let mut cp = ControlPlane {
                 _tmp: None,
                 temp_state: tmp.is_some(),
@@ -119,7 +122,7 @@ impl ControlPlane {
                 bin_dir: bin_dir.clone(),
                 server: String::new(),
                 kubeconfig: dir.join("admin.kubeconfig"),
-                pki: pki.clone(),
+                pki,
                 procs: Mutex::new(Vec::new()),
             };
             match cp.boot(&opts).await {

@@ -112,6 +112,14 @@ type KubernetesExecutionSpec struct {
 	// +optional
 	StepNumber *int32 `json:"stepNumber,omitempty"`
 
+	// Seconds to keep this execution once it finished; then the operator
+	// deletes it. Absent: the operator's --finished-ttl and
+	// --finished-history-limit, which spare executions owned by another
+	// object (a workflow's steps go when their workflow goes).
+	// +kubebuilder:validation:Minimum=0
+	// +optional
+	TTLSecondsAfterFinished *int32 `json:"ttlSecondsAfterFinished,omitempty"`
+
 	// Who asked. Written by the API server on create from the authenticated
 	// user of the request; whatever a client sends is overwritten.
 	// +optional

@@ -226,6 +226,11 @@ func (in *KubernetesExecutionSpec) DeepCopyInto(out *KubernetesExecutionSpec) {
 		*out = new(int32)
 		**out = **in
 	}
+	if in.TTLSecondsAfterFinished != nil {
+		in, out := &in.TTLSecondsAfterFinished, &out.TTLSecondsAfterFinished
+		*out = new(int32)
+		**out = **in
+	}
 	if in.Requester != nil {
 		in, out := &in.Requester, &out.Requester
 		*out = new(Requester)

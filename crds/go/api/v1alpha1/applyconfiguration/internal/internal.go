@@ -160,6 +160,9 @@ var schemaYAML = typed.YAMLObject(`types:
     - name: timeout
       type:
         namedType: io.k8s.apimachinery.pkg.apis.meta.v1.Duration
+    - name: ttlSecondsAfterFinished
+      type:
+        scalar: numeric
     - name: workflowExecutionRef
       type:
         namedType: io.k8s.api.core.v1.ObjectReference

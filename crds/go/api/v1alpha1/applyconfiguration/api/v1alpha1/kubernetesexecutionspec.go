@@ -48,6 +48,11 @@ type KubernetesExecutionSpecApplyConfiguration struct {
 	OnTargetBusy *apiv1alpha1.TargetBusyPolicy `json:"onTargetBusy,omitempty"`
 	// Position of this execution within its workflow.
 	StepNumber *int32 `json:"stepNumber,omitempty"`
+	// Seconds to keep this execution once it finished; then the operator
+	// deletes it. Absent: the operator's --finished-ttl and
+	// --finished-history-limit, which spare executions owned by another
+	// object (a workflow's steps go when their workflow goes).
+	TTLSecondsAfterFinished *int32 `json:"ttlSecondsAfterFinished,omitempty"`
 	// Who asked. Written by the API server on create from the authenticated
 	// user of the request; whatever a client sends is overwritten.
 	Requester *RequesterApplyConfiguration `json:"requester,omitempty"`
@@ -186,6 +191,14 @@ func (b *KubernetesExecutionSpecApplyConfiguration) WithOnTargetBusy(value apiv1
 // If called multiple times, the StepNumber field is set to the value of the last call.
 func (b *KubernetesExecutionSpecApplyConfiguration) WithStepNumber(value int32) *KubernetesExecutionSpecApplyConfiguration {
 	b.StepNumber = &value
+	return b
+}
+
+// WithTTLSecondsAfterFinished sets the TTLSecondsAfterFinished field in the declarative configuration to the given value
+// and returns the receiver, so that objects can be built by chaining "With" function invocations.
+// If called multiple times, the TTLSecondsAfterFinished field is set to the value of the last call.
+func (b *KubernetesExecutionSpecApplyConfiguration) WithTTLSecondsAfterFinished(value int32) *KubernetesExecutionSpecApplyConfiguration {
+	b.TTLSecondsAfterFinished = &value
 	return b
 }
 
