@@ -423,6 +423,27 @@ async fn scale_runs_one_least_privilege_job_and_completes() {
         ua.contains(&format!("execution {uid}")),
         "User-Agent names the execution: {ua}"
     );
+    // Every status write of this execution too (one shared client: the
+    // User-Agent comes from the execution's span, per request).
+    let agents: Vec<String> = audit
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| {
+            e["objectRef"]["resource"] == "kubernetesexecutions"
+                && e["objectRef"]["subresource"] == "status"
+                && e["objectRef"]["namespace"] == ns.as_str()
+                && e["objectRef"]["name"] == "scale-web"
+                && e["verb"] == "patch"
+        })
+        .map(|e| e["userAgent"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert!(agents.len() >= 3, "status writes audited: {agents:?}");
+    assert!(
+        agents
+            .iter()
+            .all(|a| a.contains(&format!("execution {uid}"))),
+        "every status write names the execution: {agents:?}"
+    );
 
     // The just-in-time RoleBinding is gone once the execution ended.
     let rbs: Api<k8s_openapi::api::rbac::v1::RoleBinding> = Api::namespaced(client.clone(), &ns);

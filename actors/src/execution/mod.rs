@@ -136,7 +136,7 @@ impl Actor for ExecutionActor {
         let exec = args.exec;
         // Requests made for this execution carry its UID in the User-Agent.
         let ctx: Ctx = Arc::new(Context {
-            api: args.ctx.api.for_execution(&exec.uid().unwrap_or_default()),
+            api: args.ctx.api.for_execution(),
             ..(*args.ctx).clone()
         });
         let status = exec.status.clone().unwrap_or_default();
@@ -161,6 +161,8 @@ impl Actor for ExecutionActor {
         if let Some(id) = crate::trace::trace_id_of(&span) {
             span.record("trace_id", tracing::field::display(id));
         }
+        // Requests made in this span carry the execution's User-Agent.
+        crate::k8s::clients::tag_span(&span, &exec.uid().unwrap_or_default());
         let machine = MachineState {
             phase: status.phase.unwrap_or_default(),
             deleting: false,

@@ -48,6 +48,9 @@ pub struct VerifierState {
     deadline: Instant,
     delay: Duration,
     life: Lifecycle,
+    /// Its own root span (not the execution's: see `spawn_verifier`),
+    /// marked with the execution's User-Agent for the requests it makes.
+    span: tracing::Span,
 }
 
 /// The VerifierActor.
@@ -89,6 +92,9 @@ impl Actor for VerifierActor {
             Some(args.exec.key()),
         );
         post(&ctx.registry, &myself, VerifierMsg::Poll);
+        let span =
+            tracing::info_span!(parent: None, "postconditions", execution = %args.exec.key());
+        crate::k8s::clients::tag_span(&span, &args.exec.uid().unwrap_or_default());
         let mut state = VerifierState {
             args,
             index: 0,
@@ -96,6 +102,7 @@ impl Actor for VerifierActor {
             deadline: Instant::now(),
             delay: Duration::from_millis(500),
             life,
+            span,
         };
         state.start_condition();
         Ok(state)
@@ -119,19 +126,21 @@ impl Actor for VerifierActor {
         let Some(c) = a.post.get(state.index).cloned() else {
             return Ok(());
         };
-        let r =
-            match condition_input(&a.ctx, &a.exec, &a.validated, &Default::default(), None).await {
-                Ok(input) => evaluate_once(&a.ctx, &c, &input, ConditionPhase::Post).await,
-                Err(e) => ConditionResult {
-                    name: c.name.clone(),
-                    phase: ConditionPhase::Post,
-                    passed: false,
-                    required: c.required,
-                    outcome: Some(crate::decide::ConditionVerdict::Inconclusive.to_string()),
-                    message: Some(format!("cannot read cluster state: {e}")),
-                    evaluated_at: Some(now()),
-                },
-            };
+        let gathered = condition_input(&a.ctx, &a.exec, &a.validated, &Default::default(), None)
+            .instrument(state.span.clone())
+            .await;
+        let r = match gathered {
+            Ok(input) => evaluate_once(&a.ctx, &c, &input, ConditionPhase::Post).await,
+            Err(e) => ConditionResult {
+                name: c.name.clone(),
+                phase: ConditionPhase::Post,
+                passed: false,
+                required: c.required,
+                outcome: Some(crate::decide::ConditionVerdict::Inconclusive.to_string()),
+                message: Some(format!("cannot read cluster state: {e}")),
+                evaluated_at: Some(now()),
+            },
+        };
         let registry = a.ctx.registry.clone();
         if r.passed || Instant::now() + state.delay > state.deadline {
             state.results.push(r);

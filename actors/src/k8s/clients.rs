@@ -1,9 +1,17 @@
-//! Which execution an API request is made for. Every ExecutionActor gets its
-//! own `kube::Client` whose requests carry `User-Agent: kubernetes-executor/<v>
-//! (execution <uid>)`, so API server audit logs tie requests to executions.
-//! The per-execution clients share one underlying service stack (one
-//! connection pool, one auth refresher): each adds only a header-stamping
-//! layer and kube's small request buffer.
+//! Which execution an API request is made for. Requests made for an
+//! execution carry `User-Agent: kubernetes-executor/<v> (execution <uid>)`,
+//! so API server audit logs tie requests to executions.
+//!
+//! One shared client serves every execution (one connection pool, one auth
+//! refresher, one request buffer): the User-Agent is set per request from
+//! the execution's tracing span, which [`tag_span`] marks with it. tower's
+//! buffer carries the caller's span to the worker that sends the request,
+//! so the header-stamping layer finds the mark on the current span or an
+//! ancestor. A request made outside a marked span (a task spawned without
+//! the span) carries the operator's plain User-Agent. This needs the
+//! `tracing_subscriber` registry as the global subscriber and the execution
+//! span enabled (the operator's filters keep `info` spans of the actors
+//! crate on).
 
 use std::marker::PhantomData;
 use std::sync::{Arc, Mutex};
@@ -17,6 +25,7 @@ use kube::client::{Body, ClientBuilder};
 use tower::buffer::Buffer;
 use tower::util::BoxCloneService;
 use tower::{BoxError, Service, ServiceExt};
+use tracing_subscriber::registry::LookupSpan;
 
 /// Product token of every User-Agent the operator sends.
 pub const PRODUCT: &str = concat!("kubernetes-executor/", env!("CARGO_PKG_VERSION"));
@@ -58,6 +67,45 @@ pub struct Clients {
     default_ns: String,
     requests: Option<prometheus::IntCounterVec>,
     execution_limit: Option<Arc<tokio::sync::Semaphore>>,
+    /// The one client of every execution (built on first use).
+    executions: Arc<std::sync::OnceLock<kube::Client>>,
+}
+
+/// An execution's User-Agent, kept in its span's extensions.
+#[derive(Clone)]
+struct ExecutionAgent(HeaderValue);
+
+/// The User-Agent naming execution `uid`.
+pub fn execution_agent(uid: &str) -> String {
+    format!("{PRODUCT} (execution {uid})")
+}
+
+/// Marks `span` (an execution's) so that requests made inside it — or inside
+/// its children — carry the execution's User-Agent. No-op when the span is
+/// disabled or the subscriber is not the `tracing_subscriber` registry.
+pub fn tag_span(span: &tracing::Span, uid: &str) {
+    let Ok(value) = HeaderValue::from_str(&execution_agent(uid)) else {
+        return;
+    };
+    span.with_subscriber(|(id, dispatch)| {
+        if let Some(registry) = dispatch.downcast_ref::<tracing_subscriber::Registry>()
+            && let Some(data) = registry.span(id)
+        {
+            data.extensions_mut().insert(ExecutionAgent(value));
+        }
+    });
+}
+
+/// The User-Agent marked on the current span or its nearest ancestor.
+fn current_agent() -> Option<HeaderValue> {
+    tracing::Span::current()
+        .with_subscriber(|(id, dispatch)| {
+            let registry = dispatch.downcast_ref::<tracing_subscriber::Registry>()?;
+            let span = registry.span(id)?;
+            span.scope()
+                .find_map(|s| s.extensions().get::<ExecutionAgent>().map(|a| a.0.clone()))
+        })
+        .flatten()
 }
 
 /// The resource a request path addresses (`/api/v1/namespaces/a/pods/b` →
@@ -133,6 +181,7 @@ impl Clients {
             default_ns,
             requests: None,
             execution_limit: None,
+            executions: Arc::default(),
         })
     }
 
@@ -155,11 +204,15 @@ impl Clients {
 
     /// A client whose requests carry `user_agent`.
     pub fn with_user_agent(&self, user_agent: &str) -> kube::Client {
-        self.client(user_agent, None)
+        let value = HeaderValue::from_str(user_agent).unwrap_or(HeaderValue::from_static(PRODUCT));
+        self.client(move || value.clone(), None)
     }
 
-    fn client(&self, user_agent: &str, limit: Option<Arc<tokio::sync::Semaphore>>) -> kube::Client {
-        let value = HeaderValue::from_str(user_agent).unwrap_or(HeaderValue::from_static(PRODUCT));
+    fn client(
+        &self,
+        agent: impl Fn() -> HeaderValue + Clone + Send + Sync + 'static,
+        limit: Option<Arc<tokio::sync::Semaphore>>,
+    ) -> kube::Client {
         let base = self.shared.lock().map(|s| s.clone());
         let base = match base {
             Ok(b) => b,
@@ -167,7 +220,7 @@ impl Clients {
         };
         let counter = self.requests.clone();
         let svc = base.map_request(move |mut req: Request<Body>| {
-            req.headers_mut().insert(USER_AGENT, value.clone());
+            req.headers_mut().insert(USER_AGENT, agent());
             req
         });
         let svc = Counted {
@@ -188,12 +241,18 @@ impl Clients {
         self.with_user_agent(PRODUCT)
     }
 
-    /// The client for requests made for execution `uid`.
-    pub fn for_execution(&self, uid: &str) -> kube::Client {
-        self.client(
-            &format!("{PRODUCT} (execution {uid})"),
-            self.execution_limit.clone(),
-        )
+    /// The one client for requests made for executions: each request's
+    /// User-Agent names the execution whose span ([`tag_span`]) it is made
+    /// in; requests share the execution concurrency limit.
+    pub fn executions(&self) -> kube::Client {
+        self.executions
+            .get_or_init(|| {
+                self.client(
+                    || current_agent().unwrap_or(HeaderValue::from_static(PRODUCT)),
+                    self.execution_limit.clone(),
+                )
+            })
+            .clone()
     }
 }
 
@@ -314,8 +373,24 @@ mod tests {
 
     #[tokio::test]
     async fn requests_for_an_execution_carry_its_uid() {
-        let ua = captured_user_agent(|c| c.for_execution("0b5c7e1a-uid")).await;
+        use tracing::Instrument;
+        // (A current-thread runtime: the thread's default subscriber is the
+        // one the buffer's worker task sees too.)
+        let _subscriber = tracing::subscriber::set_default(tracing_subscriber::Registry::default());
+        let span = tracing::info_span!("execution");
+        tag_span(&span, "0b5c7e1a-uid");
+        let ua = captured_user_agent(|c| c.executions())
+            .instrument(span.clone())
+            .await;
         assert_eq!(ua, format!("{PRODUCT} (execution 0b5c7e1a-uid)"));
+        // A child span (a phase transition) inherits it.
+        let child = tracing::info_span!(parent: &span, "transition");
+        let ua = captured_user_agent(|c| c.executions())
+            .instrument(child)
+            .await;
+        assert_eq!(ua, format!("{PRODUCT} (execution 0b5c7e1a-uid)"));
+        // Outside an execution's span: the operator's User-Agent.
+        assert_eq!(captured_user_agent(|c| c.executions()).await, PRODUCT);
         assert_eq!(captured_user_agent(|c| c.operator()).await, PRODUCT);
     }
 }

@@ -167,13 +167,14 @@ impl KubeApi {
         api
     }
 
-    /// The facade for requests made for execution `uid`: its User-Agent
-    /// carries the UID (same connection pool). Without shared clients, self.
-    pub fn for_execution(&self, uid: &str) -> KubeApi {
+    /// The facade for requests made for executions: one shared client whose
+    /// requests carry the User-Agent of the execution whose span they are
+    /// made in ([`clients::tag_span`]); an execution's own Event recorder.
+    /// Without shared clients, self.
+    pub fn for_execution(&self) -> KubeApi {
         match &self.clients {
             Some(c) => {
-                let mut api =
-                    KubeApi::new(c.for_execution(uid), &self.namespace, self.instance.clone());
+                let mut api = KubeApi::new(c.executions(), &self.namespace, self.instance.clone());
                 api.clients = self.clients.clone();
                 api
             }
