@@ -196,7 +196,10 @@ fn main() -> Result<()> {
                     binary,
                     repo,
                     name: "operator".into(),
-                    extra: Vec::new(),
+                    // History clean-up off: a run's executions stay for the
+                    // harness to count, and its deletes do not skew the
+                    // request counts.
+                    extra: vec!["--finished-history-limit".into(), "0".into()],
                     log_filter: args.operator_log.clone(),
                 },
                 proc: None,
