@@ -93,9 +93,15 @@ fn http_client() -> anyhow::Result<reqwest::blocking::Client> {
 /// `service`: the service name unless the environment gives one.
 pub fn init(format: &str, endpoint: Option<&str>, service: &str) -> anyhow::Result<Telemetry> {
     use std::io::IsTerminal;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        EnvFilter::new("info,kube=warn,tower=warn,hyper=warn,opentelemetry=warn,reqwest=warn")
-    });
+    use tracing_subscriber::Registry;
+    // Per-layer filters: RUST_LOG decides what is logged and exported, but
+    // the actors crate's spans are always recorded — an execution's span
+    // carries the User-Agent its API requests are stamped with.
+    let filter = || {
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+            EnvFilter::new("info,kube=warn,tower=warn,hyper=warn,opentelemetry=warn,reqwest=warn")
+        })
+    };
     let json = match format {
         "json" => true,
         "text" => false,
@@ -107,7 +113,16 @@ pub fn init(format: &str, endpoint: Option<&str>, service: &str) -> anyhow::Resu
     } else {
         fmt.boxed()
     };
-    let (otel, provider) = match traces_endpoint(endpoint) {
+    let mut layers: Vec<Box<dyn Layer<Registry> + Send + Sync>> =
+        vec![fmt.with_filter(filter()).boxed()];
+    layers.push(
+        tracing_subscriber::layer::Identity::new()
+            .with_filter(tracing_subscriber::filter::filter_fn(|m| {
+                m.is_span() && m.target().starts_with("kubernetes_executor_actors")
+            }))
+            .boxed(),
+    );
+    let provider = match traces_endpoint(endpoint) {
         Some(url) => {
             let exporter = opentelemetry_otlp::SpanExporter::builder()
                 .with_http()
@@ -126,18 +141,17 @@ pub fn init(format: &str, endpoint: Option<&str>, service: &str) -> anyhow::Resu
                 .with_resource(resource)
                 .build();
             let tracer = provider.tracer("kubernetes-executor");
-            (
-                Some(tracing_opentelemetry::layer().with_tracer(tracer)),
-                Some(provider),
-            )
+            layers.push(
+                tracing_opentelemetry::layer()
+                    .with_tracer(tracer)
+                    .with_filter(filter())
+                    .boxed(),
+            );
+            Some(provider)
         }
-        None => (None, None),
+        None => None,
     };
-    tracing_subscriber::registry()
-        .with(filter)
-        .with(fmt)
-        .with(otel)
-        .try_init()?;
+    tracing_subscriber::registry().with(layers).try_init()?;
     Ok(Telemetry { provider })
 }
 

@@ -170,7 +170,15 @@ async fn one_image_override_changes_the_operator_and_its_jobs() {
     pods.create(&Default::default(), &pod)
         .await
         .expect("create pod");
-    let op = start_operator(env, "operator-image", &["--pod-name", "ke-image-probe"]).await;
+    // Quiet logs (RUST_LOG=warn): the per-execution User-Agent must not
+    // depend on the log level (checked in the audit log below).
+    let op = start_operator_with_env(
+        env,
+        "operator-image",
+        &["--pod-name", "ke-image-probe"],
+        &[("RUST_LOG", "warn")],
+    )
+    .await;
     let ns = namespace(&client, "image").await;
     deployment(&client, &ns, "web", 1, serde_json::json!({}), true).await;
     let e = create(
@@ -212,6 +220,23 @@ async fn one_image_override_changes_the_operator_and_its_jobs() {
         .and_then(|s| s.containers.into_iter().next())
         .and_then(|c| c.image);
     assert_eq!(job_image.as_deref(), Some(image.as_str()));
+    let audit = std::fs::read_to_string(env.audit_log()).expect("audit log");
+    let agent = audit
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|e| {
+            e["verb"] == "create"
+                && e["objectRef"]["resource"] == "jobs"
+                && e["requestObject"]["metadata"]["labels"]
+                    [kubernetes_executor_crds::labels::EXECUTION_UID]
+                    == uid.as_str()
+        })
+        .map(|e| e["userAgent"].as_str().unwrap_or_default().to_string())
+        .expect("the Job create is audited");
+    assert!(
+        agent.contains(&format!("execution {uid}")),
+        "with RUST_LOG=warn the User-Agent still names the execution: {agent}"
+    );
     drop(op);
     pods.delete("ke-image-probe", &Default::default())
         .await

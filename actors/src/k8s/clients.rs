@@ -10,8 +10,8 @@
 //! ancestor. A request made outside a marked span (a task spawned without
 //! the span) carries the operator's plain User-Agent. This needs the
 //! `tracing_subscriber` registry as the global subscriber and the execution
-//! span enabled (the operator's filters keep `info` spans of the actors
-//! crate on).
+//! span recorded: the operator's telemetry keeps the actors crate's spans
+//! whatever `RUST_LOG` says (per-layer filters).
 
 use std::marker::PhantomData;
 use std::sync::{Arc, Mutex};
