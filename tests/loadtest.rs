@@ -144,6 +144,11 @@ async fn a_mixed_load_is_fully_accounted_for_and_cleaned_up() {
         Some(&3.0),
         "{table}"
     );
+    // The API server's own latency, next to the operator's numbers.
+    let server = report.api_server.as_ref().expect("API server latency");
+    assert!(server.requests > 0.0, "{table}");
+    assert!(server.p99_ms.is_some_and(|p| p > 0.0), "{table}");
+    assert!(table.contains("API server (its /metrics"), "{table}");
     let during = report.operator.as_ref().expect("footprint while running");
     assert!(
         during.rss_peak_mib > 1.0 && during.live_actors_peak >= 1.0,

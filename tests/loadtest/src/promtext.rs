@@ -149,3 +149,51 @@ weird{a="q\"uote,d",b="x"} 5
         assert_eq!(histogram_quantile(&s, "absent", 0.5), None);
     }
 }
+
+/// `after − before` for every series of `name*` (counters and histogram
+/// buckets), matched by labels; series new in `after` count from 0. Series
+/// whose labels do not pass `keep` are left out.
+pub fn delta(
+    before: &[Sample],
+    after: &[Sample],
+    name: &str,
+    keep: impl Fn(&BTreeMap<String, String>) -> bool,
+) -> Vec<Sample> {
+    let old: BTreeMap<(&str, &BTreeMap<String, String>), f64> = before
+        .iter()
+        .filter(|s| s.name.starts_with(name))
+        .map(|s| ((s.name.as_str(), &s.labels), s.value))
+        .collect();
+    after
+        .iter()
+        .filter(|s| s.name.starts_with(name) && keep(&s.labels))
+        .map(|s| Sample {
+            value: s.value
+                - old
+                    .get(&(s.name.as_str(), &s.labels))
+                    .copied()
+                    .unwrap_or(0.0),
+            ..s.clone()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod delta_tests {
+    use super::*;
+
+    #[test]
+    fn deltas_subtract_matching_series_and_filter() {
+        let before =
+            parse("x_bucket{verb=\"GET\",le=\"1\"} 2\nx_bucket{verb=\"GET\",le=\"+Inf\"} 3\n");
+        let after = parse(
+            "x_bucket{verb=\"GET\",le=\"1\"} 5\nx_bucket{verb=\"GET\",le=\"+Inf\"} 9\nx_bucket{verb=\"WATCH\",le=\"+Inf\"} 4\n",
+        );
+        let d = delta(&before, &after, "x", |l| {
+            l.get("verb").map(String::as_str) != Some("WATCH")
+        });
+        assert_eq!(d.len(), 2);
+        assert_eq!(sum(&d, "x_bucket", &[("le", "1")]), 3.0);
+        assert_eq!(sum(&d, "x_bucket", &[("le", "+Inf")]), 6.0);
+    }
+}

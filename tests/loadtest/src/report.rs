@@ -196,6 +196,9 @@ pub struct Report {
     pub operator_after: Option<Footprint>,
     /// Upper bound of the p99 policy decision time (histogram bucket), ms.
     pub policy_eval_p99_ms: Option<f64>,
+    /// The API server's own request latency during the run (from its
+    /// /metrics), to tell operator cost from server cost.
+    pub api_server: Option<ApiServerLatency>,
     /// The targets.
     pub targets: Vec<TargetCheck>,
     /// How often the harness's execution watch had to list again (phases
@@ -220,6 +223,43 @@ pub fn offset_s(origin: Instant, t: Instant) -> f64 {
     }
 }
 
+/// The API server's request latency over the run
+/// (`apiserver_request_duration_seconds`, all clients, WATCH and CONNECT
+/// excluded; quantiles are histogram bucket bounds).
+#[derive(Clone, Debug, Serialize)]
+pub struct ApiServerLatency {
+    /// Requests served during the run.
+    pub requests: f64,
+    /// p50 upper bound, ms.
+    pub p50_ms: Option<f64>,
+    /// p99 upper bound, ms.
+    pub p99_ms: Option<f64>,
+    /// p99 upper bound of writes (POST, PUT, PATCH, DELETE), ms.
+    pub write_p99_ms: Option<f64>,
+}
+
+/// The API server's latency between two scrapes of its /metrics.
+pub fn api_server_latency(before: &[Sample], after: &[Sample]) -> ApiServerLatency {
+    const NAME: &str = "apiserver_request_duration_seconds";
+    let served = |l: &BTreeMap<String, String>| {
+        !matches!(l.get("verb").map(String::as_str), Some("WATCH" | "CONNECT"))
+    };
+    let d = promtext::delta(before, after, NAME, served);
+    let writes = promtext::delta(before, after, NAME, |l| {
+        matches!(
+            l.get("verb").map(String::as_str),
+            Some("POST" | "PUT" | "PATCH" | "DELETE")
+        )
+    });
+    let ms = |v: Option<f64>| v.map(|s| s * 1000.0);
+    ApiServerLatency {
+        requests: promtext::sum(&d, &format!("{NAME}_count"), &[]),
+        p50_ms: ms(promtext::histogram_quantile(&d, NAME, 0.5)),
+        p99_ms: ms(promtext::histogram_quantile(&d, NAME, 0.99)),
+        write_p99_ms: ms(promtext::histogram_quantile(&writes, NAME, 0.99)),
+    }
+}
+
 /// Inputs of [`build`] besides the tracks.
 pub struct Inputs {
     /// Setup.
@@ -238,6 +278,8 @@ pub struct Inputs {
     pub finished_at: Instant,
     /// How often the harness's execution watch re-listed.
     pub watch_relists: usize,
+    /// The API server's latency during the run.
+    pub api_server: Option<ApiServerLatency>,
 }
 
 /// Computes the report.
@@ -417,6 +459,7 @@ pub fn build(tracks: &BTreeMap<String, Track>, inp: Inputs) -> Report {
         floor_ratio,
         api,
         transitions,
+        api_server: inp.api_server,
         operator,
         operator_after,
         policy_eval_p99_ms,
@@ -681,6 +724,17 @@ impl Report {
                 f.latency_ms.p50,
                 f.latency_ms.p99,
                 self.floor_ratio.unwrap_or(0.0) * 100.0
+            );
+        }
+        if let Some(s) = &self.api_server {
+            let f = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("≤ {v:.0} ms"));
+            let _ = writeln!(
+                o,
+                "\nAPI server (its /metrics, all clients, WATCH excluded): {:.0} requests; latency p50 {}, p99 {}; writes p99 {}",
+                s.requests,
+                f(s.p50_ms),
+                f(s.p99_ms),
+                f(s.write_p99_ms)
             );
         }
         if let Some(a) = &self.api {

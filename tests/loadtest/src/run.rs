@@ -56,6 +56,21 @@ pub trait OperatorControl {
     fn describe(&self) -> String;
 }
 
+/// The API server's own metrics (the harness's identity may read /metrics
+/// on the local control plane; on a real cluster it may not: then none).
+async fn server_metrics(client: &Client) -> Option<Vec<crate::promtext::Sample>> {
+    let req = http::Request::get("/metrics").body(Vec::new()).ok()?;
+    match client.request_text(req).await {
+        Ok(text) => Some(crate::promtext::parse(&text)),
+        Err(e) => {
+            eprintln!(
+                "loadtest: cannot read the API server's /metrics ({e}); its latency is not reported"
+            );
+            None
+        }
+    }
+}
+
 async fn scrape(op: &impl OperatorControl) -> Option<Vec<crate::promtext::Sample>> {
     sampler::scrape(&op.metrics()?).await.ok()
 }
@@ -110,6 +125,7 @@ pub async fn run(client: &Client, cfg: &Config, op: &mut impl OperatorControl) -
         .context("the execution watch stopped")?;
     // The Job watch has no signal: give it a moment too.
     tokio::time::sleep(Duration::from_millis(500)).await;
+    let server_before = server_metrics(client).await;
     let (metrics_before, sampler);
     if cfg.backlog {
         eprintln!(
@@ -138,6 +154,10 @@ pub async fn run(client: &Client, cfg: &Config, op: &mut impl OperatorControl) -
     let finished_at = Instant::now();
     tokio::time::sleep(cfg.settle).await;
     let metrics_after = scrape(op).await;
+    let api_server = match (server_before, server_metrics(client).await) {
+        (Some(b), Some(a)) => Some(report::api_server_latency(&b, &a)),
+        _ => None,
+    };
     for wt in watches {
         wt.abort();
     }
@@ -174,6 +194,7 @@ pub async fn run(client: &Client, cfg: &Config, op: &mut impl OperatorControl) -
             sampler_start,
             finished_at,
             watch_relists: relists.load(std::sync::atomic::Ordering::Relaxed),
+            api_server,
         },
     );
     if !all {
