@@ -7,7 +7,7 @@ BIN := $(TARGET_DIR)/debug
 CLUSTER_DIR := $(CURDIR)/target/cluster
 KUBECONFIG_FILE := $(CLUSTER_DIR)/kubeconfig
 
-.PHONY: help controlplane build crds go-api manifests docs check-crds fmt lint test fuzz cluster-up cluster-down demo bench bench-5k
+.PHONY: help controlplane build image e2e crds go-api manifests docs check-crds fmt lint test fuzz cluster-up cluster-down demo bench bench-5k
 
 help: ## List targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -17,6 +17,21 @@ controlplane: ## Build (or reuse) etcd, kube-apiserver, controllers, kubectl and
 
 build: ## Build the operator and the test tools
 	$(CARGO) build --workspace --bins
+
+# The operator's image as an OCI archive, built with no container engine from
+# deploy/Dockerfile's final stage (a static binary, CA certificates, user 65532).
+IMAGE ?= docker.io/library/kubernetes-executor:dev
+IMAGE_ARCHIVE ?= $(TARGET_DIR)/image/kubernetes-executor.oci.tar
+HOST_TARGET := x86_64-unknown-linux-gnu
+
+image: ## Build the operator image as an OCI archive (no Docker needed; `ctr images import` / `docker load` it)
+	CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C target-feature=+crt-static" \
+	  $(CARGO) build --release --locked --target $(HOST_TARGET) --bin kubernetes-executor
+	$(CARGO) run -q -p kubernetes-executor-testkit --bin ke-image -- --dockerfile deploy/Dockerfile --context . \
+	  --map /src/target=$(TARGET_DIR) --map /src=. --name $(IMAGE) --out $(IMAGE_ARCHIVE)
+
+e2e: controlplane image ## On a real node (containerd, runc, kubelet; needs root): kubectl apply -k deploy/, failover, actions in containers
+	KE_IMAGE_ARCHIVE=$(IMAGE_ARCHIVE) $(CARGO) test --test e2e -- --nocapture
 
 crds: ## Regenerate deploy/crds/ from the Rust types
 	$(CARGO) run -q -p kubernetes-executor-crds --bin crdgen > deploy/crds/kubernetesexecutions.yaml
@@ -43,20 +58,22 @@ lint: ## rustfmt check and clippy with warnings denied
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-test: controlplane ## Run every test (unit, Rego, integration against the local control plane)
-	$(CARGO) test --workspace --no-fail-fast
+test: controlplane image ## Run every test (unit, Rego, integration against the local control plane, the real-node e2e)
+	KE_IMAGE_ARCHIVE=$(IMAGE_ARCHIVE) $(CARGO) test --workspace --no-fail-fast
 
 FUZZ_CASES ?= 200000
 
 fuzz: ## Property tests of validation, durations and the phase machine with many cases (not in CI)
 	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test --release -p kubernetes-executor-actors --test properties
 
-cluster-up: controlplane build ## Start a local control plane with kwok nodes and the job runner in the background
+cluster-up: controlplane build ## Start a local control plane with kwok nodes and the job runner in the background (REAL_NODE=1: also a real node, as root)
 	@mkdir -p $(CLUSTER_DIR)
 	@if [ -f $(CLUSTER_DIR)/pid ] && kill -0 $$(cat $(CLUSTER_DIR)/pid) 2>/dev/null; then \
 	  echo "cluster already running (pid $$(cat $(CLUSTER_DIR)/pid))"; exit 0; fi
 	@rm -f $(CLUSTER_DIR)/ready
+	@$(if $(REAL_NODE),$(MAKE) -s image,true)
 	@nohup $(BIN)/ke-cluster --dir $(CLUSTER_DIR) --nodes 2 --runner-binary $(BIN)/kubernetes-executor \
+	  $(if $(REAL_NODE),--real-node --image-archive $(IMAGE_ARCHIVE)) \
 	  > $(CLUSTER_DIR)/ke-cluster.log 2>&1 < /dev/null & echo $$! > $(CLUSTER_DIR)/pid
 	@for i in $$(seq 1 300); do [ -f $(CLUSTER_DIR)/ready ] && break; \
 	  kill -0 $$(cat $(CLUSTER_DIR)/pid) 2>/dev/null || { cat $(CLUSTER_DIR)/ke-cluster.log; exit 1; }; sleep 0.5; done

@@ -361,6 +361,7 @@ async fn two_control_planes_run_side_by_side() {
             scheduler: false,
             kwok_nodes: 0,
             state_dir: None,
+            real_node: None,
         },
         None,
     )

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the test control plane (etcd, kube-apiserver, kube-controller-manager,
-# kube-scheduler, kubectl, kwok) from Go modules into a cache directory outside
+# kube-scheduler, kubectl, kwok, and kubelet + kube-proxy for the real node) from Go modules into a cache directory outside
 # the clone. Idempotent: a binary that already exists is not rebuilt.
 #
 # Usage: tests/controlplane/build.sh        prints the bin directory on stdout
@@ -16,6 +16,10 @@ mkdir -p "$bin"
 
 export GOFLAGS="${GOFLAGS:-} -buildvcs=false"
 export CGO_ENABLED=0
+
+# Concurrent callers (tests asking for the binaries) wait for one build.
+exec 9>"$bin/.lock"
+flock 9
 
 build() { # build <module dir> <binary name> <package> [ldflags]
   local dir="$1" name="$2" pkg="$3" ldflags="${4:-}"
@@ -36,6 +40,9 @@ build kube kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver "$kver"
 build kube kube-controller-manager k8s.io/kubernetes/cmd/kube-controller-manager "$kver"
 build kube kube-scheduler k8s.io/kubernetes/cmd/kube-scheduler "$kver"
 build kube kubectl k8s.io/kubernetes/cmd/kubectl "$kver"
+# The real node's agents (tests/harness/src/node.rs).
+build kube kubelet k8s.io/kubernetes/cmd/kubelet "$kver"
+build kube kube-proxy k8s.io/kubernetes/cmd/kube-proxy "$kver"
 build kwok kwok sigs.k8s.io/kwok/cmd/kwok "$kwokver"
 
 echo "$bin"

@@ -19,12 +19,15 @@ version="$(sed -n "s#^\(require\)\{0,1\}[[:space:]]*$module \(v[^ ]*\).*#\2#p" "
 [ -n "$version" ] || { echo "$module is not in $dir/go.mod" >&2; exit 1; }
 cache="${KE_CACHE_DIR:-$HOME/.cache/kubernetes-executor}"
 out="$cache/gotools/$name-$version"
+mkdir -p "$cache/gotools"
+# Tests ask for a tool concurrently: one builds, the others wait for it.
+exec 9>"$out.lock"
+flock 9
 if [ ! -x "$out" ]; then
-  mkdir -p "$cache/gotools"
   echo "building $name $version" >&2
   start=$SECONDS
-  (cd "$dir" && CGO_ENABLED=0 GOFLAGS="${GOFLAGS:-} -buildvcs=false" go build -trimpath -ldflags "-s -w" -o "$out.tmp" "$pkg")
-  mv "$out.tmp" "$out"
+  (cd "$dir" && CGO_ENABLED=0 GOFLAGS="${GOFLAGS:-} -buildvcs=false" go build -trimpath -ldflags "-s -w" -o "$out.tmp.$$" "$pkg")
+  mv "$out.tmp.$$" "$out"
   echo "built $name in $((SECONDS - start))s" >&2
 fi
 echo "$out"

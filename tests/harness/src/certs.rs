@@ -2,6 +2,7 @@
 //! admin client cert (`system:masters`) and the service-account signing key.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use rcgen::{
@@ -9,8 +10,9 @@ use rcgen::{
     KeyUsagePurpose,
 };
 
-/// Paths of the files written by [`Pki::write`].
-#[derive(Clone, Debug)]
+/// Paths of the files written by [`Pki::write`], and the CA that signed
+/// them (kept in memory only) for certificates issued later.
+#[derive(Clone)]
 pub struct Pki {
     /// CA certificate (PEM); also the client CA of the API server.
     pub ca_cert: PathBuf,
@@ -26,6 +28,24 @@ pub struct Pki {
     pub sa_key: PathBuf,
     /// Public half of `sa_key`, for token verification.
     pub sa_pub: PathBuf,
+    dir: PathBuf,
+    issuer: Arc<Issuer<'static, KeyPair>>,
+}
+
+impl std::fmt::Debug for Pki {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pki")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a certificate issued by [`Pki::issue`] is for.
+pub enum Usage {
+    /// A client certificate: `CN=<cn>`, `O=<org>` for each group.
+    Client { cn: String, groups: Vec<String> },
+    /// A serving certificate for these DNS names and IPs.
+    Server { cn: String, sans: Vec<String> },
 }
 
 impl Pki {
@@ -83,6 +103,8 @@ impl Pki {
             admin_key: dir.join("admin.key"),
             sa_key: dir.join("sa.key"),
             sa_pub: dir.join("sa.pub"),
+            dir: dir.to_path_buf(),
+            issuer: Arc::new(issuer),
         };
         let write = |p: &PathBuf, s: String| {
             std::fs::write(p, s).with_context(|| format!("write {}", p.display()))
@@ -95,5 +117,37 @@ impl Pki {
         write(&pki.sa_key, sa_key.serialize_pem())?;
         write(&pki.sa_pub, sa_key.public_key_pem())?;
         Ok(pki)
+    }
+
+    /// Issues a certificate signed by this CA into `<name>.crt`/`<name>.key`
+    /// next to the others; returns their paths.
+    pub fn issue(&self, name: &str, usage: Usage) -> Result<(PathBuf, PathBuf)> {
+        let key = KeyPair::generate()?;
+        let params = match usage {
+            Usage::Client { cn, groups } => {
+                let mut p = CertificateParams::new(Vec::<String>::new())?;
+                p.distinguished_name.push(DnType::CommonName, cn);
+                for g in groups {
+                    p.distinguished_name.push(DnType::OrganizationName, g);
+                }
+                p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+                p
+            }
+            Usage::Server { cn, sans } => {
+                let mut p = CertificateParams::new(sans)?;
+                p.distinguished_name.push(DnType::CommonName, cn);
+                p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+                p
+            }
+        };
+        let cert = params.signed_by(&key, &self.issuer)?;
+        let (crt, k) = (
+            self.dir.join(format!("{name}.crt")),
+            self.dir.join(format!("{name}.key")),
+        );
+        std::fs::write(&crt, cert.pem()).with_context(|| format!("write {}", crt.display()))?;
+        std::fs::write(&k, key.serialize_pem())
+            .with_context(|| format!("write {}", k.display()))?;
+        Ok((crt, k))
     }
 }

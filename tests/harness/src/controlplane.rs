@@ -17,6 +17,7 @@ use kube::{Client, Config};
 use serde_json::json;
 
 use crate::certs::Pki;
+use crate::node::{NodeConfig, RealNode};
 use crate::proc::Proc;
 
 /// Taint carried by every kwok node; test workloads meant for kwok tolerate it.
@@ -35,6 +36,9 @@ pub struct Options {
     pub kwok_nodes: usize,
     /// Keep the state directory at this path instead of a temp dir.
     pub state_dir: Option<PathBuf>,
+    /// Start a real node (containerd, runc, kubelet, kube-proxy; needs root)
+    /// with these image archives imported (see [`crate::node`]).
+    pub real_node: Option<Vec<PathBuf>>,
 }
 
 impl Default for Options {
@@ -44,6 +48,7 @@ impl Default for Options {
             scheduler: true,
             kwok_nodes: 1,
             state_dir: None,
+            real_node: None,
         }
     }
 }
@@ -58,7 +63,11 @@ pub struct ControlPlane {
     kubeconfig: PathBuf,
     pki: Pki,
     procs: Mutex<Vec<Proc>>,
+    node: Mutex<Option<RealNode>>,
 }
+
+/// Name of the real node, when one is started.
+pub const REAL_NODE: &str = "ke-node";
 
 /// Finds (building if needed) the control-plane binaries: `$KE_CONTROLPLANE_BIN`
 /// or the output of `tests/controlplane/build.sh`.
@@ -124,6 +133,7 @@ impl ControlPlane {
                 kubeconfig: dir.join("admin.kubeconfig"),
                 pki,
                 procs: Mutex::new(Vec::new()),
+                node: Mutex::new(None),
             };
             match cp.boot(&opts).await {
                 Ok(()) => {
@@ -173,6 +183,29 @@ impl ControlPlane {
             ],
         )?;
         let pki = &self.pki;
+        // With a real node, pods reach the API server through the
+        // `kubernetes` Service: it listens on the host's address too and
+        // keeps that Service's endpoints; it calls the kubelet for logs.
+        let host_ip = match opts.real_node {
+            Some(_) => Some(crate::node::host_ip()?),
+            None => None,
+        };
+        let network: Vec<String> = match &host_ip {
+            Some(ip) => vec![
+                s("--bind-address=0.0.0.0"),
+                format!("--advertise-address={ip}"),
+                s("--endpoint-reconciler-type=lease"),
+                format!("--kubelet-client-certificate={}", pki.admin_cert.display()),
+                format!("--kubelet-client-key={}", pki.admin_key.display()),
+                format!("--kubelet-certificate-authority={}", pki.ca_cert.display()),
+                s("--kubelet-preferred-address-types=InternalIP"),
+            ],
+            None => vec![
+                s("--bind-address=127.0.0.1"),
+                s("--advertise-address=127.0.0.1"),
+                s("--endpoint-reconciler-type=none"),
+            ],
+        };
         // Audit of Jobs and executions with request bodies: tests read who
         // did what, and that no secret value ever travels in a request.
         let audit_policy = self.dir.join("audit-policy.yaml");
@@ -180,47 +213,52 @@ impl ControlPlane {
             &audit_policy,
             "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n- level: Request\n  resources:\n  - group: batch\n    resources: [jobs]\n  - group: kubernetesexecution.kubernaut.io\n- level: None\n",
         )?;
-        self.spawn(
-            "kube-apiserver",
-            vec![
-                format!("--audit-policy-file={}", audit_policy.display()),
-                format!("--audit-log-path={}", self.audit_log().display()),
-                format!("--etcd-servers={etcd_url}"),
-                format!("--secure-port={api_port}"),
-                s("--bind-address=127.0.0.1"),
-                s("--advertise-address=127.0.0.1"),
-                format!("--cert-dir={}", self.dir.join("apiserver-certs").display()),
-                format!("--tls-cert-file={}", pki.server_cert.display()),
-                format!("--tls-private-key-file={}", pki.server_key.display()),
-                format!("--client-ca-file={}", pki.ca_cert.display()),
-                s("--authorization-mode=Node,RBAC"),
-                s("--service-account-issuer=https://kubernetes.default.svc.cluster.local"),
-                format!("--service-account-key-file={}", pki.sa_pub.display()),
-                format!(
-                    "--service-account-signing-key-file={}",
-                    pki.sa_key.display()
-                ),
-                s("--service-cluster-ip-range=10.0.0.0/24"),
-                s("--endpoint-reconciler-type=none"),
-                s("--allow-privileged=true"),
-                s("--profiling=false"),
-                s("--max-requests-inflight=2000"),
-                s("--max-mutating-requests-inflight=1000"),
-                s("--v=0"),
-            ],
-        )?;
+        let mut apiserver_args = network;
+        apiserver_args.extend(vec![
+            format!("--audit-policy-file={}", audit_policy.display()),
+            format!("--audit-log-path={}", self.audit_log().display()),
+            format!("--etcd-servers={etcd_url}"),
+            format!("--secure-port={api_port}"),
+            format!("--cert-dir={}", self.dir.join("apiserver-certs").display()),
+            format!("--tls-cert-file={}", pki.server_cert.display()),
+            format!("--tls-private-key-file={}", pki.server_key.display()),
+            format!("--client-ca-file={}", pki.ca_cert.display()),
+            s("--authorization-mode=Node,RBAC"),
+            s("--service-account-issuer=https://kubernetes.default.svc.cluster.local"),
+            format!("--service-account-key-file={}", pki.sa_pub.display()),
+            format!(
+                "--service-account-signing-key-file={}",
+                pki.sa_key.display()
+            ),
+            s("--service-cluster-ip-range=10.0.0.0/24"),
+            s("--allow-privileged=true"),
+            s("--profiling=false"),
+            s("--max-requests-inflight=2000"),
+            s("--max-mutating-requests-inflight=1000"),
+            s("--v=0"),
+        ]);
+        self.spawn("kube-apiserver", apiserver_args)?;
         let client = self.wait_ready(Duration::from_secs(120)).await?;
 
         let kc = self.kubeconfig.display().to_string();
         if opts.controller_manager {
             let port = free_port()?;
+            // A real node also needs Services' endpoints (kube-proxy), the
+            // kube-root-ca.crt ConfigMap (projected token volumes) and the
+            // node lifecycle controller (it lifts the not-ready taint).
+            let mut controllers = s(
+                "job,garbagecollector,ttl-after-finished,namespace,serviceaccount,deployment,replicaset,disruption,daemonset",
+            );
+            if opts.real_node.is_some() {
+                controllers.push_str(",endpointslice-controller,root-ca-certificate-publisher-controller,node-lifecycle-controller");
+            }
             self.spawn(
                 "kube-controller-manager",
                 vec![
                     format!("--kubeconfig={kc}"),
                     format!("--authentication-kubeconfig={kc}"),
                     format!("--authorization-kubeconfig={kc}"),
-                    s("--controllers=job,garbagecollector,ttl-after-finished,namespace,serviceaccount,deployment,replicaset,disruption,daemonset"),
+                    format!("--controllers={controllers}"),
                     s("--leader-elect=false"),
                     format!("--secure-port={port}"),
                     s("--bind-address=127.0.0.1"),
@@ -267,6 +305,27 @@ impl ControlPlane {
             }
             self.wait_nodes_ready(&client, opts.kwok_nodes, Duration::from_secs(60))
                 .await?;
+        }
+        if let (Some(images), Some(ip)) = (&opts.real_node, host_ip) {
+            let node = RealNode::start(NodeConfig {
+                name: REAL_NODE.into(),
+                dir: &self.dir,
+                bin_dir: &self.bin_dir,
+                pki: &self.pki,
+                server: &self.server,
+                host_ip: ip,
+                images: images.clone(),
+            })?;
+            *self.node.lock().map_err(|_| anyhow::anyhow!("poisoned"))? = Some(node);
+            let nodes: Api<Node> = Api::all(client.clone());
+            self.poll("the real node Ready", Duration::from_secs(120), || async {
+                Ok(nodes
+                    .get_opt(REAL_NODE)
+                    .await?
+                    .as_ref()
+                    .is_some_and(node_ready))
+            })
+            .await?;
         }
         if opts.controller_manager {
             // The serviceaccount controller creates `default` in every namespace;
@@ -398,6 +457,7 @@ impl ControlPlane {
 
     /// Prints the tail of every process log to stderr.
     pub fn print_logs(&self) {
+        self.with_node(|n| n.print_logs());
         if let Ok(procs) = self.procs.lock() {
             for p in procs.iter() {
                 eprintln!(
@@ -410,8 +470,19 @@ impl ControlPlane {
         }
     }
 
+    /// Runs `f` with the real node, if one was started.
+    pub fn with_node<T>(&self, f: impl FnOnce(&RealNode) -> T) -> Option<T> {
+        self.node.lock().ok()?.as_ref().map(f)
+    }
+
     /// Stops every process (also done on drop).
     pub fn stop(&self) {
+        // The node before the API server it reports to.
+        if let Ok(mut node) = self.node.lock()
+            && let Some(mut n) = node.take()
+        {
+            n.stop();
+        }
         if let Ok(mut procs) = self.procs.lock() {
             // Reverse start order: kwok and controllers before the API server,
             // the API server before etcd.

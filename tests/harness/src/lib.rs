@@ -7,6 +7,8 @@
 
 pub mod certs;
 pub mod controlplane;
+pub mod image;
+pub mod node;
 pub mod operator;
 pub mod proc;
 pub mod runner;
@@ -105,6 +107,16 @@ pub fn shared(binary: Option<&Path>) -> &'static Env {
             Err(e) => panic!("test control plane failed to start: {e:#}"),
         }
     })
+}
+
+/// The build cache outside the clone (`$KE_CACHE_DIR`, else
+/// `~/.cache/kubernetes-executor`), as tests/controlplane/build.sh uses it.
+pub fn cache_dir() -> PathBuf {
+    match std::env::var_os("KE_CACHE_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into()))
+            .join(".cache/kubernetes-executor"),
+    }
 }
 
 /// A unique, DNS-safe name with the given prefix (for per-test namespaces).

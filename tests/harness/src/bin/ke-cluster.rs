@@ -1,6 +1,8 @@
 //! `ke-cluster`: runs the test control plane in the foreground for
 //! `make cluster-up` (kwok nodes, and the job runner when `--runner-binary`
-//! is given) until SIGTERM or SIGINT. Writes the admin kubeconfig to
+//! is given) until SIGTERM or SIGINT. `--real-node` adds a real node
+//! (containerd, runc, kubelet, kube-proxy; needs root) with the images of
+//! every `--image-archive` imported (see `testkit::node`). Writes the admin kubeconfig to
 //! `<dir>/kubeconfig` and creates `<dir>/ready` once everything is up.
 
 use std::path::PathBuf;
@@ -22,6 +24,12 @@ fn main() -> Result<()> {
         .transpose()?
         .unwrap_or(2);
     let runner = arg(&args, "--runner-binary").map(PathBuf::from);
+    let real_node = args.iter().any(|a| a == "--real-node").then(|| {
+        args.windows(2)
+            .filter(|w| w[0] == "--image-archive")
+            .map(|w| PathBuf::from(&w[1]))
+            .collect::<Vec<_>>()
+    });
     std::fs::create_dir_all(&dir)?;
     let dir = dir.canonicalize()?;
     let _ = std::fs::remove_file(dir.join("ready"));
@@ -29,6 +37,7 @@ fn main() -> Result<()> {
         Options {
             kwok_nodes: nodes,
             state_dir: Some(dir.join("state")),
+            real_node,
             ..Options::default()
         },
         runner,
