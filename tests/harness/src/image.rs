@@ -281,7 +281,7 @@ pub fn write_archive(stage: &Stage, sources: &Sources, name: &str, out: &Path) -
     if let Some(dir) = out.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let tmp = out.with_extension("tmp");
+    let tmp = out.with_extension(format!("tmp.{}", std::process::id()));
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, out)?;
     Ok(manifest_digest)

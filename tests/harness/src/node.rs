@@ -173,7 +173,9 @@ pub fn pause_archive() -> Result<PathBuf> {
     if archive.exists() {
         return Ok(archive);
     }
-    std::fs::create_dir_all(&dir)?;
+    // Built in a private dir, then renamed into place: concurrent callers
+    // each build, the first rename wins, the others use its result.
+    let work = tempfile::Builder::new().prefix(".pause-").tempdir_in(&cache)?;
     run(
         "gcc",
         &[
@@ -181,17 +183,22 @@ pub fn pause_archive() -> Result<PathBuf> {
             "-Os",
             "-s",
             "-o",
-            &dir.join("pause").display().to_string(),
+            &work.path().join("pause").display().to_string(),
             &src.join("pause.c").display().to_string(),
         ],
     )?;
     let stage =
         crate::image::parse_dockerfile(&std::fs::read_to_string(src.join("Dockerfile.pause"))?)?;
     let sources = crate::image::Sources {
-        context: dir.clone(),
+        context: work.path().to_path_buf(),
         maps: vec![],
     };
-    crate::image::write_archive(&stage, &sources, PAUSE_IMAGE, &archive)?;
+    crate::image::write_archive(&stage, &sources, PAUSE_IMAGE, &work.path().join("pause.oci.tar"))?;
+    let built = work.keep();
+    if std::fs::rename(&built, &dir).is_err() {
+        let _ = std::fs::remove_dir_all(&built);
+    }
+    anyhow::ensure!(archive.exists(), "{} was not built", archive.display());
     Ok(archive)
 }
 
