@@ -7,7 +7,7 @@ BIN := $(TARGET_DIR)/debug
 CLUSTER_DIR := $(CURDIR)/target/cluster
 KUBECONFIG_FILE := $(CLUSTER_DIR)/kubeconfig
 
-.PHONY: help controlplane build image e2e crds go-api manifests docs check-crds fmt lint test fuzz cluster-up cluster-down demo bench bench-5k
+.PHONY: help controlplane build image e2e crds go-api manifests docs check-crds fmt lint test fuzz cluster-up cluster-down demo bench bench-5k bench-history
 
 help: ## List targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -98,9 +98,14 @@ bench: controlplane ## Micro-benchmarks, then a 1,000-execution load test and a 
 	$(LOADTEST) -n 1000 --rate 100 --out target/loadtest/mixed
 	$(LOADTEST) -n 1000 --rate 0 --mix dry=1 --out target/loadtest/dry-max
 
-bench-5k: controlplane ## 5,000 executions in flight at once (created before the operator starts)
+# ALLOCATOR=mimalloc builds the operator with mimalloc instead of the system allocator.
+bench-5k: controlplane ## 5,000 executions in flight at once (created before the operator starts); ALLOCATOR=mimalloc to compare
+	$(CARGO) build --release -p kubernetes-executor -p kubernetes-executor-loadtest --bins $(if $(ALLOCATOR),--features kubernetes-executor/$(ALLOCATOR))
+	$(LOADTEST) -n 5000 --backlog --mix dry=1 --no-floor --settle 60 --out target/loadtest/backlog-5k$(if $(ALLOCATOR),-$(ALLOCATOR))
+
+bench-history: controlplane ## 10,000 finished executions, then a fresh operator over them: time to ready and memory
 	$(CARGO) build --release -p kubernetes-executor -p kubernetes-executor-loadtest --bins
-	$(LOADTEST) -n 5000 --backlog --mix dry=1 --no-floor --out target/loadtest/backlog-5k
+	$(LOADTEST) -n 10000 --rate 0 --mix deny=1 --no-floor --restart --restart-window 30 --timeout 1800 --out target/loadtest/history-10k
 
 demo: controlplane build ## Run the operator on the local control plane with a few executions and print their status
 	bash hack/demo.sh

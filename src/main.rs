@@ -12,6 +12,12 @@ mod telemetry;
 
 use clap::Parser;
 
+/// The allocator under comparison (docs/performance.md, "Memory"): built
+/// only with `--features mimalloc`; the default is the system allocator.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use crate::config::{Cli, Command};
 
 fn main() -> anyhow::Result<()> {

@@ -54,17 +54,19 @@ struct Cluster {
 }
 
 impl Cluster {
-    fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> String {
+    /// Runs kubectl as the admin; (success, stdout + stderr).
+    fn try_kubectl(&self, args: &[&str], stdin: Option<&str>) -> (bool, String) {
         use std::io::Write;
-        let mut cmd = std::process::Command::new(self.cp.bin_dir().join("kubectl"));
-        cmd.arg("--kubeconfig")
+        let mut child = std::process::Command::new(self.cp.bin_dir().join("kubectl"))
+            .arg("--kubeconfig")
             .arg(self.cp.kubeconfig())
             .args(args)
             .current_dir(repo())
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped());
-        let mut child = cmd.spawn().expect("kubectl");
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("kubectl");
         if let Some(text) = stdin {
             child
                 .stdin
@@ -75,12 +77,19 @@ impl Cluster {
         }
         drop(child.stdin.take());
         let out = child.wait_with_output().expect("kubectl");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(out.status.success(), "kubectl {args:?}: {text}");
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    }
+
+    fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> String {
+        let (ok, text) = self.try_kubectl(args, stdin);
+        assert!(ok, "kubectl {args:?}: {text}");
         text
     }
 
@@ -110,19 +119,8 @@ impl Cluster {
                 "yaml",
             ],
         ] {
-            let out = std::process::Command::new(self.cp.bin_dir().join("kubectl"))
-                .arg("--kubeconfig")
-                .arg(self.cp.kubeconfig())
-                .args(args)
-                .output();
-            if let Ok(o) = out {
-                eprintln!(
-                    "----- kubectl {} -----\n{}{}",
-                    args.join(" "),
-                    String::from_utf8_lossy(&o.stdout),
-                    String::from_utf8_lossy(&o.stderr)
-                );
-            }
+            let (_, out) = self.try_kubectl(args, None);
+            eprintln!("----- kubectl {} -----\n{out}", args.join(" "));
         }
     }
 
@@ -249,18 +247,6 @@ async fn leader(client: &Client) -> Option<String> {
         .filter(|h| !h.is_empty())
 }
 
-/// GET over plain HTTP from the host (the way a scraper on the node does).
-async fn http_get(addr: &str, path: &str) -> anyhow::Result<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
-        .await??;
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
-        .await?;
-    let mut body = String::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut body)).await??;
-    Ok(body)
-}
-
 #[test]
 fn the_operator_runs_from_deploy_on_a_real_node() {
     let (archive, image) = image();
@@ -349,6 +335,23 @@ async fn run(c: &Cluster, image: &str) {
         );
     }
 
+    // The Jobs below run under the restricted Pod Security Standard: the
+    // namespace enforces it (a privileged pod is refused).
+    let privileged = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": { "name": "privileged-probe", "namespace": NS },
+        "spec": { "containers": [{ "name": "c", "image": image,
+                                   "securityContext": { "privileged": true } }] },
+    });
+    let (ok, refusal) = c.try_kubectl(
+        &["create", "--dry-run=server", "-f", "-"],
+        Some(&privileged.to_string()),
+    );
+    assert!(
+        !ok && refusal.contains("restricted"),
+        "the operator's namespace enforces the restricted standard: {refusal}"
+    );
+
     // Admission policies take effect a moment after they are created.
     kubernetes_executor_testkit::operator::wait_admission_enforcing(&c.cp)
         .expect("admission policies enforcing");
@@ -376,8 +379,13 @@ async fn run(c: &Cluster, image: &str) {
         .expect("cluster IP");
     let addr = format!("{ip}:8080");
     eventually("metrics through the Service", WAIT, || async {
-        let body = http_get(&addr, "/metrics").await?;
-        Ok(body.starts_with("HTTP/1.") && body.contains("kubernetes_executor_build_info"))
+        // From the host, as a scraper on the node would.
+        let (code, body) = tokio::time::timeout(
+            Duration::from_secs(10),
+            kubernetes_executor_testkit::operator::http_get(&addr, "/metrics"),
+        )
+        .await??;
+        Ok(code == 200 && body.contains("kubernetes_executor_build_info"))
     })
     .await
     .expect("metrics");

@@ -32,6 +32,26 @@ impl OperatorControl for TestOperator {
     fn describe(&self) -> String {
         "test operator".into()
     }
+    async fn restart(
+        &mut self,
+        finished: usize,
+    ) -> anyhow::Result<Option<kubernetes_executor_loadtest::report::Restart>> {
+        if let Some(mut old) = self.op.take() {
+            old.proc.stop();
+        }
+        let started = std::time::Instant::now();
+        let op = common::start_operator(common::env(), "loadtest-operator-again", &[]).await;
+        let r = kubernetes_executor_loadtest::run::restarted(
+            finished,
+            started,
+            op.metrics.clone(),
+            op.proc.pid(),
+            Duration::from_secs(2),
+        )
+        .await;
+        self.op = Some(op);
+        Ok(Some(r))
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -52,6 +72,7 @@ async fn a_mixed_load_is_fully_accounted_for_and_cleaned_up() {
         settle: Duration::from_secs(2),
         cleanup: true,
         run_id: kubernetes_executor_testkit::unique_name("t"),
+        restart: true,
     };
     let mut op = TestOperator { op: None };
     let report = run(&client, &cfg, &mut op).await.expect("load run");
@@ -158,6 +179,21 @@ async fn a_mixed_load_is_fully_accounted_for_and_cleaned_up() {
     assert_eq!(
         after.live_actors_end, 0.0,
         "no execution actor outlives its execution"
+    );
+
+    // A fresh operator over the 15 finished executions: ready, and no
+    // execution actor for any of them.
+    let restart = report.restart.as_ref().expect("restart measured");
+    assert_eq!(restart.finished_present, 15);
+    assert!(restart.ready_seconds > 0.0, "{table}");
+    assert!(restart.after_ready.rss_peak_mib > 1.0, "{table}");
+    assert_eq!(
+        restart.after_ready.live_actors_peak, 0.0,
+        "finished executions cost no actor: {table}"
+    );
+    assert!(
+        table.contains("restart over 15 finished executions"),
+        "{table}"
     );
 
     // Outputs render; the run's namespaces are gone.

@@ -175,7 +175,9 @@ pub fn pause_archive() -> Result<PathBuf> {
     }
     // Built in a private dir, then renamed into place: concurrent callers
     // each build, the first rename wins, the others use its result.
-    let work = tempfile::Builder::new().prefix(".pause-").tempdir_in(&cache)?;
+    let work = tempfile::Builder::new()
+        .prefix(".pause-")
+        .tempdir_in(&cache)?;
     run(
         "gcc",
         &[
@@ -193,7 +195,12 @@ pub fn pause_archive() -> Result<PathBuf> {
         context: work.path().to_path_buf(),
         maps: vec![],
     };
-    crate::image::write_archive(&stage, &sources, PAUSE_IMAGE, &work.path().join("pause.oci.tar"))?;
+    crate::image::write_archive(
+        &stage,
+        &sources,
+        PAUSE_IMAGE,
+        &work.path().join("pause.oci.tar"),
+    )?;
     let built = work.keep();
     if std::fs::rename(&built, &dir).is_err() {
         let _ = std::fs::remove_dir_all(&built);

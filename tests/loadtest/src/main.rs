@@ -74,6 +74,14 @@ struct Args {
     /// Leave the run's namespace behind.
     #[arg(long)]
     keep: bool,
+    /// After the run, stop the operator and start a fresh one over the
+    /// run's finished executions (kept, with the history limit off):
+    /// time to ready and footprint of a cluster with history (local only).
+    #[arg(long)]
+    restart: bool,
+    /// Seconds to sample the restarted operator after it is ready.
+    #[arg(long, default_value_t = 10)]
+    restart_window: u64,
     /// `RUST_LOG` of the local operator.
     #[arg(long, default_value = "info")]
     operator_log: String,
@@ -83,6 +91,7 @@ struct Local<'a> {
     env: &'a Env,
     opts: OperatorOptions,
     proc: Option<OperatorProc>,
+    restart_window: Duration,
 }
 
 impl OperatorControl for Local<'_> {
@@ -106,6 +115,31 @@ impl OperatorControl for Local<'_> {
     }
     fn describe(&self) -> String {
         format!("local {}", self.opts.binary.display())
+    }
+    async fn restart(
+        &mut self,
+        finished: usize,
+    ) -> Result<Option<kubernetes_executor_loadtest::report::Restart>> {
+        if let Some(mut old) = self.proc.take() {
+            old.proc.stop();
+        }
+        let started = std::time::Instant::now();
+        let op = kubernetes_executor_testkit::operator::spawn_operator(
+            self.env,
+            &self.opts,
+            Duration::from_secs(120),
+        )
+        .await?;
+        let r = kubernetes_executor_loadtest::run::restarted(
+            finished,
+            started,
+            op.metrics.clone(),
+            op.proc.pid(),
+            self.restart_window,
+        )
+        .await;
+        self.proc = Some(op);
+        Ok(Some(r))
     }
 }
 
@@ -146,6 +180,7 @@ fn main() -> Result<()> {
         settle: Duration::from_secs(args.settle),
         cleanup: !args.keep,
         run_id,
+        restart: args.restart,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -203,6 +238,7 @@ fn main() -> Result<()> {
                     log_filter: args.operator_log.clone(),
                 },
                 proc: None,
+                restart_window: Duration::from_secs(args.restart_window),
             };
             let report = rt.block_on(async {
                 let client = env.client().await?;

@@ -199,6 +199,9 @@ pub struct Report {
     /// The API server's own request latency during the run (from its
     /// /metrics), to tell operator cost from server cost.
     pub api_server: Option<ApiServerLatency>,
+    /// A fresh operator started over the run's finished executions
+    /// (`--restart`): how a cluster with history starts.
+    pub restart: Option<Restart>,
     /// The targets.
     pub targets: Vec<TargetCheck>,
     /// How often the harness's execution watch had to list again (phases
@@ -280,6 +283,21 @@ pub struct Inputs {
     pub watch_relists: usize,
     /// The API server's latency during the run.
     pub api_server: Option<ApiServerLatency>,
+    /// The restart over the finished executions, when asked for.
+    pub restart: Option<Restart>,
+}
+
+/// A fresh operator started over finished executions.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Restart {
+    /// Finished executions present when it started.
+    pub finished_present: usize,
+    /// Process start → `/readyz` answering 200, seconds.
+    pub ready_seconds: f64,
+    /// Footprint over the window after it was ready.
+    pub after_ready: Footprint,
+    /// Length of that window, seconds.
+    pub window_seconds: f64,
 }
 
 /// Computes the report.
@@ -460,6 +478,7 @@ pub fn build(tracks: &BTreeMap<String, Track>, inp: Inputs) -> Report {
         api,
         transitions,
         api_server: inp.api_server,
+        restart: inp.restart,
         operator,
         operator_after,
         policy_eval_p99_ms,
@@ -794,6 +813,19 @@ impl Report {
                 o,
                 "operator after:         RSS {:.1} MiB; CPU avg {:.2} cores; live actors {}",
                 f.rss_end_mib, f.cpu_avg_cores, f.live_actors_end
+            );
+        }
+        if let Some(r) = &self.restart {
+            let f = &r.after_ready;
+            let _ = writeln!(
+                o,
+                "restart over {} finished executions: ready in {:.2} s; first {:.0} s: RSS peak {:.1} MiB, end {:.1} MiB; live execution actors peak {}",
+                r.finished_present,
+                r.ready_seconds,
+                r.window_seconds,
+                f.rss_peak_mib,
+                f.rss_end_mib,
+                f.live_actors_peak
             );
         }
         if !self.failures.is_empty() {

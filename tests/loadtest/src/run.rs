@@ -40,6 +40,8 @@ pub struct Config {
     pub cleanup: bool,
     /// Run id (names and labels).
     pub run_id: String,
+    /// After the run, start a fresh operator over its finished executions.
+    pub restart: bool,
 }
 
 /// The operator under test, as far as the harness controls it.
@@ -54,6 +56,37 @@ pub trait OperatorControl {
     }
     /// What the report calls it.
     fn describe(&self) -> String;
+    /// Stops the operator and starts a fresh one over what the run left
+    /// (`finished` finished executions), measuring its start; `None` where
+    /// the harness does not own the operator.
+    fn restart(
+        &mut self,
+        finished: usize,
+    ) -> impl Future<Output = Result<Option<crate::report::Restart>>> + Send {
+        let _ = finished;
+        async { Ok(None) }
+    }
+}
+
+/// What a restarted operator looked like: `started` is when its process
+/// was started, the call comes once it is ready; samples it for `window`.
+pub async fn restarted(
+    finished: usize,
+    started: Instant,
+    metrics: String,
+    pid: Option<u32>,
+    window: Duration,
+) -> report::Restart {
+    let ready_seconds = started.elapsed().as_secs_f64();
+    let sampler = Sampler::start(metrics, pid, Duration::from_millis(250));
+    tokio::time::sleep(window).await;
+    let after_ready = sampler::footprint(&sampler.points());
+    report::Restart {
+        finished_present: finished,
+        ready_seconds,
+        after_ready,
+        window_seconds: window.as_secs_f64(),
+    }
 }
 
 /// The API server's own metrics (the harness's identity may read /metrics
@@ -166,6 +199,15 @@ pub async fn run(client: &Client, cfg: &Config, op: &mut impl OperatorControl) -
         None => (Vec::new(), None),
     };
     drop(sampler);
+    let restart = if cfg.restart {
+        eprintln!(
+            "loadtest {}: restarting the operator over {} finished executions",
+            cfg.run_id, cfg.executions
+        );
+        op.restart(cfg.executions).await?
+    } else {
+        None
+    };
     let snapshot: BTreeMap<String, workload::Track> = tracks
         .lock()
         .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
@@ -195,6 +237,7 @@ pub async fn run(client: &Client, cfg: &Config, op: &mut impl OperatorControl) -
             finished_at,
             watch_relists: relists.load(std::sync::atomic::Ordering::Relaxed),
             api_server,
+            restart,
         },
     );
     if !all {
