@@ -10,9 +10,9 @@ KUBECONFIG_FILE := $(CLUSTER_DIR)/kubeconfig
 .PHONY: help controlplane build image e2e crds go-api manifests docs check-crds fmt lint test fuzz cluster-up cluster-down demo bench bench-5k bench-history
 
 help: ## List targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-controlplane: ## Build (or reuse) etcd, kube-apiserver, controllers, kubectl and kwok from Go modules
+controlplane: ## Build (or reuse) etcd, kube-apiserver, controllers, kubectl, kwok, kubelet and kube-proxy from Go modules
 	@bash tests/controlplane/build.sh >/dev/null
 
 build: ## Build the operator and the test tools
