@@ -19,6 +19,7 @@ use kube::api::{Api, DeleteParams, ListParams};
 use kubernetes_executor_crds::{KubernetesExecution, Phase};
 use kubernetes_executor_testkit::controlplane::{ControlPlane, Options, REAL_NODE};
 use kubernetes_executor_testkit::eventually;
+use kubernetes_executor_testkit::operator::kubectl_with_input;
 use serde_json::{Value, json};
 
 const NS: &str = "kubernetes-executor-system";
@@ -54,43 +55,9 @@ struct Cluster {
 }
 
 impl Cluster {
-    /// Runs kubectl as the admin; (success, stdout + stderr).
-    fn try_kubectl(&self, args: &[&str], stdin: Option<&str>) -> (bool, String) {
-        use std::io::Write;
-        let mut child = std::process::Command::new(self.cp.bin_dir().join("kubectl"))
-            .arg("--kubeconfig")
-            .arg(self.cp.kubeconfig())
-            .args(args)
-            .current_dir(repo())
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("kubectl");
-        if let Some(text) = stdin {
-            child
-                .stdin
-                .take()
-                .expect("stdin")
-                .write_all(text.as_bytes())
-                .expect("write stdin");
-        }
-        drop(child.stdin.take());
-        let out = child.wait_with_output().expect("kubectl");
-        (
-            out.status.success(),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
-        )
-    }
-
-    fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> String {
-        let (ok, text) = self.try_kubectl(args, stdin);
-        assert!(ok, "kubectl {args:?}: {text}");
-        text
+    /// kubectl as the admin, `input` on stdin; panics with its stderr.
+    fn kubectl(&self, args: &[&str], input: Option<&str>) -> String {
+        kubectl_with_input(&self.cp, args, input.unwrap_or("")).unwrap_or_else(|e| panic!("{e:#}"))
     }
 
     /// What a failure needs to be understood: the agents' logs, the pods,
@@ -119,7 +86,7 @@ impl Cluster {
                 "yaml",
             ],
         ] {
-            let (_, out) = self.try_kubectl(args, None);
+            let out = kubectl_with_input(&self.cp, args, "").unwrap_or_else(|e| format!("{e:#}"));
             eprintln!("----- kubectl {} -----\n{out}", args.join(" "));
         }
     }
@@ -343,13 +310,16 @@ async fn run(c: &Cluster, image: &str) {
         "spec": { "containers": [{ "name": "c", "image": image,
                                    "securityContext": { "privileged": true } }] },
     });
-    let (ok, refusal) = c.try_kubectl(
+    let refused = kubectl_with_input(
+        &c.cp,
         &["create", "--dry-run=server", "-f", "-"],
-        Some(&privileged.to_string()),
+        &privileged.to_string(),
     );
     assert!(
-        !ok && refusal.contains("restricted"),
-        "the operator's namespace enforces the restricted standard: {refusal}"
+        refused
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("restricted")),
+        "the operator's namespace enforces the restricted standard: {refused:?}"
     );
 
     // Admission policies take effect a moment after they are created.
@@ -465,26 +435,25 @@ async fn run(c: &Cluster, image: &str) {
     let nodes: Api<Node> = Api::all(client.clone());
     let kwok = "kwok-node-0";
     let unschedulable = |n: Node| n.spec.and_then(|s| s.unschedulable).unwrap_or(false);
-    let cordon = c
-        .execute(
-            shop,
-            "cordon-kwok",
-            json!({ "action": "CordonNode", "targetResource": { "kind": "Node", "name": kwok } }),
-        )
-        .await;
-    assert!(succeeded(&cordon), "{:?}", cordon.status);
-    assert!(unschedulable(nodes.get(kwok).await.expect("node")));
-    c.check_job_pod(&cordon, image).await;
-    let uncordon = c
-        .execute(
-            shop,
-            "uncordon-kwok",
-            json!({ "action": "UncordonNode", "targetResource": { "kind": "Node", "name": kwok } }),
-        )
-        .await;
-    assert!(succeeded(&uncordon), "{:?}", uncordon.status);
-    assert!(!unschedulable(nodes.get(kwok).await.expect("node")));
-    c.check_job_pod(&uncordon, image).await;
+    for (name, action, cordoned) in [
+        ("cordon-kwok", "CordonNode", true),
+        ("uncordon-kwok", "UncordonNode", false),
+    ] {
+        let done = c
+            .execute(
+                shop,
+                name,
+                json!({ "action": action, "targetResource": { "kind": "Node", "name": kwok } }),
+            )
+            .await;
+        assert!(succeeded(&done), "{name}: {:?}", done.status);
+        assert_eq!(
+            unschedulable(nodes.get(kwok).await.expect("node")),
+            cordoned,
+            "{name}"
+        );
+        c.check_job_pod(&done, image).await;
+    }
 
     // DrainNode of the kwok node: its pods are evicted, by a Job on the
     // real node.

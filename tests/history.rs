@@ -8,11 +8,10 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, PostParams};
-use kubernetes_executor_crds::{KubernetesExecution, Phase, labels};
+use kubernetes_executor_crds::{KubernetesExecution, Phase};
 use kubernetes_executor_testkit::eventually;
 use serde_json::json;
 
@@ -81,17 +80,8 @@ async fn finished_executions_go_after_their_ttl_or_beyond_the_limit_and_live_or_
         "a finished execution past its own TTL is deleted:\n{}",
         op.proc.log_tail(6000)
     );
-    let jobs: Api<Job> = Api::namespaced(client.clone(), OPERATOR_NS);
     let uid = short.uid().expect("uid");
-    eventually("its Job is gone too", WAIT, || async {
-        Ok(jobs
-            .list(&ListParams::default().labels(&format!("{}={uid}", labels::EXECUTION_UID)))
-            .await?
-            .items
-            .is_empty())
-    })
-    .await
-    .expect("the deleted execution's Job is deleted");
+    wait_jobs_gone(&client, &uid, "the deleted execution's Job is deleted").await;
     let live = api
         .get("running")
         .await

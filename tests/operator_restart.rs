@@ -192,17 +192,12 @@ async fn a_namespace_of_finished_executions_deletes_with_the_operator_down() {
     api.delete("deleted", &Default::default())
         .await
         .expect("delete");
-    let jobs: Api<Job> = Api::namespaced(client.clone(), OPERATOR_NS);
-    let uid = uids[2].clone();
-    eventually("its Job is gone", WAIT, || async {
-        Ok(jobs
-            .list(&ListParams::default().labels(&format!("{}={uid}", labels::EXECUTION_UID)))
-            .await?
-            .items
-            .is_empty())
-    })
-    .await
-    .expect("the Job of a deleted finished execution is deleted");
+    wait_jobs_gone(
+        &client,
+        &uids[2],
+        "the Job of a deleted finished execution is deleted",
+    )
+    .await;
 
     // The operator is down: the namespace still goes.
     op.proc.signal("KILL").expect("SIGKILL operator");

@@ -11,7 +11,6 @@ use std::process::Command;
 
 use common::*;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, PostParams};
 use kube::{Client, ResourceExt};
@@ -34,12 +33,7 @@ fn workflow_resource() -> ApiResource {
 /// Builds the engine (Go's build cache makes a rebuild of unchanged sources
 /// a link at most) into the cache directory outside the clone.
 fn build_engine() -> PathBuf {
-    let cache = std::env::var("KE_CACHE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            PathBuf::from(std::env::var("HOME").expect("HOME")).join(".cache/kubernetes-executor")
-        });
-    let out = cache.join("gotools/workflow-engine");
+    let out = kubernetes_executor_testkit::cache_dir().join("gotools/workflow-engine");
     let status = Command::new("go")
         .args(["build", "-trimpath", "-buildvcs=false", "-o"])
         .arg(&out)
@@ -482,16 +476,7 @@ async fn deleting_a_workflow_cascades_to_its_steps_and_leaves_nothing_behind() {
     })
     .await
     .expect("every step, the running one too, is deleted");
-    let jobs: Api<Job> = Api::namespaced(admin.clone(), OPERATOR_NS);
-    eventually("the running step's Job is gone", WAIT, || async {
-        Ok(jobs
-            .list(&ListParams::default().labels(&format!("{}={uid}", labels::EXECUTION_UID)))
-            .await?
-            .items
-            .is_empty())
-    })
-    .await
-    .expect("the cancelled step's Job is deleted");
+    wait_jobs_gone(&admin, &uid, "the cancelled step's Job is deleted").await;
     let rbs: Api<k8s_openapi::api::rbac::v1::RoleBinding> = Api::namespaced(admin.clone(), &ns);
     let grants: Vec<String> = rbs
         .list(&ListParams::default().labels(&format!("{}={uid}", labels::EXECUTION_UID)))

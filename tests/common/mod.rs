@@ -319,3 +319,19 @@ pub async fn exclusive() -> tokio::sync::MutexGuard<'static, ()> {
     static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     LOCK.lock().await
 }
+
+/// Waits until no Job of the execution with `uid` is left (the operator's
+/// cleanup or the garbage collector removed them).
+pub async fn wait_jobs_gone(client: &Client, uid: &str, what: &str) {
+    let jobs: Api<k8s_openapi::api::batch::v1::Job> = Api::namespaced(client.clone(), OPERATOR_NS);
+    let selector = format!("{}={uid}", kubernetes_executor_crds::labels::EXECUTION_UID);
+    eventually(what, WAIT, || async {
+        Ok(jobs
+            .list(&kube::api::ListParams::default().labels(&selector))
+            .await?
+            .items
+            .is_empty())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+}

@@ -584,6 +584,17 @@ pub fn write_token_kubeconfig(path: &Path, server: &str, ca: &Path, token: &str)
     write_kubeconfig(path, server, ca, Credentials::Token(token))
 }
 
+/// Writes a kubeconfig authenticating with a client certificate.
+pub fn write_cert_kubeconfig(
+    path: &Path,
+    server: &str,
+    ca: &Path,
+    cert: &Path,
+    key: &Path,
+) -> Result<()> {
+    write_kubeconfig(path, server, ca, Credentials::Cert(cert, key))
+}
+
 /// Builds a client from a kubeconfig file.
 pub async fn client_from_kubeconfig(path: &Path) -> Result<Client> {
     let kc = Kubeconfig::read_from(path)?;

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 use crate::certs::{Pki, Usage};
+use crate::controlplane::write_cert_kubeconfig;
 use crate::proc::Proc;
 
 /// Bridge the node's pods are attached to.
@@ -233,19 +234,6 @@ pub struct RealNode {
     procs: Vec<Proc>,
 }
 
-fn kubeconfig(path: &Path, server: &str, ca: &Path, cert: &Path, key: &Path) -> Result<()> {
-    std::fs::write(
-        path,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: local\n  cluster:\n    server: {server}\n    certificate-authority: {}\nusers:\n- name: node\n  user:\n    client-certificate: {}\n    client-key: {}\ncontexts:\n- name: local\n  context: {{cluster: local, user: node}}\ncurrent-context: local\n",
-            ca.display(),
-            cert.display(),
-            key.display()
-        ),
-    )?;
-    Ok(())
-}
-
 impl RealNode {
     /// Starts containerd, imports the images, starts kubelet and
     /// kube-proxy. The caller waits for the Node to become Ready.
@@ -360,14 +348,14 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
                 groups: vec![],
             },
         )?;
-        kubeconfig(
+        write_cert_kubeconfig(
             &dir.join("kubelet.kubeconfig"),
             cfg.server,
             &cfg.pki.ca_cert,
             &node_crt,
             &node_key,
         )?;
-        kubeconfig(
+        write_cert_kubeconfig(
             &dir.join("kube-proxy.kubeconfig"),
             cfg.server,
             &cfg.pki.ca_cert,

@@ -35,12 +35,25 @@ const PROBE_USER: &str = "system:serviceaccount:default:ke-admission-probe";
 
 /// Runs kubectl against the control plane; fails with its stderr.
 pub fn kubectl(cp: &ControlPlane, args: &[&str]) -> Result<String> {
-    let out = Command::new(cp.bin_dir().join("kubectl"))
+    kubectl_with_input(cp, args, "")
+}
+
+/// [`kubectl`] with `input` on its standard input (`-f -`).
+pub fn kubectl_with_input(cp: &ControlPlane, args: &[&str], input: &str) -> Result<String> {
+    use std::io::Write;
+    let mut child = Command::new(cp.bin_dir().join("kubectl"))
         .arg("--kubeconfig")
         .arg(cp.kubeconfig())
         .args(args)
-        .output()
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .context("run kubectl")?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(input.as_bytes()).context("kubectl stdin")?;
+    }
+    let out = child.wait_with_output().context("run kubectl")?;
     anyhow::ensure!(
         out.status.success(),
         "kubectl {}: {}",
