@@ -48,7 +48,7 @@ async fn try_lead(api: &KubeApi, identity: &str, observer: &mut LeaseObserver) -
     };
     Ok(
         match api.claim_lease(&desired, Probe::ReadFirst, expired).await? {
-            Claim::Renewed | Claim::Taken => true,
+            Claim::Renewed(_) | Claim::Taken(_) => true,
             Claim::Busy(_) => false,
         },
     )
@@ -113,7 +113,7 @@ pub fn keep_leading(
 /// Gives the lease up (a clean shutdown of the leader).
 pub async fn release(api: &KubeApi, identity: &str) {
     if let Err(e) = api
-        .release_lease(LEADER_LEASE, identity, Release::Vacate)
+        .release_lease(LEADER_LEASE, identity, Release::Vacate, None)
         .await
     {
         tracing::warn!(error = %e, "failed to release the leader lease");

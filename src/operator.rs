@@ -115,6 +115,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     );
     let health = Arc::new(Health::default());
     let registry = Arc::new(ActorRegistry::default());
+    let trimmer = crate::memory::spawn_trimmer();
 
     let (root, root_handle) = tree::start(TreeArgs {
         api: api.clone(),
@@ -190,6 +191,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
         admission.abort();
     }
+    trimmer.abort();
     metrics.is_leader.set(0);
     if let Err(e) = root
         .stop_and_wait(Some("shutdown".into()), Some(Duration::from_secs(15)))

@@ -64,6 +64,11 @@ pub const PAUSE_POLL: Duration = Duration::from_secs(2);
 /// How often an execution waiting for a busy target tries again (served
 /// from the lock view: no request while the holder is live).
 pub const BUSY_POLL: Duration = Duration::from_millis(500);
+/// How long a passing phase (`Preparing`, `Verifying`) may go unrecorded in
+/// status: entering it is written only if the execution is still in it
+/// after this long; otherwise the next write (usually within milliseconds)
+/// records it together with the phase that follows (one request less each).
+pub const PASSING_PHASE_WINDOW: Duration = Duration::from_millis(500);
 /// How long an execution waits for the PolicyActor's answer.
 pub const POLICY_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long an execution waits for the RbacActor's answer.

@@ -34,6 +34,8 @@ struct Seen {
     requests: Vec<String>,
     statuses: Vec<Value>,
     jobs: Vec<Value>,
+    /// What the RbacActor was asked: `grant` / `revoke`.
+    rbac: Vec<&'static str>,
 }
 
 fn deployment() -> Value {
@@ -140,30 +142,39 @@ impl Actor for StubPolicy {
     }
 }
 
-/// An RbacActor stand-in: every grant and revocation succeeds.
+/// An RbacActor stand-in: every grant and revocation succeeds (and is
+/// recorded in `Seen::rbac`).
 struct StubRbac;
 
 impl Actor for StubRbac {
     type Msg = RbacMsg;
-    type State = ();
-    type Arguments = ();
+    type State = Arc<Mutex<Seen>>;
+    type Arguments = Arc<Mutex<Seen>>;
 
-    async fn pre_start(&self, _: ActorRef<RbacMsg>, _: ()) -> Result<(), ActorProcessingErr> {
-        Ok(())
+    async fn pre_start(
+        &self,
+        _: ActorRef<RbacMsg>,
+        seen: Arc<Mutex<Seen>>,
+    ) -> Result<Arc<Mutex<Seen>>, ActorProcessingErr> {
+        Ok(seen)
     }
 
     async fn handle(
         &self,
         _: ActorRef<RbacMsg>,
         msg: RbacMsg,
-        _: &mut (),
+        seen: &mut Arc<Mutex<Seen>>,
     ) -> Result<(), ActorProcessingErr> {
-        match msg {
-            RbacMsg::Grant { reply, .. } | RbacMsg::Revoke { reply, .. } => {
-                let _ = reply.send(Ok(()));
-            }
-            _ => {}
-        }
+        let (what, reply) = match msg {
+            RbacMsg::Grant { reply, .. } => ("grant", reply),
+            RbacMsg::Revoke { reply, .. } => ("revoke", reply),
+            _ => return Ok(()),
+        };
+        seen.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .rbac
+            .push(what);
+        let _ = reply.send(Ok(()));
         Ok(())
     }
 }
@@ -199,7 +210,7 @@ async fn run(prefix: &str, violations: Vec<String>) -> (Seen, Arc<ActorRegistry>
     let (policy, _) = Actor::spawn(Some(peers.name(Singleton::Policy)), StubPolicy, violations)
         .await
         .expect("stub policy");
-    let (rbac, _) = Actor::spawn(Some(peers.name(Singleton::Rbac)), StubRbac, ())
+    let (rbac, _) = Actor::spawn(Some(peers.name(Singleton::Rbac)), StubRbac, seen.clone())
         .await
         .expect("stub rbac");
     let registry = Arc::new(ActorRegistry::default());
@@ -288,11 +299,18 @@ fn phases(seen: &Seen) -> Vec<(String, String)> {
 async fn a_dry_run_validates_then_runs_its_job_as_a_server_side_dry_run() {
     let (seen, registry) = run("allow-", vec![]).await;
     let ph: Vec<String> = phases(&seen).into_iter().map(|(p, _)| p).collect();
+    // Preparing passes in milliseconds: not written on its own; the
+    // Executing write carries what it recorded (the decision).
     assert_eq!(
         ph,
-        ["Validating", "Preparing", "Executing", "Completed"],
+        ["Validating", "Executing", "Completed"],
         "{:#?}",
         seen.requests
+    );
+    let executing = &seen.statuses[1];
+    assert_eq!(
+        executing["validationResults"]["policyDecision"]["allowed"], true,
+        "{executing}"
     );
     let last = seen.statuses.last().expect("a status");
     assert_eq!(last["reason"], reasons::DRY_RUN_SUCCEEDED, "{last}");
@@ -326,6 +344,9 @@ async fn a_dry_run_validates_then_runs_its_job_as_a_server_side_dry_run() {
         "{args:?}"
     );
     assert_eq!(registry.executions(), 0);
+    // Its grants were made and taken back (what the denial below must not
+    // spend requests on).
+    assert_eq!(seen.rbac, ["grant", "revoke"]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -354,5 +375,13 @@ async fn a_denial_fails_the_execution_with_the_decision_recorded() {
             .as_str()
             .is_some_and(|m| m.contains("scale-to-3 is forbidden")),
         "{last}"
+    );
+    // Denied before any lock or grant was taken: nothing to release, and
+    // no request spent on releasing it.
+    assert!(seen.rbac.is_empty(), "{:?}", seen.rbac);
+    assert!(
+        !seen.requests.iter().any(|r| r.contains("/leases")),
+        "{:#?}",
+        seen.requests
     );
 }

@@ -108,7 +108,7 @@ async fn claim_renew_take_over_and_release() {
     let c = api
         .claim_lease(&lease("a"), Probe::CreateFirst, never)
         .await;
-    assert_eq!(c.expect("claim"), Claim::Taken);
+    assert_eq!(c.expect("claim"), Claim::Taken(Some("1".into())));
     assert_eq!(store.lock().map(|s| s.requests.len()).unwrap_or(0), 1);
     // Someone else's, and the rule says no: busy, nothing written.
     let c = api
@@ -120,31 +120,44 @@ async fn claim_renew_take_over_and_release() {
     assert_eq!(holder(&store).expect("lease")["holderIdentity"], "a");
     // Ours: renewed.
     let c = api.claim_lease(&lease("a"), Probe::ReadFirst, never).await;
-    assert_eq!(c.expect("renew"), Claim::Renewed);
+    assert_eq!(c.expect("renew"), Claim::Renewed(Some("2".into())));
     // The rule frees it: taken over, with one more transition.
     let c = api.claim_lease(&lease("b"), Probe::ReadFirst, always).await;
-    assert_eq!(c.expect("take over"), Claim::Taken);
+    assert_eq!(c.expect("take over"), Claim::Taken(Some("3".into())));
     let spec = holder(&store).expect("lease");
     assert_eq!(spec["holderIdentity"], "b");
     assert_eq!(spec["leaseTransitions"], 1);
 
     // Only the holder releases.
-    api.release_lease("lock", "a", Release::Delete)
+    api.release_lease("lock", "a", Release::Delete, None)
         .await
         .expect("not ours: nothing to do");
     assert!(holder(&store).is_some());
-    api.release_lease("lock", "b", Release::Vacate)
+    // A's version from before the take-over: the conditional delete fails,
+    // the read shows it is not A's, and it stays.
+    api.release_lease("lock", "a", Release::Delete, Some("1"))
+        .await
+        .expect("not ours any more: nothing to do");
+    assert_eq!(holder(&store).expect("kept")["holderIdentity"], "b");
+    api.release_lease("lock", "b", Release::Vacate, None)
         .await
         .expect("vacate");
     let spec = holder(&store).expect("kept");
     assert!(spec["holderIdentity"].is_null(), "{spec}");
     assert_eq!(spec["leaseDurationSeconds"], 1);
     let c = api.claim_lease(&lease("c"), Probe::ReadFirst, always).await;
-    assert_eq!(c.expect("claim vacated"), Claim::Taken);
-    api.release_lease("lock", "c", Release::Delete)
+    let Ok(Claim::Taken(Some(version))) = c else {
+        panic!("claim vacated: {c:?}");
+    };
+    // With the version the claim returned: one conditional DELETE, no read.
+    let before = store.lock().map(|s| s.requests.len()).unwrap_or(0);
+    api.release_lease("lock", "c", Release::Delete, Some(&version))
         .await
         .expect("delete");
     assert!(holder(&store).is_none());
+    let requests = store.lock().map(|s| s.requests.clone()).unwrap_or_default();
+    assert_eq!(requests.len(), before + 1, "{requests:?}");
+    assert!(requests[before].starts_with("DELETE"), "{requests:?}");
 }
 
 #[tokio::test]

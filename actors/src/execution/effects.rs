@@ -13,7 +13,7 @@ pub(super) async fn execute(
     let ctx = state.ctx.clone();
     match fx {
         Effect::Transition(change) => {
-            write_transition(state, &change).await;
+            write_transition(myself, state, &change).await;
             None
         }
         Effect::Validate => {
@@ -36,18 +36,14 @@ pub(super) async fn execute(
             }
             Some(Event::Validated(validate_all(state).await))
         }
-        Effect::CreateJob => match create_job(state).await {
-            Ok(Created::Job(job)) => {
-                // The Job may be one created before a restart, and may even be
-                // finished already (its watch event went to no actor): look at it.
-                let name = job.name_any();
-                post(&ctx.registry, myself, ExecutionMsg::JobChanged(job));
-                Some(Event::JobCreated { job_name: name })
+        Effect::CreateJob => {
+            // Preparing is recorded when the lock, grants and Job take long.
+            let (created, written) = flush_if_slow(pending_write(state), create_job(state)).await;
+            if written {
+                state.unwritten = false;
             }
-            Ok(Created::Busy(holder)) => busy(myself, state, holder),
-            // Could not create the Job for a permanent reason: fail as validation does.
-            Err(refusal) => Some(Event::Validated(Err(refusal))),
-        },
+            created_job(myself, state, created)
+        }
         Effect::ObserveJob => {
             let name = current_job_name(state);
             match retry_for(PATIENCE, || ctx.api.get_job(&name)).await {
@@ -105,9 +101,11 @@ pub(super) async fn execute(
             None
         }
         Effect::ReleaseGrants => {
-            if state.released {
-                // Released already in this actor's life: nothing left. (A
-                // dry run takes no lock, but its Job holds grants.)
+            if state.released || !state.may_hold {
+                // Released already in this actor's life, or none taken: no
+                // life of this execution got to the lock or the grants (a
+                // denial, a rejection). (A dry run takes no lock, but its
+                // Job holds grants.)
                 return None;
             }
             state.released = true;
@@ -116,8 +114,11 @@ pub(super) async fn execute(
             if let Some(name) = v.as_ref().and_then(|v| lock_name(state, v)) {
                 let exec_uid = uid(state);
                 let how = crate::k8s::leases::Release::Delete;
-                if let Err(e) =
-                    retry_for(PATIENCE, || ctx.api.release_lease(&name, &exec_uid, how)).await
+                let known = state.lock_version.as_deref();
+                if let Err(e) = retry_for(PATIENCE, || {
+                    ctx.api.release_lease(&name, &exec_uid, how, known)
+                })
+                .await
                 {
                     tracing::warn!(error = %e, "failed to release the target lock (it expires)");
                 }
@@ -175,16 +176,71 @@ pub(super) async fn execute(
     }
 }
 
-pub(super) async fn write_transition(state: &mut ExecutionState, change: &StatusChange) {
+/// What a Job creation attempt leads to.
+fn created_job(
+    myself: &ExecutionRef,
+    state: &mut ExecutionState,
+    created: Result<Created, Refusal>,
+) -> Option<Event> {
+    let ctx = state.ctx.clone();
+    match created {
+        Ok(Created::Job(job)) => {
+            // The Job may be one created before a restart, and may even be
+            // finished already (its watch event went to no actor): look at it.
+            let name = job.name_any();
+            post(&ctx.registry, myself, ExecutionMsg::JobChanged(job));
+            Some(Event::JobCreated { job_name: name })
+        }
+        Ok(Created::Busy(holder)) => busy(myself, state, holder),
+        // Could not create the Job for a permanent reason: fail as validation does.
+        Err(refusal) => Some(Event::Validated(Err(refusal))),
+    }
+}
+
+pub(super) async fn write_transition(
+    myself: &ExecutionRef,
+    state: &mut ExecutionState,
+    change: &StatusChange,
+) {
     let from = state.status.phase.unwrap_or_default();
     let span =
         tracing::info_span!("transition", from = %from, to = %change.phase, reason = change.reason);
-    write_transition_in_span(state, change, from)
+    write_transition_in_span(myself, state, change, from)
         .instrument(span)
         .await
 }
 
-async fn write_transition_in_span(state: &mut ExecutionState, change: &StatusChange, from: Phase) {
+/// A phase that usually lasts milliseconds and leads straight on: entering
+/// it is written only if the execution is still in it after
+/// [`crate::tunables::PASSING_PHASE_WINDOW`] (see docs/performance.md).
+/// `Preparing` takes the lock, the grants and the Job (the decision is
+/// written with `Executing`); `Verifying` checks postconditions (the
+/// result and rollback information are written with the outcome). A crash
+/// before the next write loses nothing: a restarted actor resumes from the
+/// phase before, adopts the deterministically named Job and reads its
+/// outcome again.
+fn passing(change: &StatusChange) -> bool {
+    matches!(
+        (change.phase, change.reason),
+        (Phase::Preparing, reasons::PREPARING) | (Phase::Verifying, reasons::VERIFYING)
+    )
+}
+
+/// Whether a transition gets a Kubernetes Event: outcomes (terminal
+/// phases) and the states a person must be told about because the
+/// execution waits in them (paused, target busy). Milestones in between are
+/// in status and in the trace — an Event each would cost a request each.
+fn announced(change: &StatusChange) -> bool {
+    change.phase.is_terminal()
+        || matches!(change.reason, reasons::PAUSED | reasons::WAITING_FOR_TARGET)
+}
+
+async fn write_transition_in_span(
+    myself: &ExecutionRef,
+    state: &mut ExecutionState,
+    change: &StatusChange,
+    from: Phase,
+) {
     let ctx = state.ctx.clone();
     let generation = state.exec.metadata.generation;
     crate::status::apply(&mut state.status, change, now(), generation);
@@ -195,6 +251,46 @@ async fn write_transition_in_span(state: &mut ExecutionState, change: &StatusCha
         .as_ref()
         .and_then(|r| r.name.clone());
     state.status.step_number = spec.step_number;
+    if passing(change) {
+        state.unwritten = true;
+        count(state, change, from);
+        let window = crate::tunables::PASSING_PHASE_WINDOW;
+        post_after(&ctx.registry, myself, window, || ExecutionMsg::FlushStatus);
+        return;
+    }
+    if !persist(state).await {
+        return;
+    }
+    count(state, change, from);
+    if from == change.phase || !announced(change) {
+        return;
+    }
+    let warning = change.phase == Phase::Failed;
+    ctx.api
+        .event(
+            &state.exec,
+            warning,
+            change.reason,
+            format!(
+                "{from} → {}: {} (requested by {})",
+                change.phase,
+                change.message,
+                state
+                    .exec
+                    .spec
+                    .requester
+                    .as_ref()
+                    .map(|r| r.username.as_str())
+                    .unwrap_or("nobody recorded")
+            ),
+        )
+        .await;
+}
+
+/// Writes `state.status`; false when it could not be written (the
+/// execution is gone, or a permanent error).
+pub(super) async fn persist(state: &mut ExecutionState) -> bool {
+    let ctx = state.ctx.clone();
     let (ns, name) = (
         state.exec.namespace().unwrap_or_default(),
         state.exec.name_any(),
@@ -203,65 +299,90 @@ async fn write_transition_in_span(state: &mut ExecutionState, change: &StatusCha
     match retry_for(Duration::MAX, || ctx.api.write_status(&ns, &name, &status)).await {
         // The freshest version of the object (its resourceVersion lets the
         // finalizer patch go without a read first).
-        Ok(written) => state.exec = written,
-        Err(ApiError::NotFound { .. }) => return,
+        Ok(written) => {
+            state.exec = written;
+            state.unwritten = false;
+            true
+        }
+        Err(ApiError::NotFound { .. }) => false,
         Err(e) => {
             tracing::error!(error = %e, "failed to write status");
-            return;
+            false
         }
     }
-    if from != change.phase {
+}
+
+/// Metrics, the lifecycle record and the log line of a transition.
+fn count(state: &mut ExecutionState, change: &StatusChange, from: Phase) {
+    if from == change.phase {
+        return;
+    }
+    let ctx = &state.ctx;
+    ctx.metrics
+        .phase_transitions
+        .with_label_values(&[from.as_str(), change.phase.as_str()])
+        .inc();
+    ctx.metrics
+        .phase_duration
+        .with_label_values(&[from.as_str()])
+        .observe(state.phase_since.elapsed().as_secs_f64());
+    state.phase_since = Instant::now();
+    // Once per Job: only the transition that moves the execution out of
+    // Executing with the Job's outcome observes its duration (a resumed
+    // actor past Executing never sees the outcome again).
+    if from == Phase::Executing
+        && let Some(seconds) = state.job_duration.take()
+    {
+        ctx.metrics.job_completion_duration.observe(seconds);
+    }
+    state
+        .life
+        .transition(format!("{from}→{} {}", change.phase, change.reason));
+    if change.phase.is_terminal() {
         ctx.metrics
-            .phase_transitions
-            .with_label_values(&[from.as_str(), change.phase.as_str()])
+            .executions_finished
+            .with_label_values(&[change.phase.as_str(), change.reason])
             .inc();
-        ctx.metrics
-            .phase_duration
-            .with_label_values(&[from.as_str()])
-            .observe(state.phase_since.elapsed().as_secs_f64());
-        state.phase_since = Instant::now();
-        // Once per Job: only the write that moves the execution out of
-        // Executing with the Job's outcome observes its duration (a resumed
-        // actor past Executing never sees the outcome again).
-        if from == Phase::Executing
-            && let Some(seconds) = state.job_duration.take()
-        {
-            ctx.metrics.job_completion_duration.observe(seconds);
-        }
-        state
-            .life
-            .transition(format!("{from}→{} {}", change.phase, change.reason));
-        if change.phase.is_terminal() {
-            ctx.metrics
-                .executions_finished
-                .with_label_values(&[change.phase.as_str(), change.reason])
-                .inc();
-        }
-        tracing::info!(from = %from, to = %change.phase, reason = change.reason, message = %change.message, "phase transition");
-        // Entering Validating is routine (status shows it); Events record
-        // outcomes and milestones — one request less per execution.
-        if change.phase == Phase::Validating {
-            return;
-        }
-        let warning = change.phase == Phase::Failed;
-        ctx.api
-            .event(
-                &state.exec,
-                warning,
-                change.reason,
-                format!(
-                    "{from} → {}: {} (requested by {})",
-                    change.phase,
-                    change.message,
-                    state
-                        .exec
-                        .spec
-                        .requester
-                        .as_ref()
-                        .map(|r| r.username.as_str())
-                        .unwrap_or("nobody recorded")
-                ),
-            )
-            .await;
     }
+    tracing::info!(from = %from, to = %change.phase, reason = change.reason, message = %change.message, "phase transition");
+}
+
+/// The write of a passing phase still unrecorded, ready to run later
+/// (owned: it can run while `state` is borrowed by the work it waits on).
+fn pending_write(
+    state: &ExecutionState,
+) -> Option<impl std::future::Future<Output = bool> + use<>> {
+    if !state.unwritten {
+        return None;
+    }
+    let api = state.ctx.api.clone();
+    let (ns, name) = (
+        state.exec.namespace().unwrap_or_default(),
+        state.exec.name_any(),
+    );
+    let status = state.status.clone();
+    Some(async move {
+        retry_for(PATIENCE, || api.write_status(&ns, &name, &status))
+            .await
+            .is_ok()
+    })
+}
+
+/// Runs `work`; if it takes longer than the passing-phase window, runs
+/// `write` (the unrecorded passing phase) meanwhile. The write starts only
+/// after the window and is always awaited to its end, so it can never
+/// land after a later write. True when the write was made.
+async fn flush_if_slow<T>(
+    write: Option<impl std::future::Future<Output = bool>>,
+    work: impl std::future::Future<Output = T>,
+) -> (T, bool) {
+    let mut work = std::pin::pin!(work);
+    let Some(write) = write else {
+        return (work.await, false);
+    };
+    tokio::select! {
+        t = &mut work => return (t, false),
+        () = tokio::time::sleep(crate::tunables::PASSING_PHASE_WINDOW) => {}
+    }
+    tokio::join!(work, write)
 }

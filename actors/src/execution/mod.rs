@@ -77,6 +77,9 @@ pub enum ExecutionMsg {
     PostconditionsDone(Vec<ConditionResult>),
     /// Restart the postcondition verifier (after it failed).
     RespawnVerifier,
+    /// Write a passing phase still unrecorded after
+    /// [`crate::tunables::PASSING_PHASE_WINDOW`].
+    FlushStatus,
 }
 
 /// Shorthand for the actor's reference.
@@ -108,6 +111,15 @@ pub struct ExecutionState {
     /// outcome is written (then `job_completion_duration` observes it).
     job_duration: Option<f64>,
     finalizer_added: bool,
+    /// `state.status` holds a passing phase not yet written.
+    unwritten: bool,
+    /// A lock or grants may exist for this execution: this life began
+    /// taking them, or an earlier life may have (it got past `Pending`, or
+    /// crashed). When false, releasing costs no request.
+    may_hold: bool,
+    /// The target lock's resourceVersion when this life took it (its
+    /// release is then a conditional DELETE, without a read first).
+    lock_version: Option<String>,
     released: bool,
     admitted: Option<tokio::sync::OwnedSemaphorePermit>,
     restarts: u32,
@@ -190,6 +202,7 @@ impl Actor for ExecutionActor {
             ExecutionMsg::Machine(Box::new(first)),
         );
         let resumed_in_validating = machine.phase == Phase::Validating;
+        let may_hold = args.restarts > 0 || machine.phase != Phase::Pending;
         Ok(ExecutionState {
             exec,
             status,
@@ -201,6 +214,9 @@ impl Actor for ExecutionActor {
             job_created: None,
             job_duration: None,
             finalizer_added: false,
+            unwritten: false,
+            may_hold,
+            lock_version: None,
             released: false,
             admitted: None,
             restarts: args.restarts,
@@ -329,6 +345,11 @@ async fn handle_message(
                     let outcome = crate::decide::postconditions(&results);
                     record_conditions(&mut state.status, ConditionPhase::Post, results);
                     run(&myself, state, Event::Verified(outcome)).await;
+                }
+            }
+            ExecutionMsg::FlushStatus => {
+                if state.unwritten && !state.machine.phase.is_terminal() {
+                    effects::persist(state).await;
                 }
             }
             ExecutionMsg::RespawnVerifier => {

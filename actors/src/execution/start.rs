@@ -32,13 +32,14 @@ pub(super) fn lock_name(state: &ExecutionState, v: &ValidatedAction) -> Option<S
     ))
 }
 
-/// Takes the target lock, or names its live holder. A Lease held by
-/// someone else is taken over when it expired, or when its holder
-/// execution is gone (another UID under that name) or finished.
+/// Takes the target lock (`Ok(version)`: its resourceVersion), or names
+/// its live holder (`Err`). A Lease held by someone else is taken over when
+/// it expired, or when its holder execution is gone (another UID under
+/// that name) or finished.
 async fn take_lock(
     ctx: &Ctx,
     lease: &k8s_openapi::api::coordination::v1::Lease,
-) -> Result<Option<crate::lock::Holder>, ApiError> {
+) -> Result<Result<Option<String>, crate::lock::Holder>, ApiError> {
     use crate::k8s::leases::{Claim, Probe};
     let gone = async |existing: &k8s_openapi::api::coordination::v1::Lease| {
         let h = crate::lock::holder(existing, Timestamp::now());
@@ -53,8 +54,8 @@ async fn take_lock(
     };
     Ok(
         match ctx.api.claim_lease(lease, Probe::CreateFirst, gone).await? {
-            Claim::Renewed | Claim::Taken => None,
-            Claim::Busy(l) => Some(crate::lock::holder(&l, Timestamp::now())),
+            Claim::Renewed(version) | Claim::Taken(version) => Ok(version),
+            Claim::Busy(l) => Err(crate::lock::holder(&l, Timestamp::now())),
         },
     )
 }
@@ -141,15 +142,17 @@ pub(super) async fn create_job(state: &mut ExecutionState) -> Result<Created, Re
         {
             return Ok(Created::Busy(h));
         }
+        state.may_hold = true;
         match retry_for(PATIENCE, || take_lock(&ctx, &lease)).await {
-            Ok(None) => {}
-            Ok(Some(h)) => return Ok(Created::Busy(h)),
+            Ok(Ok(version)) => state.lock_version = version,
+            Ok(Err(h)) => return Ok(Created::Busy(h)),
             Err(e) => return Err(fail(format!("cannot take the target lock: {e}"))),
         }
     }
     let exec = execution_id(state);
     let target_ns = v.target.namespace.clone();
     let action = v.action;
+    state.may_hold = true;
     ask_rbac(&ctx, |reply| RbacMsg::Grant {
         action,
         target_ns: target_ns.clone(),

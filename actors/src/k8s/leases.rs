@@ -25,10 +25,10 @@ pub enum Probe {
 /// What a claim came to.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Claim {
-    /// It was ours already; renewed.
-    Renewed,
-    /// It is ours now (created, or taken over).
-    Taken,
+    /// It was ours already; renewed (its new resourceVersion).
+    Renewed(Option<String>),
+    /// It is ours now, created or taken over (its resourceVersion).
+    Taken(Option<String>),
     /// Someone else holds it (as read).
     Busy(Box<Lease>),
 }
@@ -70,8 +70,8 @@ impl KubeApi {
             )
             .await
         {
-            Ok(_) => Ok(true),
-            Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
+            Ok(l) => Ok(Some(l.metadata.resource_version)),
+            Err(kube::Error::Api(s)) if s.code == 409 => Ok(None),
             Err(e) => Err(ApiError::classify(format!("create lease {name}"), e)),
         };
         let read = async || {
@@ -81,8 +81,8 @@ impl KubeApi {
         };
         let existing = match probe {
             Probe::CreateFirst => {
-                if create().await? {
-                    return Ok(Claim::Taken);
+                if let Some(version) = create().await? {
+                    return Ok(Claim::Taken(version));
                 }
                 read().await?.ok_or_else(|| ApiError::Conflict {
                     what: format!("lease {name}"),
@@ -91,8 +91,10 @@ impl KubeApi {
             }
             Probe::ReadFirst => match read().await? {
                 Some(l) => l,
-                None if create().await? => return Ok(Claim::Taken),
-                None => return Ok(Claim::Busy(Box::default())),
+                None => match create().await? {
+                    Some(version) => return Ok(Claim::Taken(version)),
+                    None => return Ok(Claim::Busy(Box::default())),
+                },
             },
         };
         let mine = holder(&existing) == Some(identity.as_str());
@@ -110,8 +112,8 @@ impl KubeApi {
             spec.lease_transitions = Some(old.lease_transitions.unwrap_or(0) + 1);
         }
         match api.replace(&name, &PostParams::default(), &next).await {
-            Ok(_) if mine => Ok(Claim::Renewed),
-            Ok(_) => Ok(Claim::Taken),
+            Ok(l) if mine => Ok(Claim::Renewed(l.metadata.resource_version)),
+            Ok(l) => Ok(Claim::Taken(l.metadata.resource_version)),
             // Someone else wrote it first.
             Err(kube::Error::Api(s)) if s.code == 409 => Ok(Claim::Busy(Box::new(existing))),
             Err(e) => Err(ApiError::classify(format!("claim lease {name}"), e)),
@@ -119,9 +121,33 @@ impl KubeApi {
     }
 
     /// Gives up Lease `name` if `identity` holds it (absent, or held by
-    /// someone else: nothing to do).
-    pub async fn release_lease(&self, name: &str, identity: &str, how: Release) -> ApiResult<()> {
+    /// someone else: nothing to do). With `known`, the resourceVersion the
+    /// claim returned, a Lease to delete goes in one conditional DELETE;
+    /// read first only if it changed since (someone took it over).
+    pub async fn release_lease(
+        &self,
+        name: &str,
+        identity: &str,
+        how: Release,
+        known: Option<&str>,
+    ) -> ApiResult<()> {
         let api = self.leases();
+        if let (Release::Delete, Some(version)) = (how, known) {
+            let dp = DeleteParams {
+                preconditions: Some(kube::api::Preconditions {
+                    resource_version: Some(version.to_string()),
+                    uid: None,
+                }),
+                ..Default::default()
+            };
+            match api.delete(name, &dp).await {
+                Ok(_) => return Ok(()),
+                Err(kube::Error::Api(s)) if s.code == 404 => return Ok(()),
+                // Changed since this claim: read it (below).
+                Err(kube::Error::Api(s)) if s.code == 409 => {}
+                Err(e) => return Err(ApiError::classify(format!("release lease {name}"), e)),
+            }
+        }
         let Some(mut existing) = api
             .get_opt(name)
             .await
