@@ -198,12 +198,25 @@ fn execution() -> KubernetesExecution {
     e.metadata.uid = Some("exec-uid".into());
     e.metadata.resource_version = Some("1".into());
     e.metadata.generation = Some(1);
+    // Created well after this process started (past the 30 s clock
+    // margin): no earlier operator process can have worked on it.
+    e.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        k8s_openapi::jiff::Timestamp::now() + k8s_openapi::jiff::SignedDuration::from_secs(60),
+    ));
     e
 }
 
 /// Runs one execution actor to its end against the mock; what it wrote.
 async fn run(prefix: &str, violations: Vec<String>) -> (Seen, Arc<ActorRegistry>) {
-    let exec = execution();
+    run_exec(prefix, violations, execution()).await
+}
+
+/// [`run`] with a given execution.
+async fn run_exec(
+    prefix: &str,
+    violations: Vec<String>,
+    exec: KubernetesExecution,
+) -> (Seen, Arc<ActorRegistry>) {
     let seen = Arc::new(Mutex::new(Seen::default()));
     let client = api_server(exec.clone(), seen.clone());
     let peers = Peers::with_prefix(prefix);
@@ -299,15 +312,10 @@ fn phases(seen: &Seen) -> Vec<(String, String)> {
 async fn a_dry_run_validates_then_runs_its_job_as_a_server_side_dry_run() {
     let (seen, registry) = run("allow-", vec![]).await;
     let ph: Vec<String> = phases(&seen).into_iter().map(|(p, _)| p).collect();
-    // Preparing passes in milliseconds: not written on its own; the
-    // Executing write carries what it recorded (the decision).
-    assert_eq!(
-        ph,
-        ["Validating", "Executing", "Completed"],
-        "{:#?}",
-        seen.requests
-    );
-    let executing = &seen.statuses[1];
+    // Validating and Preparing pass in milliseconds: not written on their
+    // own; the Executing write carries what they recorded (the decision).
+    assert_eq!(ph, ["Executing", "Completed"], "{:#?}", seen.requests);
+    let executing = &seen.statuses[0];
     assert_eq!(
         executing["validationResults"]["policyDecision"]["allowed"], true,
         "{executing}"
@@ -384,4 +392,20 @@ async fn a_denial_fails_the_execution_with_the_decision_recorded() {
         "{:#?}",
         seen.requests
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_execution_an_earlier_operator_may_have_started_is_cleaned_up_even_when_denied() {
+    // Created before this process: an earlier operator may have got to its
+    // grants (status is written late), so a denial still revokes them.
+    let mut exec = execution();
+    exec.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        k8s_openapi::jiff::Timestamp::now() - k8s_openapi::jiff::SignedDuration::from_secs(3600),
+    ));
+    let (seen, _) = run_exec("old-", vec!["scale-to-3 is forbidden".into()], exec).await;
+    assert_eq!(
+        phases(&seen).last().map(|(_, r)| r.as_str()),
+        Some(reasons::POLICY_DENIED)
+    );
+    assert_eq!(seen.rbac, ["revoke"]);
 }

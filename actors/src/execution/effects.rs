@@ -34,7 +34,13 @@ pub(super) async fn execute(
                 );
                 return Some(Event::JobCreated { job_name: name });
             }
-            Some(Event::Validated(validate_all(state).await))
+            // Validating is recorded only when validation takes long.
+            let (validated, written) =
+                flush_if_slow(pending_write(state), validate_all(state)).await;
+            if written {
+                state.unwritten = false;
+            }
+            Some(Event::Validated(validated))
         }
         Effect::CreateJob => {
             // Preparing is recorded when the lock, grants and Job take long.
@@ -213,16 +219,20 @@ pub(super) async fn write_transition(
 /// A phase that usually lasts milliseconds and leads straight on: entering
 /// it is written only if the execution is still in it after
 /// [`crate::tunables::PASSING_PHASE_WINDOW`] (see docs/performance.md).
-/// `Preparing` takes the lock, the grants and the Job (the decision is
-/// written with `Executing`); `Verifying` checks postconditions (the
-/// result and rollback information are written with the outcome). A crash
-/// before the next write loses nothing: a restarted actor resumes from the
-/// phase before, adopts the deterministically named Job and reads its
-/// outcome again.
+/// `Validating` reads the target and asks the policies (a denial's first
+/// and only write is its outcome); `Preparing` takes the lock, the grants
+/// and the Job (the decision is written with `Executing`); `Verifying`
+/// checks postconditions (the result and rollback information are written
+/// with the outcome). A crash before the next write loses nothing: a
+/// restarted actor resumes from the phase before, looks for the
+/// deterministically named Job (an earlier life's, see
+/// `created_before_this_process`), adopts it and reads its outcome again.
 fn passing(change: &StatusChange) -> bool {
     matches!(
         (change.phase, change.reason),
-        (Phase::Preparing, reasons::PREPARING) | (Phase::Verifying, reasons::VERIFYING)
+        (Phase::Validating, reasons::VALIDATING)
+            | (Phase::Preparing, reasons::PREPARING)
+            | (Phase::Verifying, reasons::VERIFYING)
     )
 }
 

@@ -201,8 +201,17 @@ impl Actor for ExecutionActor {
             &myself,
             ExecutionMsg::Machine(Box::new(first)),
         );
-        let resumed_in_validating = machine.phase == Phase::Validating;
-        let may_hold = args.restarts > 0 || machine.phase != Phase::Pending;
+        // An earlier life may have got further than status shows (the
+        // passing phases are written late): it crashed (restarts), or it
+        // was another operator process's (created before this one started).
+        let earlier_life = args.restarts > 0
+            || machine.phase != Phase::Pending
+            || created_before_this_process(&exec);
+        // It may have created the Job: look for it before validating again
+        // (a dry run's Job changed nothing; re-validating it is harmless).
+        let resumed_in_validating = machine.phase == Phase::Validating
+            || (machine.phase == Phase::Pending && earlier_life && !exec.spec.dry_run);
+        let may_hold = earlier_life;
         Ok(ExecutionState {
             exec,
             status,
@@ -431,6 +440,23 @@ async fn run(myself: &ExecutionRef, state: &mut ExecutionState, first: Event) {
         }
         state.machine = next;
     }
+}
+
+/// When this process's first execution actor started.
+static FIRST_ACTOR: std::sync::LazyLock<Timestamp> = std::sync::LazyLock::new(Timestamp::now);
+
+/// Whether `exec` may have been worked on by an earlier operator process:
+/// created before this process's first execution actor, with a margin for
+/// the API server's clock running ahead of ours (within the margin an
+/// execution costs one more read when it starts; never a missed one).
+fn created_before_this_process(exec: &KubernetesExecution) -> bool {
+    const CLOCK_MARGIN: k8s_openapi::jiff::SignedDuration =
+        k8s_openapi::jiff::SignedDuration::from_secs(30);
+    let first = *FIRST_ACTOR;
+    exec.metadata
+        .creation_timestamp
+        .as_ref()
+        .is_none_or(|t| t.0 < first + CLOCK_MARGIN)
 }
 
 fn now() -> Time {
