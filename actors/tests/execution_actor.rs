@@ -198,17 +198,12 @@ fn execution() -> KubernetesExecution {
     e.metadata.uid = Some("exec-uid".into());
     e.metadata.resource_version = Some("1".into());
     e.metadata.generation = Some(1);
-    // Created well after this process started (past the 30 s clock
-    // margin): no earlier operator process can have worked on it.
-    e.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-        k8s_openapi::jiff::Timestamp::now() + k8s_openapi::jiff::SignedDuration::from_secs(60),
-    ));
     e
 }
 
 /// Runs one execution actor to its end against the mock; what it wrote.
 async fn run(prefix: &str, violations: Vec<String>) -> (Seen, Arc<ActorRegistry>) {
-    run_exec(prefix, violations, execution()).await
+    run_exec(prefix, violations, execution(), false).await
 }
 
 /// [`run`] with a given execution.
@@ -216,6 +211,7 @@ async fn run_exec(
     prefix: &str,
     violations: Vec<String>,
     exec: KubernetesExecution,
+    listed: bool,
 ) -> (Seen, Arc<ActorRegistry>) {
     let seen = Arc::new(Mutex::new(Seen::default()));
     let client = api_server(exec.clone(), seen.clone());
@@ -256,6 +252,7 @@ async fn run_exec(
             exec,
             ctx,
             restarts: 0,
+            listed,
         },
     )
     .await
@@ -396,13 +393,16 @@ async fn a_denial_fails_the_execution_with_the_decision_recorded() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_execution_an_earlier_operator_may_have_started_is_cleaned_up_even_when_denied() {
-    // Created before this process: an earlier operator may have got to its
-    // grants (status is written late), so a denial still revokes them.
-    let mut exec = execution();
-    exec.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-        k8s_openapi::jiff::Timestamp::now() - k8s_openapi::jiff::SignedDuration::from_secs(3600),
-    ));
-    let (seen, _) = run_exec("old-", vec!["scale-to-3 is forbidden".into()], exec).await;
+    // First seen in a full list (at start or after a leader change): an
+    // earlier operator may have got to its grants (status is written
+    // late), so a denial still revokes them.
+    let (seen, _) = run_exec(
+        "old-",
+        vec!["scale-to-3 is forbidden".into()],
+        execution(),
+        true,
+    )
+    .await;
     assert_eq!(
         phases(&seen).last().map(|(_, r)| r.as_str()),
         Some(reasons::POLICY_DENIED)

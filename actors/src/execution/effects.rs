@@ -225,8 +225,9 @@ pub(super) async fn write_transition(
 /// checks postconditions (the result and rollback information are written
 /// with the outcome). A crash before the next write loses nothing: a
 /// restarted actor resumes from the phase before, looks for the
-/// deterministically named Job (an earlier life's, see
-/// `created_before_this_process`), adopts it and reads its outcome again.
+/// deterministically named Job (an earlier life's: a restarted actor, or
+/// an execution first seen in a full list), adopts it and reads its
+/// outcome again.
 fn passing(change: &StatusChange) -> bool {
     matches!(
         (change.phase, change.reason),

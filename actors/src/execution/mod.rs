@@ -93,6 +93,10 @@ pub struct ExecutionArgs {
     pub ctx: Ctx,
     /// How often the supervisor restarted this execution's actor.
     pub restarts: u32,
+    /// First seen in a full list of executions (at start, after a leader
+    /// change, after a re-list), not as a new object: an earlier operator
+    /// process may have worked on it beyond what its status shows.
+    pub listed: bool,
 }
 
 /// State of an ExecutionActor.
@@ -203,10 +207,8 @@ impl Actor for ExecutionActor {
         );
         // An earlier life may have got further than status shows (the
         // passing phases are written late): it crashed (restarts), or it
-        // was another operator process's (created before this one started).
-        let earlier_life = args.restarts > 0
-            || machine.phase != Phase::Pending
-            || created_before_this_process(&exec);
+        // was another operator process's (listed, not new).
+        let earlier_life = args.restarts > 0 || args.listed || machine.phase != Phase::Pending;
         // It may have created the Job: look for it before validating again
         // (a dry run's Job changed nothing; re-validating it is harmless).
         let resumed_in_validating = machine.phase == Phase::Validating
@@ -440,23 +442,6 @@ async fn run(myself: &ExecutionRef, state: &mut ExecutionState, first: Event) {
         }
         state.machine = next;
     }
-}
-
-/// When this process's first execution actor started.
-static FIRST_ACTOR: std::sync::LazyLock<Timestamp> = std::sync::LazyLock::new(Timestamp::now);
-
-/// Whether `exec` may have been worked on by an earlier operator process:
-/// created before this process's first execution actor, with a margin for
-/// the API server's clock running ahead of ours (within the margin an
-/// execution costs one more read when it starts; never a missed one).
-fn created_before_this_process(exec: &KubernetesExecution) -> bool {
-    const CLOCK_MARGIN: k8s_openapi::jiff::SignedDuration =
-        k8s_openapi::jiff::SignedDuration::from_secs(30);
-    let first = *FIRST_ACTOR;
-    exec.metadata
-        .creation_timestamp
-        .as_ref()
-        .is_none_or(|t| t.0 < first + CLOCK_MARGIN)
 }
 
 fn now() -> Time {

@@ -89,7 +89,9 @@ pub fn needs_actor(exec: &KubernetesExecution) -> bool {
 }
 
 impl SupervisorState {
-    async fn ensure(&mut self, myself: &SupervisorRef, exec: KubernetesExecution) {
+    /// `listed`: seen in a full list (at start or a re-list), so an earlier
+    /// operator process may have worked on it.
+    async fn ensure(&mut self, myself: &SupervisorRef, exec: KubernetesExecution, listed: bool) {
         let key = exec.key();
         let uid = exec.uid().unwrap_or_default();
         if let Some(child) = self.children.get(&key) {
@@ -130,6 +132,7 @@ impl SupervisorState {
             exec,
             ctx: self.ctx.clone(),
             restarts,
+            listed,
         };
         match Actor::spawn_linked(Some(name.clone()), ExecutionActor, args, myself.get_cell()).await
         {
@@ -271,7 +274,7 @@ impl Actor for SupervisorActor {
                     }
                     if let Some(exec) = decode(&state.ctx.api, &state.resource, o).await {
                         state.history.observe(&exec);
-                        state.ensure(&myself, exec).await;
+                        state.ensure(&myself, exec, true).await;
                     }
                 }
                 Change::Synced => {
@@ -292,7 +295,7 @@ impl Actor for SupervisorActor {
                 Change::Applied(o) => {
                     if let Some(exec) = decode(&state.ctx.api, &state.resource, o).await {
                         state.history.observe(&exec);
-                        state.ensure(&myself, exec).await;
+                        state.ensure(&myself, exec, false).await;
                     }
                 }
                 Change::Deleted(o) => {
@@ -347,7 +350,7 @@ impl Actor for SupervisorActor {
                 })
                 .await
                 {
-                    Ok(Some(exec)) => state.ensure(&myself, exec).await,
+                    Ok(Some(exec)) => state.ensure(&myself, exec, true).await,
                     Ok(None) => {}
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot re-read execution for restart; retrying");
