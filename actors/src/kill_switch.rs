@@ -1,5 +1,7 @@
 //! KillSwitchActor: owns the watches behind [`crate::views`] — the control
-//! ConfigMap, the namespaces (metadata only) and the target-lock Leases —
+//! ConfigMap, the namespaces (metadata only), the target-lock Leases, the
+//! pods of the operator's Jobs (kept: their termination messages) and the
+//! nodes (kept: what conditions read of them) —
 //! and writes every change into the views. A child of the root: when it
 //! fails, the views go unsynced (executions ask the API) until its
 //! successor has listed again.
@@ -8,7 +10,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod};
 use kube::ResourceExt;
 use kube::core::PartialObjectMeta;
 use kube::runtime::watcher;
@@ -29,6 +31,10 @@ pub enum KillSwitchMsg {
     Namespace(Change<PartialObjectMeta<Namespace>>),
     /// A target lock changed.
     Lock(Change<Lease>),
+    /// A pod of one of the operator's Jobs changed.
+    JobPod(Box<Change<Pod>>),
+    /// A node changed.
+    Node(Box<Change<Node>>),
     /// Test hook (chaos only): fail now.
     Chaos,
 }
@@ -53,6 +59,8 @@ pub struct KillSwitchState {
     control_listing: bool,
     namespaces_listing: HashSet<String>,
     locks_listing: HashMap<String, Lease>,
+    outputs_listing: HashMap<String, Vec<crate::views::PodOutput>>,
+    nodes_listing: std::collections::BTreeMap<String, crate::policy::input::NodeInput>,
     watches: Vec<tokio::task::JoinHandle<()>>,
     life: Lifecycle,
 }
@@ -124,12 +132,38 @@ impl Actor for KillSwitchActor {
                 myself.clone(),
                 |c| Some(KillSwitchMsg::Lock(c)),
             ),
+            // The action's output is its pod's termination message: kept
+            // from this watch, an execution reads no pods when its Job ends.
+            watch(
+                "job pods",
+                args.api.operator_pods(),
+                watcher::Config::default().labels(&format!(
+                    "{}={}",
+                    labels::MANAGED_BY,
+                    labels::MANAGER
+                )),
+                r.clone(),
+                myself.clone(),
+                |c| Some(KillSwitchMsg::JobPod(Box::new(c))),
+            ),
+            // Conditions see every node: kept (a few hundred bytes each)
+            // from this watch instead of a list per evaluation.
+            watch(
+                "nodes",
+                args.api.nodes(),
+                watcher::Config::default(),
+                r.clone(),
+                myself.clone(),
+                |c| Some(KillSwitchMsg::Node(Box::new(c))),
+            ),
         ];
         Ok(KillSwitchState {
             views: args.views,
             control_listing: false,
             namespaces_listing: HashSet::new(),
             locks_listing: HashMap::new(),
+            outputs_listing: HashMap::new(),
+            nodes_listing: Default::default(),
             watches,
             life,
         })
@@ -191,6 +225,31 @@ impl Actor for KillSwitchActor {
                 Change::Deleted(l) => v.lock(&l.name_any(), None),
                 Change::Failed(_) => v.locks_stale(),
             },
+            KillSwitchMsg::JobPod(c) => match *c {
+                Change::Relisting => state.outputs_listing.clear(),
+                Change::Listed(p) => {
+                    if let Some((job, o)) = crate::views::pod_output(&p) {
+                        state.outputs_listing.entry(job).or_default().push(o);
+                    }
+                }
+                Change::Synced => v.outputs_listed(std::mem::take(&mut state.outputs_listing)),
+                Change::Applied(p) => v.job_pod(&p, false),
+                Change::Deleted(p) => v.job_pod(&p, true),
+                Change::Failed(_) => v.outputs_stale(),
+            },
+            KillSwitchMsg::Node(c) => {
+                use crate::policy::input::node_input;
+                match *c {
+                    Change::Relisting => state.nodes_listing.clear(),
+                    Change::Listed(n) => {
+                        state.nodes_listing.insert(n.name_any(), node_input(&n));
+                    }
+                    Change::Synced => v.nodes_listed(std::mem::take(&mut state.nodes_listing)),
+                    Change::Applied(n) => v.node(&n.name_any(), Some(node_input(&n))),
+                    Change::Deleted(n) => v.node(&n.name_any(), None),
+                    Change::Failed(_) => v.nodes_stale(),
+                }
+            }
         }
         state.life.handled(started, None);
         Ok(())

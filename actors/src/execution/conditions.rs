@@ -16,7 +16,15 @@ pub(super) async fn condition_input(
 ) -> Result<PolicyInput, ApiError> {
     let operator_ns = ctx.api.namespace();
     let mut input = policy_input(exec, v, labels, operator_ns);
-    let nodes = retry_for(PATIENCE, || ctx.api.list_nodes()).await?;
+    // From the watched view; listed only while it is not synced.
+    let nodes = match ctx.views.as_ref().and_then(|v| v.nodes()) {
+        Some(nodes) => nodes,
+        None => retry_for(PATIENCE, || ctx.api.list_nodes())
+            .await?
+            .iter()
+            .map(crate::policy::input::node_input)
+            .collect(),
+    };
     let deployment = match (v.target.kind.as_str(), target) {
         ("Deployment", Some(d)) => Some(d.clone()),
         ("Deployment", None) => {
@@ -35,7 +43,7 @@ pub(super) async fn condition_input(
     };
     input.cluster = crate::policy::input::cluster_input(
         operator_ns,
-        &nodes,
+        nodes,
         deployment.as_ref().map(|d| (d, pods.as_slice())),
     );
     Ok(input)

@@ -48,6 +48,15 @@ pub(super) async fn termination_output(
     // pod terminate, so the API server's watch cache normally has the pod
     // already; read from it, and from etcd only if the pod looks unfinished.
     let want = if succeeded { "Succeeded" } else { "Failed" };
+    // Seen by the watch of the operator's Job pods: no request.
+    if let Some(m) = state
+        .ctx
+        .views
+        .as_ref()
+        .and_then(|v| v.termination(job, want))
+    {
+        return crate::decide::termination_output(&m, succeeded);
+    }
     let mut message = None;
     for cached in [true, false] {
         let pods = retry_for(PATIENCE, || state.ctx.api.job_pods(job, cached))

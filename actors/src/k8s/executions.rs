@@ -11,12 +11,20 @@ use serde_json::json;
 
 use super::*;
 
+/// An execution as the operator keeps it: without `managedFields` (the
+/// server's field ownership records, nested JSON as large as the rest of
+/// the object, never read here). Thousands of live actors each hold one.
+pub fn held(mut exec: KubernetesExecution) -> KubernetesExecution {
+    exec.metadata.managed_fields = None;
+    exec
+}
+
 impl KubeApi {
     fn executions(&self, ns: &str) -> Api<KubernetesExecution> {
         Api::namespaced(self.client.clone(), ns)
     }
 
-    /// Reads an execution (None when gone).
+    /// Reads an execution (None when gone), as held (see [`held`]).
     pub async fn get_execution(
         &self,
         ns: &str,
@@ -25,6 +33,7 @@ impl KubeApi {
         self.executions(ns)
             .get_opt(name)
             .await
+            .map(|e| e.map(held))
             .map_err(|e| ApiError::classify(format!("get execution {ns}/{name}"), e))
     }
 
@@ -56,6 +65,7 @@ impl KubeApi {
                 &Patch::Apply(body),
             )
             .await
+            .map(held)
             .map_err(|e| ApiError::classify(format!("apply status of execution {ns}/{name}"), e))
     }
 

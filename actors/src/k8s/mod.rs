@@ -17,6 +17,7 @@ mod access;
 pub mod clients;
 mod events;
 mod executions;
+pub use executions::held;
 mod jobs;
 pub mod leases;
 mod retry;
@@ -189,6 +190,16 @@ impl KubeApi {
 
     /// The Leases of the operator namespace (for the lock watch).
     pub fn leases(&self) -> Api<k8s_openapi::api::coordination::v1::Lease> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    /// Nodes (for the watch behind conditions' node view).
+    pub fn nodes(&self) -> Api<k8s_openapi::api::core::v1::Node> {
+        Api::all(self.client.clone())
+    }
+
+    /// Pods of the operator's namespace (for the watch of its Jobs' pods).
+    pub fn operator_pods(&self) -> Api<k8s_openapi::api::core::v1::Pod> {
         Api::namespaced(self.client.clone(), &self.namespace)
     }
 

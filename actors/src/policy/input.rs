@@ -266,12 +266,12 @@ pub fn pod_input(p: &Pod) -> PodInput {
 /// imagePullSecrets it references (each unverified: null).
 pub fn cluster_input(
     operator_namespace: &str,
-    nodes: &[Node],
+    nodes: Vec<NodeInput>,
     deployment: Option<(&Deployment, &[Pod])>,
 ) -> ClusterInput {
     let mut c = ClusterInput {
         operator_namespace: operator_namespace.to_string(),
-        nodes: Some(nodes.iter().map(node_input).collect()),
+        nodes: Some(nodes),
         ..Default::default()
     };
     if let Some((d, pods)) = deployment {

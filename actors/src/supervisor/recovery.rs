@@ -16,11 +16,11 @@ pub(super) fn typed(
     let field = |k: &str| o.data.get(k).cloned().unwrap_or(serde_json::Value::Null);
     let spec = serde_json::from_value(field("spec"))?;
     let status = serde_json::from_value(field("status"))?;
-    Ok(KubernetesExecution {
+    Ok(crate::k8s::held(KubernetesExecution {
         metadata: o.metadata.clone(),
         spec,
         status,
-    })
+    }))
 }
 
 /// Decodes a watched object; one that does not decode gets a warning Event
