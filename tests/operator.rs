@@ -437,7 +437,9 @@ async fn scale_runs_one_least_privilege_job_and_completes() {
         })
         .map(|e| e["userAgent"].as_str().unwrap_or_default().to_string())
         .collect();
-    assert!(agents.len() >= 3, "status writes audited: {agents:?}");
+    // Executing and Completed at least (Validating, Preparing and
+    // Verifying are written only when they last).
+    assert!(agents.len() >= 2, "status writes audited: {agents:?}");
     assert!(
         agents
             .iter()

@@ -33,6 +33,7 @@ pub mod leader;
 pub mod lock;
 pub mod machine;
 pub mod metrics;
+pub mod pause;
 pub mod peers;
 pub mod policy;
 pub mod rbac;

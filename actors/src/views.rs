@@ -20,23 +20,7 @@ use std::sync::{Arc, RwLock};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
 
-/// Name of the ConfigMap (operator namespace) whose `data.paused: "true"`
-/// pauses every new execution.
-pub const CONTROL_CONFIGMAP: &str = "kubernetes-executor-control";
-/// Namespace annotation that pauses new executions in that namespace.
-pub const PAUSE_ANNOTATION: &str = "kubernetesexecution.kubernaut.io/paused";
-
-/// Pause reason for the cluster-wide switch.
-pub fn global_reason(operator_ns: &str) -> String {
-    format!(
-        "new executions are paused cluster-wide (ConfigMap {operator_ns}/{CONTROL_CONFIGMAP} has paused=\"true\")"
-    )
-}
-
-/// Pause reason for a paused namespace.
-pub fn namespace_reason(ns: &str) -> String {
-    format!("new executions in namespace {ns} are paused (annotation {PAUSE_ANNOTATION}=\"true\")")
-}
+pub use crate::pause::{CONTROL_CONFIGMAP, PAUSE_ANNOTATION, global_reason, namespace_reason};
 
 /// A value and whether it is current.
 #[derive(Default)]

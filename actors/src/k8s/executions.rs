@@ -197,7 +197,7 @@ impl KubeApi {
             .as_deref()
             == Some("true")
         {
-            return Ok(Some(crate::views::global_reason(&self.namespace)));
+            return Ok(Some(crate::pause::global_reason(&self.namespace)));
         }
         let nss: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(self.client.clone());
         let meta = nss
@@ -210,7 +210,7 @@ impl KubeApi {
             .as_deref()
             == Some("true")
         {
-            return Ok(Some(crate::views::namespace_reason(ns)));
+            return Ok(Some(crate::pause::namespace_reason(ns)));
         }
         Ok(None)
     }

@@ -22,7 +22,7 @@ mod jobs;
 pub mod leases;
 mod retry;
 pub mod watch;
-pub use crate::views::{CONTROL_CONFIGMAP, PAUSE_ANNOTATION};
+pub use crate::pause::{CONTROL_CONFIGMAP, PAUSE_ANNOTATION};
 pub use access::{AdmissionState, Grant, admission};
 pub use retry::{PATIENCE, retry_for};
 

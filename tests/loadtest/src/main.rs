@@ -85,6 +85,41 @@ struct Args {
     /// `RUST_LOG` of the local operator.
     #[arg(long, default_value = "info")]
     operator_log: String,
+    /// Pin the local operator to the last CPU and the control plane (and
+    /// this harness, and the Jobs the job runner starts) to the others, so
+    /// operator CPU and server CPU do not compete (needs 2+ CPUs; the
+    /// report says what was done).
+    #[arg(long)]
+    pin: bool,
+}
+
+/// CPU sets for `--pin`: (control plane and harness, operator), as
+/// `taskset` lists; `None` with fewer than 2 CPUs.
+fn pin_sets() -> Option<(String, String)> {
+    let cpus = std::thread::available_parallelism().ok()?.get();
+    (cpus >= 2).then(|| {
+        let last = cpus - 1;
+        let rest = if last == 1 {
+            "0".to_string()
+        } else {
+            format!("0-{}", last - 1)
+        };
+        (rest, last.to_string())
+    })
+}
+
+/// Pins every thread of process `pid` to `cpus` (`taskset -a -p -c`).
+fn pin(pid: u32, cpus: &str) -> Result<()> {
+    let out = std::process::Command::new("taskset")
+        .args(["-a", "-p", "-c", cpus, &pid.to_string()])
+        .output()
+        .context("taskset (util-linux)")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "taskset -a -p -c {cpus} {pid}: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(())
 }
 
 struct Local<'a> {
@@ -92,6 +127,25 @@ struct Local<'a> {
     opts: OperatorOptions,
     proc: Option<OperatorProc>,
     restart_window: Duration,
+    /// `--pin`: the operator's CPUs, and what the report says about it.
+    pin: Option<String>,
+    pinning: String,
+}
+
+impl Local<'_> {
+    /// Pins a freshly started operator (its threads) when asked.
+    fn pin_operator(&mut self) {
+        let (Some(cpus), Some(pid)) = (
+            self.pin.clone(),
+            self.proc.as_ref().and_then(|p| p.proc.pid()),
+        ) else {
+            return;
+        };
+        if let Err(e) = pin(pid, &cpus) {
+            self.pinning = format!("not pinned: {e}");
+            self.pin = None;
+        }
+    }
 }
 
 impl OperatorControl for Local<'_> {
@@ -104,6 +158,7 @@ impl OperatorControl for Local<'_> {
             )
             .await?;
             self.proc = Some(op);
+            self.pin_operator();
         }
         Ok(())
     }
@@ -114,7 +169,7 @@ impl OperatorControl for Local<'_> {
         self.proc.as_ref().and_then(|p| p.proc.pid())
     }
     fn describe(&self) -> String {
-        format!("local {}", self.opts.binary.display())
+        format!("local {}; {}", self.opts.binary.display(), self.pinning)
     }
     async fn restart(
         &mut self,
@@ -130,6 +185,11 @@ impl OperatorControl for Local<'_> {
             Duration::from_secs(120),
         )
         .await?;
+        self.proc = Some(op);
+        self.pin_operator();
+        let Some(op) = self.proc.as_ref() else {
+            return Ok(None);
+        };
         let r = kubernetes_executor_loadtest::run::restarted(
             finished,
             started,
@@ -138,7 +198,6 @@ impl OperatorControl for Local<'_> {
             self.restart_window,
         )
         .await;
-        self.proc = Some(op);
         Ok(Some(r))
     }
 }
@@ -215,6 +274,21 @@ fn main() -> Result<()> {
                 .repo
                 .canonicalize()
                 .with_context(|| format!("repo {}", args.repo.display()))?;
+            // Children inherit affinity: pinning this process first puts
+            // the control plane (and the job runner's Jobs) on its CPUs.
+            let (pin_op, pinning) = match (args.pin, pin_sets()) {
+                (false, _) => (None, "not pinned (--pin not given)".to_string()),
+                (true, None) => (None, "not pinned: fewer than 2 CPUs".to_string()),
+                (true, Some((rest, op))) => match pin(std::process::id(), &rest) {
+                    Ok(()) => (
+                        Some(op.clone()),
+                        format!(
+                            "pinned: operator on CPU {op}, control plane + harness + Jobs on CPU {rest}"
+                        ),
+                    ),
+                    Err(e) => (None, format!("not pinned: {e}")),
+                },
+            };
             eprintln!("loadtest: starting the local control plane");
             let env = start_env(
                 Options {
@@ -239,6 +313,8 @@ fn main() -> Result<()> {
                 },
                 proc: None,
                 restart_window: Duration::from_secs(args.restart_window),
+                pin: pin_op,
+                pinning,
             };
             let report = rt.block_on(async {
                 let client = env.client().await?;
