@@ -4,7 +4,11 @@
 
 use super::*;
 
-/// Executes one effect; may produce the next machine event.
+/// Executes one effect; may produce the next machine event. Each effect
+/// that awaits runs boxed on its own: an actor waiting in one (for a
+/// request permit, a grant, the API server) holds that effect's state
+/// only, not the largest of them all (thousands wait at once under a
+/// burst).
 pub(super) async fn execute(
     myself: &ExecutionRef,
     state: &mut ExecutionState,
@@ -13,54 +17,12 @@ pub(super) async fn execute(
     let ctx = state.ctx.clone();
     match fx {
         Effect::Transition(change) => {
-            write_transition(myself, state, &change).await;
+            Box::pin(write_transition(myself, state, &change)).await;
             None
         }
-        Effect::Validate => {
-            if std::mem::take(&mut state.resumed_in_validating)
-                && let Some(job) = existing_job(state).await
-            {
-                // A previous life created the Job and crashed before
-                // recording Executing: adopt it and record its real
-                // outcome, whatever validation would say now (the Job may
-                // have deleted the target already).
-                state.validated = validated(state);
-                let name = job.name_any();
-                tracing::info!(job = %name, "adopting the Job of a previous life");
-                post(
-                    &ctx.registry,
-                    myself,
-                    ExecutionMsg::JobChanged(Box::new(job)),
-                );
-                return Some(Event::JobCreated { job_name: name });
-            }
-            // Validating is recorded only when validation takes long.
-            let (validated, written) =
-                flush_if_slow(pending_write(state), validate_all(state)).await;
-            if written {
-                state.unwritten = false;
-            }
-            Some(Event::Validated(validated))
-        }
-        Effect::CreateJob => {
-            // Preparing is recorded when the lock, grants and Job take long.
-            let (created, written) = flush_if_slow(pending_write(state), create_job(state)).await;
-            if written {
-                state.unwritten = false;
-            }
-            created_job(myself, state, created)
-        }
-        Effect::ObserveJob => {
-            let name = current_job_name(state);
-            match retry_for(PATIENCE, || ctx.api.get_job(&name)).await {
-                Ok(Some(job)) => job_event(state, &job).await,
-                Ok(None) => Some(Event::JobFinished(JobOutcome::Missing)),
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot read job; waiting for the job watch");
-                    None
-                }
-            }
-        }
+        Effect::Validate => Box::pin(validate_effect(myself, state)).await,
+        Effect::CreateJob => Box::pin(create_job_effect(myself, state)).await,
+        Effect::ObserveJob => Box::pin(observe_job_effect(state)).await,
         Effect::ArmTimeout => {
             if !state.timeout_armed {
                 state.timeout_armed = true;
@@ -99,87 +61,166 @@ pub(super) async fn execute(
             }
             None
         }
-        Effect::DeleteJob => {
-            let name = current_job_name(state);
-            if let Err(e) = retry_for(PATIENCE, || ctx.api.delete_job(&name)).await {
-                tracing::warn!(error = %e, job = %name, "failed to delete job");
-            }
-            None
-        }
-        Effect::ReleaseGrants => {
-            if state.released || !state.may_hold {
-                // Released already in this actor's life, or none taken: no
-                // life of this execution got to the lock or the grants (a
-                // denial, a rejection). (A dry run takes no lock, but its
-                // Job holds grants.)
-                return None;
-            }
-            state.released = true;
-            // Re-derived from the spec after a restart: once, not per grant.
-            let v = validated(state);
-            if let Some(name) = v.as_ref().and_then(|v| lock_name(state, v)) {
-                let exec_uid = uid(state);
-                let how = crate::k8s::leases::Release::Delete;
-                let known = state.lock_version.as_deref();
-                if let Err(e) = retry_for(PATIENCE, || {
-                    ctx.api.release_lease(&name, &exec_uid, how, known)
-                })
-                .await
-                {
-                    tracing::warn!(error = %e, "failed to release the target lock (it expires)");
-                }
-            }
-            let (action, target_ns) = match v {
-                Some(v) => (Some(v.action), v.target.namespace),
-                None => (None, None),
-            };
-            let exec = execution_id(state);
-            let revoked = ask_rbac(&ctx, |reply| RbacMsg::Revoke {
-                action,
-                target_ns: target_ns.clone(),
-                exec: exec.clone(),
-                reply,
-            })
-            .await;
-            if let Err(e) = revoked {
-                tracing::warn!(error = %e, "failed to revoke the just-in-time grants (the janitor sweeps them)");
-            }
-            None
-        }
-        Effect::RemoveFinalizer => {
-            // Finished executions hold no finalizer (a namespace holding
-            // them deletes promptly even with the operator down). It is
-            // added only by ensure_finalizer (this life) or was there when
-            // this actor started (an earlier life): if neither, there is
-            // nothing to remove and no request to make.
-            if !state.finalizer_added
-                && !state
-                    .exec
-                    .finalizers()
-                    .iter()
-                    .any(|f| f == kubernetes_executor_crds::FINALIZER)
-            {
-                return None;
-            }
-            let (ns, name) = (
-                state.exec.namespace().unwrap_or_default(),
-                state.exec.name_any(),
-            );
-            let known = state.exec.clone();
-            if let Err(e) = retry_for(PATIENCE, || {
-                ctx.api.remove_finalizer(&ns, &name, Some(&known))
-            })
-            .await
-            {
-                tracing::warn!(error = %e, "failed to remove finalizer");
-            }
-            None
-        }
+        Effect::DeleteJob => Box::pin(delete_job_effect(state)).await,
+        Effect::ReleaseGrants => Box::pin(release_effect(state)).await,
+        Effect::RemoveFinalizer => Box::pin(remove_finalizer_effect(state)).await,
         Effect::Stop => {
             myself.stop(Some(FINISHED.into()));
             None
         }
     }
+}
+
+/// [`Effect::Validate`] (boxed by [`execute`]).
+async fn validate_effect(myself: &ExecutionRef, state: &mut ExecutionState) -> Option<Event> {
+    let ctx = state.ctx.clone();
+    if std::mem::take(&mut state.resumed_in_validating)
+        && let Some(job) = existing_job(state).await
+    {
+        // A previous life created the Job and crashed before
+        // recording Executing: adopt it and record its real
+        // outcome, whatever validation would say now (the Job may
+        // have deleted the target already).
+        state.validated = validated(state);
+        let name = job.name_any();
+        tracing::info!(job = %name, "adopting the Job of a previous life");
+        post(
+            &ctx.registry,
+            myself,
+            ExecutionMsg::JobChanged(Box::new(job)),
+        );
+        return Some(Event::JobCreated { job_name: name });
+    }
+    // Validating is recorded only when validation takes long.
+    let (validated, written) = flush_if_slow(pending_write(state), validate_all(state)).await;
+    if let Some(written) = written {
+        // Its resourceVersion lets the finalizer patch go next
+        // without a conflict.
+        state.exec = written;
+        state.unwritten = false;
+    }
+    Some(Event::Validated(validated))
+}
+
+/// [`Effect::CreateJob`] (boxed by [`execute`]).
+async fn create_job_effect(myself: &ExecutionRef, state: &mut ExecutionState) -> Option<Event> {
+    // The finalizer first (a compare-and-swap on the version this
+    // actor holds: no status write may land meanwhile), then the
+    // lock, grants and Job — Preparing is recorded if they take long.
+    let created = match ensure_finalizer(state).await {
+        Err(e) => Err(Rejection::new(
+            reasons::INTERNAL_ERROR,
+            format!("cannot add finalizer: {e}"),
+        )
+        .into()),
+        Ok(()) => {
+            let (created, written) = flush_if_slow(pending_write(state), create_job(state)).await;
+            if written.is_some() {
+                state.unwritten = false;
+            }
+            created
+        }
+    };
+    created_job(myself, state, created)
+}
+
+/// [`Effect::ObserveJob`] (boxed by [`execute`]).
+async fn observe_job_effect(state: &mut ExecutionState) -> Option<Event> {
+    let ctx = state.ctx.clone();
+    let name = current_job_name(state);
+    match retry_for(PATIENCE, || ctx.api.get_job(&name)).await {
+        Ok(Some(job)) => Box::pin(job_event(state, &job)).await,
+        Ok(None) => Some(Event::JobFinished(JobOutcome::Missing)),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read job; waiting for the job watch");
+            None
+        }
+    }
+}
+
+/// [`Effect::DeleteJob`] (boxed by [`execute`]).
+async fn delete_job_effect(state: &mut ExecutionState) -> Option<Event> {
+    let ctx = state.ctx.clone();
+    let name = current_job_name(state);
+    if let Err(e) = retry_for(PATIENCE, || ctx.api.delete_job(&name)).await {
+        tracing::warn!(error = %e, job = %name, "failed to delete job");
+    }
+    None
+}
+
+/// [`Effect::ReleaseGrants`] (boxed by [`execute`]).
+async fn release_effect(state: &mut ExecutionState) -> Option<Event> {
+    let ctx = state.ctx.clone();
+    if state.released || !state.may_hold {
+        // Released already in this actor's life, or none taken: no
+        // life of this execution got to the lock or the grants (a
+        // denial, a rejection). (A dry run takes no lock, but its
+        // Job holds grants.)
+        return None;
+    }
+    state.released = true;
+    // Re-derived from the spec after a restart: once, not per grant.
+    let v = validated(state);
+    if let Some(name) = v.as_ref().and_then(|v| lock_name(state, v)) {
+        let exec_uid = uid(state);
+        let how = crate::k8s::leases::Release::Delete;
+        let known = state.lock_version.as_deref();
+        if let Err(e) = retry_for(PATIENCE, || {
+            ctx.api.release_lease(&name, &exec_uid, how, known)
+        })
+        .await
+        {
+            tracing::warn!(error = %e, "failed to release the target lock (it expires)");
+        }
+    }
+    let (action, target_ns) = match v {
+        Some(v) => (Some(v.action), v.target.namespace),
+        None => (None, None),
+    };
+    let exec = execution_id(state);
+    let revoked = ask_rbac(&ctx, |reply| RbacMsg::Revoke {
+        action,
+        target_ns: target_ns.clone(),
+        exec: exec.clone(),
+        reply,
+    })
+    .await;
+    if let Err(e) = revoked {
+        tracing::warn!(error = %e, "failed to revoke the just-in-time grants (the janitor sweeps them)");
+    }
+    None
+}
+
+/// [`Effect::RemoveFinalizer`] (boxed by [`execute`]).
+async fn remove_finalizer_effect(state: &mut ExecutionState) -> Option<Event> {
+    let ctx = state.ctx.clone();
+    // Finished executions hold no finalizer (a namespace holding
+    // them deletes promptly even with the operator down). It is
+    // added only by ensure_finalizer (this life) or was there when
+    // this actor started (an earlier life): if neither, there is
+    // nothing to remove and no request to make.
+    if !state.finalizer_added
+        && !state
+            .exec
+            .finalizers()
+            .iter()
+            .any(|f| f == kubernetes_executor_crds::FINALIZER)
+    {
+        return None;
+    }
+    let (ns, name) = (
+        state.exec.namespace().unwrap_or_default(),
+        state.exec.name_any(),
+    );
+    let known = state.exec.clone();
+    if let Err(e) = retry_for(PATIENCE, || {
+        ctx.api.remove_finalizer(&ns, &name, Some(&known))
+    })
+    .await
+    {
+        tracing::warn!(error = %e, "failed to remove finalizer");
+    }
+    None
 }
 
 /// What a Job creation attempt leads to.
@@ -362,7 +403,7 @@ fn count(state: &mut ExecutionState, change: &StatusChange, from: Phase) {
 /// (owned: it can run while `state` is borrowed by the work it waits on).
 fn pending_write(
     state: &ExecutionState,
-) -> Option<impl std::future::Future<Output = bool> + use<>> {
+) -> Option<impl std::future::Future<Output = Option<KubernetesExecution>> + use<>> {
     if !state.unwritten {
         return None;
     }
@@ -375,24 +416,24 @@ fn pending_write(
     Some(async move {
         retry_for(PATIENCE, || api.write_status(&ns, &name, &status))
             .await
-            .is_ok()
+            .ok()
     })
 }
 
 /// Runs `work`; if it takes longer than the passing-phase window, runs
 /// `write` (the unrecorded passing phase) meanwhile. The write starts only
 /// after the window and is always awaited to its end, so it can never
-/// land after a later write. True when the write was made.
-async fn flush_if_slow<T>(
-    write: Option<impl std::future::Future<Output = bool>>,
+/// land after a later write. What was written, when the write was made.
+async fn flush_if_slow<T, W>(
+    write: Option<impl std::future::Future<Output = Option<W>>>,
     work: impl std::future::Future<Output = T>,
-) -> (T, bool) {
+) -> (T, Option<W>) {
     let mut work = std::pin::pin!(work);
     let Some(write) = write else {
-        return (work.await, false);
+        return (work.await, None);
     };
     tokio::select! {
-        t = &mut work => return (t, false),
+        t = &mut work => return (t, None),
         () = tokio::time::sleep(crate::tunables::PASSING_PHASE_WINDOW) => {}
     }
     tokio::join!(work, write)

@@ -44,7 +44,7 @@ use conditions::{condition_input, evaluate_once, record_conditions};
 use effects::execute;
 use hold::{busy, paused, timeout_and_elapsed};
 use job_outcome::{existing_job, job_event};
-use start::{Created, ask_rbac, create_job, lock_name};
+use start::{Created, ask_rbac, create_job, ensure_finalizer, lock_name};
 use validation::validate_all;
 pub use verify::{CHAOS_VERIFIER_ANNOTATION, VerifierActor, VerifierArgs, VerifierMsg};
 use verify::{spawn_verifier, verifier_failed};
@@ -377,7 +377,7 @@ async fn handle_message(
                 }
             }
             ExecutionMsg::JobChanged(job) => {
-                if let Some(ev) = job_event(state, &job).await {
+                if let Some(ev) = Box::pin(job_event(state, &job)).await {
                     run(&myself, state, ev).await;
                 }
             }
@@ -386,7 +386,7 @@ async fn handle_message(
                 // running (by someone else: the operator deletes Jobs only
                 // when the execution is deleted): the action's outcome is
                 // unknown, and the execution fails now, not at its timeout.
-                let ev = match job_event(state, &job).await {
+                let ev = match Box::pin(job_event(state, &job)).await {
                     Some(ev) => Some(ev),
                     None if state.machine.phase == Phase::Executing
                         && !state.machine.deleting
@@ -417,7 +417,7 @@ async fn handle_message(
                 }
                 let held = matches!(ev, Event::Resume)
                     && state.machine.phase == Phase::Pending
-                    && paused(&myself, state).await;
+                    && Box::pin(paused(&myself, state)).await;
                 if !held {
                     run(&myself, state, ev).await;
                 }

@@ -1,4 +1,4 @@
-//! Starting the action: the finalizer, the target lock (waiting without
+//! Starting the action: the finalizer (added first, by the effect), the target lock (waiting without
 //! requests while a live execution holds it), the just-in-time grants, and
 //! the Job (deterministic name; adopted when it already exists).
 
@@ -112,9 +112,7 @@ pub(super) async fn create_job(state: &mut ExecutionState) -> Result<Created, Re
     };
     state.validated = Some(v.clone());
     let fail = |m: String| -> Refusal { Rejection::new(reasons::INTERNAL_ERROR, m).into() };
-    ensure_finalizer(state)
-        .await
-        .map_err(|e| fail(format!("cannot add finalizer: {e}")))?;
+    // The finalizer is in place already (effects.rs, CreateJob).
     if let Some(name) = lock_name(state, &v) {
         let duration = i32::try_from((v.timeout + ctx.settings.timeout_grace).as_secs() + 60)
             .unwrap_or(i32::MAX);

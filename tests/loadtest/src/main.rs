@@ -96,7 +96,7 @@ struct Args {
 /// CPU sets for `--pin`: (control plane and harness, operator), as
 /// `taskset` lists; `None` with fewer than 2 CPUs.
 fn pin_sets() -> Option<(String, String)> {
-    let cpus = std::thread::available_parallelism().ok()?.get();
+    let cpus = kubernetes_executor_loadtest::report::Machine::detect().cores;
     (cpus >= 2).then(|| {
         let last = cpus - 1;
         let rest = if last == 1 {

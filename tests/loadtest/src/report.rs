@@ -44,11 +44,20 @@ impl Machine {
             .find_map(|l| l.strip_prefix("MemTotal:"))
             .and_then(|r| r.trim().trim_end_matches("kB").trim().parse().ok())
             .unwrap_or(0.0);
+        // The machine's cores, not this process's share (`--pin` narrows it).
+        let cores = read("/proc/cpuinfo")
+            .lines()
+            .filter(|l| l.starts_with("processor"))
+            .count();
         Machine {
             cpu,
-            cores: std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(0),
+            cores: if cores > 0 {
+                cores
+            } else {
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(0)
+            },
             memory_gib: (memory_kib / 1024.0 / 1024.0 * 10.0).round() / 10.0,
             kernel: read("/proc/sys/kernel/osrelease").trim().to_string(),
         }
