@@ -7,7 +7,10 @@
 //!
 //! A janitor (`Sweep`, every [`SWEEP_INTERVAL`] on the leader) deletes any
 //! labelled grant whose execution is gone or finished: a crash between the
-//! grant and its revocation never leaves a credential behind for long.
+//! grant and its revocation never leaves a credential behind for long. It
+//! skips grants whose execution has a live actor in this process (that
+//! actor revokes them as it ends): under a burst it read every grant's
+//! execution on each sweep and raced the actors' own revocations.
 //!
 //! The actor decides what to grant; the API calls run in tasks that answer
 //! the caller, so grants for many executions proceed concurrently (done
@@ -91,6 +94,9 @@ pub struct RbacArgs {
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
     /// Parent (for `/actors`).
     pub parent: String,
+    /// Names of the execution actors (the janitor leaves a live one's
+    /// grants to it).
+    pub peers: crate::peers::Peers,
 }
 
 /// State: the API facade, and the janitor's timer once started.
@@ -98,6 +104,7 @@ pub struct RbacState {
     api: KubeApi,
     janitor: Option<tokio::task::JoinHandle<()>>,
     registry: std::sync::Arc<crate::registry::ActorRegistry>,
+    peers: crate::peers::Peers,
     life: crate::registry::Lifecycle,
 }
 
@@ -123,6 +130,7 @@ impl Actor for RbacActor {
             api: args.api,
             janitor: None,
             registry: args.registry,
+            peers: args.peers,
             life,
         })
     }
@@ -206,7 +214,11 @@ impl Actor for RbacActor {
             }
             RbacMsg::Sweep => {
                 let api = state.api.clone();
-                tokio::spawn(async move { sweep(&api).await });
+                let (registry, peers) = (state.registry.clone(), state.peers.clone());
+                // A grant whose execution has a live actor is that actor's
+                // to revoke (it does, as it ends): no read, no racing delete.
+                let live = move |uid: &str| registry.contains(&peers.execution(uid));
+                tokio::spawn(async move { sweep(&api, live).await });
             }
         }
         state.life.handled(started, None);
@@ -233,7 +245,7 @@ fn orphaned(grant: &Grant, live: Option<&kubernetes_executor_crds::KubernetesExe
 }
 
 /// One janitor pass.
-async fn sweep(api: &KubeApi) {
+async fn sweep(api: &KubeApi, live_actor: impl Fn(&str) -> bool) {
     let grants = match api.list_grants().await {
         Ok(g) => g,
         Err(e) => {
@@ -246,7 +258,7 @@ async fn sweep(api: &KubeApi) {
         let young = g
             .created()
             .is_some_and(|t| now.duration_since(t.0).unsigned_abs() < SWEEP_MIN_AGE);
-        if young {
+        if young || g.execution_uid().is_some_and(&live_actor) {
             continue;
         }
         let live = match g.execution() {

@@ -163,6 +163,7 @@ impl TreeState {
                     registry: a.registry.clone(),
                     metrics: a.metrics.clone(),
                     parent,
+                    peers: a.peers.clone(),
                 };
                 Actor::spawn_linked(Some(name.clone()), RbacActor, args, cell)
                     .await
