@@ -103,6 +103,9 @@ impl Actor for KillSwitchActor {
             None,
         );
         let r = &args.registry;
+        // The operator's own objects (lock Leases, Job pods).
+        let managed = format!("{}={}", labels::MANAGED_BY, labels::MANAGER);
+        let ours = || watcher::Config::default().labels(&managed);
         let watches = vec![
             watch(
                 "control configmap",
@@ -123,11 +126,7 @@ impl Actor for KillSwitchActor {
             watch(
                 "target locks",
                 args.api.leases(),
-                watcher::Config::default().labels(&format!(
-                    "{}={}",
-                    labels::MANAGED_BY,
-                    labels::MANAGER
-                )),
+                ours(),
                 r.clone(),
                 myself.clone(),
                 |c| Some(KillSwitchMsg::Lock(c)),
@@ -137,11 +136,7 @@ impl Actor for KillSwitchActor {
             watch(
                 "job pods",
                 args.api.operator_pods(),
-                watcher::Config::default().labels(&format!(
-                    "{}={}",
-                    labels::MANAGED_BY,
-                    labels::MANAGER
-                )),
+                ours(),
                 r.clone(),
                 myself.clone(),
                 |c| Some(KillSwitchMsg::JobPod(Box::new(c))),

@@ -342,13 +342,7 @@ async fn write_transition_in_span(
 /// Writes `state.status`; false when it could not be written (the
 /// execution is gone, or a permanent error).
 pub(super) async fn persist(state: &mut ExecutionState) -> bool {
-    let ctx = state.ctx.clone();
-    let (ns, name) = (
-        state.exec.namespace().unwrap_or_default(),
-        state.exec.name_any(),
-    );
-    let status = state.status.clone();
-    match retry_for(Duration::MAX, || ctx.api.write_status(&ns, &name, &status)).await {
+    match status_write(state, Duration::MAX).await {
         // The freshest version of the object (its resourceVersion lets the
         // finalizer patch go without a read first).
         Ok(written) => {
@@ -399,24 +393,28 @@ fn count(state: &mut ExecutionState, change: &StatusChange, from: Phase) {
     tracing::info!(from = %from, to = %change.phase, reason = change.reason, message = %change.message, "phase transition");
 }
 
-/// The write of a passing phase still unrecorded, ready to run later
-/// (owned: it can run while `state` is borrowed by the work it waits on).
-fn pending_write(
+/// The write of `state.status` as it is now, retried for `patience`
+/// (owned: it can run while `state` is borrowed by other work).
+fn status_write(
     state: &ExecutionState,
-) -> Option<impl std::future::Future<Output = Option<KubernetesExecution>> + use<>> {
-    if !state.unwritten {
-        return None;
-    }
+    patience: Duration,
+) -> impl std::future::Future<Output = Result<KubernetesExecution, ApiError>> + use<> {
     let api = state.ctx.api.clone();
     let (ns, name) = (
         state.exec.namespace().unwrap_or_default(),
         state.exec.name_any(),
     );
     let status = state.status.clone();
-    Some(async move {
-        retry_for(PATIENCE, || api.write_status(&ns, &name, &status))
-            .await
-            .ok()
+    async move { retry_for(patience, || api.write_status(&ns, &name, &status)).await }
+}
+
+/// The write of a passing phase still unrecorded, ready to run later.
+fn pending_write(
+    state: &ExecutionState,
+) -> Option<impl std::future::Future<Output = Option<KubernetesExecution>> + use<>> {
+    state.unwritten.then(|| {
+        let write = status_write(state, PATIENCE);
+        async move { write.await.ok() }
     })
 }
 
