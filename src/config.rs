@@ -81,6 +81,13 @@ pub struct RunArgs {
     /// permit (bounds memory under bursts of thousands of executions).
     #[arg(long, env = "KE_MAX_VALIDATING", default_value_t = 256)]
     pub max_validating: usize,
+    /// Most execution actors alive at once. Further new executions wait in
+    /// `Pending` (a small entry in the supervisor, no actor, no request)
+    /// until one finishes; executions already past `Pending`, being deleted
+    /// or restarting always get their actor. Bounds memory under a backlog
+    /// of thousands (docs/performance.md).
+    #[arg(long, env = "KE_MAX_LIVE_EXECUTIONS", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_live_executions: u32,
     /// Image of the action Jobs. Unset: the image of this pod's `operator`
     /// container (read at start; so one image override changes both), or
     /// `kubernetes-executor:latest` outside a pod.

@@ -14,11 +14,17 @@ mod telemetry;
 
 use clap::Parser;
 
-/// The allocator under comparison (docs/performance.md, "Memory"): built
-/// only with `--features mimalloc`; the default is the system allocator.
+/// The allocators under comparison (docs/performance.md, "Memory"): built
+/// only with `--features mimalloc` or `--features jemalloc`; the default is
+/// the system allocator.
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+#[cfg(all(feature = "mimalloc", feature = "jemalloc"))]
+compile_error!("features `mimalloc` and `jemalloc` are alternatives: pick one");
 
 use crate::config::{Cli, Command};
 

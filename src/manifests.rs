@@ -126,6 +126,17 @@ pub fn rbac_yaml(namespace: &str) -> anyhow::Result<String> {
 
 /// CEL: JSONPatch operations adding the workflow and step labels (from
 /// `spec.workflowExecutionRef.name` and `spec.stepNumber`).
+/// Adds the operator's finalizer to a new execution (unless present).
+fn finalizer_expression() -> String {
+    let f = kubernetes_executor_crds::FINALIZER;
+    format!(
+        "!has(object.metadata.finalizers) \
+         ? [JSONPatch{{op: 'add', path: '/metadata/finalizers', value: ['{f}']}}] \
+         : ('{f}' in object.metadata.finalizers ? [] \
+         : [JSONPatch{{op: 'add', path: '/metadata/finalizers/-', value: '{f}'}}])"
+    )
+}
+
 fn workflow_labels_expression() -> String {
     let wf = format!(
         "jsonpatch.escapeKey('{}')",
@@ -215,6 +226,14 @@ pub fn admission_yaml(namespace: &str) -> anyhow::Result<String> {
                     // left out rather than failing the create).
                     "patchType": "JSONPatch",
                     "jsonPatch": { "expression": workflow_labels_expression() },
+                }, {
+                    // The operator's finalizer from birth: the operator
+                    // need not add it (one request less per execution that
+                    // runs a Job); it removes it when the execution
+                    // finishes. Without this policy the operator adds it
+                    // before the execution's first Job, as before.
+                    "patchType": "JSONPatch",
+                    "jsonPatch": { "expression": finalizer_expression() },
                 }],
             },
         }),

@@ -3,7 +3,7 @@
 //! flight, or the initial list of a long history) the process stayed at its
 //! peak although nothing used the memory (docs/performance.md). Every
 //! [`TRIM_PERIOD`] a task asks glibc to return the free pages of every arena
-//! (`malloc_trim(0)`). With `--features mimalloc` or off glibc it does
+//! (`malloc_trim(0)`). With `--features mimalloc`/`jemalloc` or off glibc it does
 //! nothing (those allocators return memory themselves).
 
 use std::time::{Duration, Instant};
@@ -32,7 +32,7 @@ pub fn spawn_trimmer() -> tokio::task::JoinHandle<()> {
 }
 
 /// Asks the allocator to return its free pages; true if it released any.
-#[cfg(all(target_os = "linux", target_env = "gnu", not(feature = "mimalloc")))]
+#[cfg(all(target_os = "linux", target_env = "gnu", not(feature = "mimalloc"), not(feature = "jemalloc")))]
 #[allow(unsafe_code)]
 pub fn release_free_pages() -> bool {
     // SAFETY: malloc_trim takes no pointers and has no caller-side
@@ -41,7 +41,7 @@ pub fn release_free_pages() -> bool {
 }
 
 /// Nothing to do with this allocator.
-#[cfg(not(all(target_os = "linux", target_env = "gnu", not(feature = "mimalloc"))))]
+#[cfg(not(all(target_os = "linux", target_env = "gnu", not(feature = "mimalloc"), not(feature = "jemalloc"))))]
 pub fn release_free_pages() -> bool {
     false
 }

@@ -129,6 +129,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             timeout_grace: TIMEOUT_GRACE,
             chaos: args.chaos,
             inline_conditions: args.allow_inline_conditions.clone(),
+            max_live_executions: args.max_live_executions as usize,
             history: kubernetes_executor_actors::history::HistoryPolicy {
                 ttl: (!args.finished_ttl.is_zero()).then_some(args.finished_ttl),
                 limit: (args.finished_history_limit > 0).then_some(args.finished_history_limit),

@@ -187,6 +187,34 @@ async fn a_namespace_of_finished_executions_deletes_with_the_operator_down() {
             "{name} keeps no finalizer once finished"
         );
     }
+    // A denied execution came with the finalizer too (the admission
+    // policy adds it on create); it goes when the denial is written.
+    deployment(&client, &ns, "db", 1, json!({ "critical": "true" }), true).await;
+    let born = create(
+        &client,
+        &ns,
+        "denied",
+        spec("ScaleDeployment", "Deployment", "db", None, &[("replicas", "0")]),
+    )
+    .await;
+    assert!(
+        born.finalizers()
+            .iter()
+            .any(|f| f == kubernetes_executor_crds::FINALIZER),
+        "a new execution carries the finalizer: {:?}",
+        born.finalizers()
+    );
+    let done = wait_terminal(&client, &ns, "denied").await;
+    assert_eq!(reason(&done), reasons::POLICY_DENIED, "{:?}", done.status);
+    assert!(
+        eventually("no finalizer", WAIT, || async {
+            let api: Api<KubernetesExecution> = Api::namespaced(client.clone(), &ns);
+            Ok(api.get("denied").await?.finalizers().is_empty())
+        })
+        .await
+        .is_ok(),
+        "a denied execution keeps no finalizer once finished"
+    );
     // Deleting a finished execution (operator running) deletes its Job.
     let api: Api<KubernetesExecution> = Api::namespaced(client.clone(), &ns);
     api.delete("deleted", &Default::default())
@@ -351,5 +379,110 @@ async fn a_job_adopted_after_a_crash_is_measured_once() {
     assert!(
         (15.0..120.0).contains(&sum),
         "from the Job's timestamps (created before the crash): {sum} s"
+    );
+}
+
+/// The value of an unlabelled or singly-labelled gauge line in `/metrics`.
+fn gauge(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backlog_beyond_the_actor_limit_waits_unwritten_and_every_execution_completes() {
+    let _serial = exclusive().await;
+    let env = env();
+    let client = env.client().await.expect("client");
+    let ns = namespace(&client, "backlog").await;
+    let n = 7;
+    for i in 0..n {
+        deployment(&client, &ns, &format!("web-{i}"), 1, json!({}), true).await;
+    }
+    let scale = |i: usize| {
+        spec(
+            "ScaleDeployment",
+            "Deployment",
+            &format!("web-{i}"),
+            None,
+            &[("replicas", "2")],
+        )
+    };
+    // A backlog the operator lists at start, and more arriving by the watch.
+    for i in 0..4 {
+        create(&client, &ns, &format!("exec-{i}"), scale(i)).await;
+    }
+    let op = start_operator(env, "operator-backlog", &["--max-live-executions", "2"]).await;
+    for i in 4..n {
+        create(&client, &ns, &format!("exec-{i}"), scale(i)).await;
+    }
+    let api: Api<KubernetesExecution> = Api::namespaced(client.clone(), &ns);
+    // Most live actors, most waiting, most executions with no status while
+    // some waited — sampled until every execution finished.
+    let seen = std::sync::Mutex::new((0.0f64, 0.0f64, 0usize));
+    let seen = &seen;
+    let all_done = eventually("every execution of the backlog finished", WAIT * 2, || {
+        let api = api.clone();
+        let metrics = op.metrics.clone();
+        async move {
+            let (_, m) = http_get(&metrics, "/metrics").await?;
+            let live = gauge(&m, "kubernetes_executor_live_actors{kind=\"execution\"}").unwrap_or(0.0);
+            let waiting = gauge(&m, "kubernetes_executor_waiting_executions").unwrap_or(0.0);
+            let execs = api.list(&ListParams::default()).await?.items;
+            let unwritten = execs.iter().filter(|e| e.status.is_none()).count();
+            if let Ok(mut s) = seen.lock() {
+                s.0 = s.0.max(live);
+                s.1 = s.1.max(waiting);
+                if waiting > 0.0 {
+                    s.2 = s.2.max(unwritten);
+                }
+            }
+            Ok(execs.len() == n && execs.iter().all(|e| phase(e).is_terminal()))
+        }
+    })
+    .await;
+    let (most_live, most_waiting, unwritten_while_waiting) = *seen.lock().expect("samples");
+    assert!(all_done.is_ok(), "{all_done:?}");
+    assert!(
+        most_live <= 2.0,
+        "never more execution actors than --max-live-executions: saw {most_live}"
+    );
+    assert!(
+        most_waiting >= 1.0,
+        "executions waited for an actor (kubernetes_executor_waiting_executions)"
+    );
+    assert!(
+        unwritten_while_waiting >= 1,
+        "a waiting execution has nothing written (it is Pending, as created)"
+    );
+    // Every one ran, once, and the cluster shows it.
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(client.clone(), &ns);
+    let jobs: Api<Job> = Api::namespaced(client.clone(), OPERATOR_NS);
+    for i in 0..n {
+        let name = format!("exec-{i}");
+        let done = api.get(&name).await.expect("execution");
+        assert_eq!(phase(&done), Phase::Completed, "{name}: {:?}", done.status);
+        let uid = done.uid().unwrap_or_default();
+        let js = jobs
+            .list(&ListParams::default().labels(&format!("{}={}", labels::EXECUTION_UID, uid)))
+            .await
+            .expect("jobs")
+            .items;
+        assert_eq!(js.len(), 1, "{name}: one Job");
+        let d = deployments
+            .get(&format!("web-{i}"))
+            .await
+            .expect("deployment");
+        assert_eq!(
+            d.spec.and_then(|s| s.replicas),
+            Some(2),
+            "{name}: web-{i} scaled"
+        );
+    }
+    let (_, m) = http_get(&op.metrics, "/metrics").await.expect("metrics");
+    assert_eq!(
+        gauge(&m, "kubernetes_executor_waiting_executions"),
+        Some(0.0),
+        "none left waiting"
     );
 }

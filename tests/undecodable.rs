@@ -98,4 +98,24 @@ async fn an_undecodable_execution_is_reported_and_the_others_run() {
         Some(2),
         "only `fine` scaled it"
     );
+    // Every new execution carries the operator's finalizer (the admission
+    // policy adds it); one the operator cannot read still deletes.
+    let held = raw.get("too-big").await.expect("too-big");
+    assert!(
+        held.metadata
+            .finalizers
+            .iter()
+            .flatten()
+            .any(|f| f == kubernetes_executor_crds::FINALIZER),
+        "the finalizer from birth: {:?}",
+        held.metadata.finalizers
+    );
+    raw.delete("too-big", &Default::default())
+        .await
+        .expect("delete too-big");
+    eventually("too-big deleted", WAIT, || async {
+        Ok(raw.get_opt("too-big").await?.is_none())
+    })
+    .await
+    .expect("an undecodable execution is not kept by the finalizer");
 }

@@ -27,6 +27,9 @@ pub struct Settings {
     pub inline_conditions: Vec<String>,
     /// How long finished executions are kept (history clean-up).
     pub history: crate::history::HistoryPolicy,
+    /// Most execution actors alive at once; further new executions wait,
+    /// as data in the supervisor, until one finishes.
+    pub max_live_executions: usize,
 }
 
 /// Shared context of the actor tree.
@@ -36,8 +39,8 @@ pub struct Context {
     pub api: KubeApi,
     /// Names of the shared singletons (resolved per call: they restart).
     pub peers: Peers,
-    /// Settings.
-    pub settings: Settings,
+    /// Settings (shared: every execution actor holds a context).
+    pub settings: Arc<Settings>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// Readiness.

@@ -61,6 +61,9 @@ pub struct Metrics {
     pub build_info: IntGaugeVec,
     /// `kubernetes_executor_is_leader`: 1 while this replica leads.
     pub is_leader: IntGauge,
+    /// `kubernetes_executor_waiting_executions`: new executions waiting for
+    /// an actor (more than `--max-live-executions` are live).
+    pub waiting_executions: IntGauge,
 }
 
 /// Every actor kind (`live_actors`, `actor_restarts`, `message_handling`).
@@ -225,6 +228,10 @@ impl Metrics {
                 "kubernetes_executor_is_leader",
                 "1 while this replica leads (runs the executions)",
             )?,
+            waiting_executions: IntGauge::new(
+                "kubernetes_executor_waiting_executions",
+                "New executions waiting for an actor (the live ones are at --max-live-executions)",
+            )?,
             registry,
         };
         m.registry
@@ -255,6 +262,8 @@ impl Metrics {
         m.registry
             .register(Box::new(m.executions_collected.clone()))?;
         m.registry.register(Box::new(m.is_leader.clone()))?;
+        m.registry
+            .register(Box::new(m.waiting_executions.clone()))?;
         m.init_series();
         // process_resident_memory_bytes, process_cpu_seconds_total, ...: the
         // load harness and dashboards read the operator's footprint here.

@@ -125,7 +125,7 @@ impl TreeState {
                 Arc::new(Context {
                     api: a.api.clone(),
                     peers: a.peers.clone(),
-                    settings: a.settings.clone(),
+                    settings: Arc::new(a.settings.clone()),
                     metrics: a.metrics.clone(),
                     health: a.health.clone(),
                     registry: a.registry.clone(),

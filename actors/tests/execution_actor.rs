@@ -226,7 +226,7 @@ async fn run_exec(
     let ctx = Arc::new(Context {
         api: KubeApi::new(client, "kubernetes-executor-system", None),
         peers: peers.clone(),
-        settings: Settings {
+        settings: Arc::new(Settings {
             job: JobConfig {
                 namespace: "kubernetes-executor-system".into(),
                 image: "img".into(),
@@ -237,7 +237,8 @@ async fn run_exec(
             chaos: false,
             inline_conditions: vec![],
             history: Default::default(),
-        },
+            max_live_executions: 1000,
+        }),
         metrics: Arc::new(Metrics::new().expect("metrics")),
         health: Arc::new(Health::default()),
         registry: registry.clone(),

@@ -195,10 +195,10 @@ async fn release_effect(state: &mut ExecutionState) -> Option<Event> {
 async fn remove_finalizer_effect(state: &mut ExecutionState) -> Option<Event> {
     let ctx = state.ctx.clone();
     // Finished executions hold no finalizer (a namespace holding
-    // them deletes promptly even with the operator down). It is
-    // added only by ensure_finalizer (this life) or was there when
-    // this actor started (an earlier life): if neither, there is
-    // nothing to remove and no request to make.
+    // them deletes promptly even with the operator down). It came
+    // with the object (the admission policy adds it on create, or an
+    // earlier life did) or ensure_finalizer added it in this life: if
+    // neither, there is nothing to remove and no request to make.
     if !state.finalizer_added
         && !state
             .exec

@@ -87,6 +87,28 @@ impl KubeApi {
             .map_err(|e| ApiError::classify(format!("add finalizer to {ns}/{name}"), e))
     }
 
+    /// Removes the operator's finalizer from an execution this version
+    /// cannot decode (untyped; a compare-and-swap on the version seen —
+    /// on a conflict the watch's next event brings the newer one).
+    pub async fn remove_finalizer_untyped(&self, o: &kube::core::DynamicObject) -> ApiResult<()> {
+        let ar = kube::core::ApiResource::erase::<KubernetesExecution>(&());
+        let ns = o.metadata.namespace.clone().unwrap_or_default();
+        let name = o.metadata.name.clone().unwrap_or_default();
+        let rest: Vec<&String> = o
+            .metadata
+            .finalizers
+            .iter()
+            .flatten()
+            .filter(|f| *f != FINALIZER)
+            .collect();
+        let patch = json!({ "metadata": { "finalizers": rest, "resourceVersion": o.metadata.resource_version } });
+        Api::<kube::core::DynamicObject>::namespaced_with(self.client.clone(), &ns, &ar)
+            .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+            .map(|_| ())
+            .map_err(|e| ApiError::classify(format!("remove finalizer from {ns}/{name}"), e))
+    }
+
     /// Removes the operator's finalizer (idempotent; re-reads on conflict).
     /// `known` is the version last written or seen: tried first, without a
     /// read (a conflict means it is stale, and the next try reads).

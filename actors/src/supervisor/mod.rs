@@ -1,6 +1,7 @@
 //! SupervisorActor: watches KubernetesExecutions (watcher with backoff) and
 //! keeps exactly one linked ExecutionActor per execution that needs one
-//! (non-terminal, or being deleted with the operator's finalizer). It
+//! (non-terminal, or being deleted with the operator's finalizer) — new
+//! executions beyond `max_live_executions` wait for theirs ([`waiting`]). It
 //! re-syncs after a watch restart (actors whose execution vanished are
 //! stopped) and restarts failed children with exponential backoff and an
 //! intensity limit; a restarted child re-reads the resource and resumes.
@@ -20,6 +21,7 @@ use crate::k8s::watch::{Change, watch};
 
 mod finished;
 mod recovery;
+mod waiting;
 use crate::registry::{Lifecycle, post, post_after};
 use crate::tunables::{
     EXECUTION_MAX_RESTARTS as MAX_RESTARTS, EXECUTION_RESTART_BACKOFF,
@@ -27,6 +29,7 @@ use crate::tunables::{
 };
 use finished::Finished;
 use recovery::{abandon, decode};
+use waiting::{Waiting, may_wait};
 
 /// Messages of the SupervisorActor.
 pub enum SupervisorMsg {
@@ -67,6 +70,8 @@ pub struct SupervisorState {
     /// Key of each spawned actor by id (supervision events name the cell).
     ids: HashMap<ractor::ActorId, String>,
     finished: Finished,
+    /// New executions waiting for an actor (`max_live_executions` live).
+    waiting: Waiting,
     restarts: HashMap<String, RestartRecord>,
     init_keys: Option<HashSet<String>>,
     /// Finished executions present, for history clean-up.
@@ -108,6 +113,7 @@ impl SupervisorState {
             self.children.remove(&key);
         }
         if !needs_actor(&exec) {
+            self.unwait(&key);
             return;
         }
         // Under load the watch can deliver an older version (say, still
@@ -117,6 +123,7 @@ impl SupervisorState {
         let deleting = exec.metadata.deletion_timestamp.is_some();
         if self.finished.contains(&uid) && !deleting {
             tracing::debug!(execution = %key, "ignoring a stale event of a finished execution");
+            self.unwait(&key);
             return;
         }
         if self.restarts.get(&key).is_some_and(|r| {
@@ -127,6 +134,63 @@ impl SupervisorState {
             return;
         }
         let restarts = self.restarts.get(&key).map(|r| r.count).unwrap_or(0);
+        if may_wait(&exec, restarts) {
+            // New work queues behind earlier new work, and waits while the
+            // live actors are at the limit.
+            let listed = listed || self.waiting.remove(&key).is_some_and(|w| w.listed);
+            if !self.waiting.is_empty() || self.children.len() >= self.max_live() {
+                self.waiting.put(key, exec, listed);
+                self.admit(myself).await;
+                return;
+            }
+            self.spawn(myself, key, exec, listed, restarts).await;
+        } else {
+            let listed = listed || self.waiting.remove(&key).is_some_and(|w| w.listed);
+            self.spawn(myself, key, exec, listed, restarts).await;
+            self.count_waiting();
+        }
+    }
+
+    fn max_live(&self) -> usize {
+        self.ctx.settings.max_live_executions.max(1)
+    }
+
+    /// Stops waiting for `key` (it no longer needs an actor, or is gone).
+    fn unwait(&mut self, key: &str) {
+        if self.waiting.remove(key).is_some() {
+            self.count_waiting();
+        }
+    }
+
+    fn count_waiting(&self) {
+        self.ctx
+            .metrics
+            .waiting_executions
+            .set(i64::try_from(self.waiting.len()).unwrap_or(i64::MAX));
+    }
+
+    /// Gives waiting executions their actors while fewer than the limit live.
+    async fn admit(&mut self, myself: &SupervisorRef) {
+        while self.children.len() < self.max_live() {
+            let Some((key, w)) = self.waiting.pop() else {
+                break;
+            };
+            self.spawn(myself, key, w.exec, w.listed, 0).await;
+        }
+        self.count_waiting();
+    }
+
+    /// Spawns the actor of `exec` (or, if its name is still taken by a
+    /// stopping actor, retries shortly from a fresh read).
+    async fn spawn(
+        &mut self,
+        myself: &SupervisorRef,
+        key: String,
+        exec: KubernetesExecution,
+        listed: bool,
+        restarts: u32,
+    ) {
+        let uid = exec.uid().unwrap_or_default();
         let name = self.ctx.peers.execution(&uid);
         let args = ExecutionArgs {
             exec,
@@ -222,6 +286,7 @@ impl Actor for SupervisorActor {
             children: HashMap::new(),
             ids: HashMap::new(),
             finished: Finished::default(),
+            waiting: Waiting::default(),
             restarts: HashMap::new(),
             init_keys: None,
             history: crate::history::History::default(),
@@ -289,6 +354,8 @@ impl Actor for SupervisorActor {
                         for k in stale {
                             state.stop_child(&k, "execution no longer exists");
                         }
+                        state.waiting.retain(&keys);
+                        state.admit(&myself).await;
                     }
                     state.ctx.health.set_watch_synced(true);
                 }
@@ -305,6 +372,8 @@ impl Actor for SupervisorActor {
                         o.metadata.name.as_deref().unwrap_or_default()
                     );
                     state.stop_child(&key, "execution deleted");
+                    state.unwait(&key);
+                    state.admit(&myself).await;
                     state.restarts.remove(&key);
                     state.history.forget(
                         o.metadata.namespace.as_deref().unwrap_or_default(),
@@ -385,12 +454,16 @@ impl Actor for SupervisorActor {
                             .forget_failures(&state.ctx.peers.execution(&uid));
                         state.finished.insert(uid);
                     }
+                    state.admit(&myself).await;
                 }
             }
             SupervisionEvent::ActorFailed(cell, err) => {
                 let Some((key, uid)) = state.forget(&cell) else {
                     return Ok(());
                 };
+                // Its slot goes to a waiting execution meanwhile; the
+                // restart (below) comes back regardless of the limit.
+                state.admit(&myself).await;
                 state
                     .ctx
                     .registry

@@ -33,6 +33,20 @@ pub(super) async fn decode(
     match typed(&o) {
         Ok(e) => Some(e),
         Err(err) => {
+            // Being deleted with the finalizer every new execution gets:
+            // nothing of it ran, let it go.
+            let ours = o
+                .metadata
+                .finalizers
+                .iter()
+                .flatten()
+                .any(|f| f == kubernetes_executor_crds::FINALIZER);
+            if o.metadata.deletion_timestamp.is_some() && ours {
+                if let Err(e) = api.remove_finalizer_untyped(&o).await {
+                    tracing::warn!(error = %e, "cannot remove the finalizer of an undecodable execution");
+                }
+                return None;
+            }
             let key = format!(
                 "{}/{}",
                 o.metadata.namespace.as_deref().unwrap_or_default(),
