@@ -98,9 +98,10 @@ bench: controlplane ## Micro-benchmarks, then a 1,000-execution load test and a 
 	$(LOADTEST) -n 1000 --rate 100 --out target/loadtest/mixed
 	$(LOADTEST) -n 1000 --rate 0 --mix dry=1 --out target/loadtest/dry-max
 
-# ALLOCATOR=mimalloc builds the operator with mimalloc instead of the system allocator.
-bench-5k: controlplane ## 5,000 executions in flight at once (created before the operator starts); ALLOCATOR=mimalloc to compare
-	$(CARGO) build --release -p kubernetes-executor -p kubernetes-executor-loadtest --bins $(if $(ALLOCATOR),--features kubernetes-executor/$(ALLOCATOR))
+# ALLOCATOR=system or ALLOCATOR=mimalloc builds the operator with that allocator instead of jemalloc.
+bench-5k: controlplane ## 5,000 executions in flight at once (created before the operator starts); ALLOCATOR=system|mimalloc to compare
+	$(CARGO) build --release -p kubernetes-executor-loadtest --bins
+	$(CARGO) build --release -p kubernetes-executor --bins $(if $(ALLOCATOR),--no-default-features $(if $(filter-out system,$(ALLOCATOR)),--features $(ALLOCATOR)))
 	$(LOADTEST) -n 5000 --backlog --mix dry=1 --no-floor --settle 60 --out target/loadtest/backlog-5k$(if $(ALLOCATOR),-$(ALLOCATOR))
 
 bench-history: controlplane ## 10,000 finished executions, then a fresh operator over them: time to ready and memory

@@ -1,6 +1,7 @@
 //! kubernetes-executor: the operator binary (`run`), the action runner that
 //! its Jobs execute (`run-action`), and manifest generators (`crd`, `rbac`).
-// One `unsafe` call in the whole project: `memory::release_free_pages`.
+// `unsafe` only in src/memory.rs: jemalloc's exported options (default build)
+// or glibc's `malloc_trim` (system-allocator build) — one item each.
 #![deny(unsafe_code)]
 
 mod config;
@@ -14,9 +15,9 @@ mod telemetry;
 
 use clap::Parser;
 
-/// The allocators under comparison (docs/performance.md, "Memory"): built
-/// only with `--features mimalloc` or `--features jemalloc`; the default is
-/// the system allocator.
+/// The allocator (docs/performance.md, "Issue 18"): jemalloc by default
+/// (configured in `memory.rs`); `--no-default-features` builds the system
+/// allocator, `--no-default-features --features mimalloc` mimalloc.
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

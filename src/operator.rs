@@ -192,7 +192,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
         admission.abort();
     }
-    trimmer.abort();
+    if let Some(t) = trimmer {
+        t.abort();
+    }
     metrics.is_leader.set(0);
     if let Err(e) = root
         .stop_and_wait(Some("shutdown".into()), Some(Duration::from_secs(15)))

@@ -194,7 +194,13 @@ async fn a_namespace_of_finished_executions_deletes_with_the_operator_down() {
         &client,
         &ns,
         "denied",
-        spec("ScaleDeployment", "Deployment", "db", None, &[("replicas", "0")]),
+        spec(
+            "ScaleDeployment",
+            "Deployment",
+            "db",
+            None,
+            &[("replicas", "0")],
+        ),
     )
     .await;
     assert!(
@@ -425,7 +431,8 @@ async fn a_backlog_beyond_the_actor_limit_waits_unwritten_and_every_execution_co
         let metrics = op.metrics.clone();
         async move {
             let (_, m) = http_get(&metrics, "/metrics").await?;
-            let live = gauge(&m, "kubernetes_executor_live_actors{kind=\"execution\"}").unwrap_or(0.0);
+            let live =
+                gauge(&m, "kubernetes_executor_live_actors{kind=\"execution\"}").unwrap_or(0.0);
             let waiting = gauge(&m, "kubernetes_executor_waiting_executions").unwrap_or(0.0);
             let execs = api.list(&ListParams::default()).await?.items;
             let unwritten = execs.iter().filter(|e| e.status.is_none()).count();

@@ -134,21 +134,18 @@ impl SupervisorState {
             return;
         }
         let restarts = self.restarts.get(&key).map(|r| r.count).unwrap_or(0);
-        if may_wait(&exec, restarts) {
-            // New work queues behind earlier new work, and waits while the
-            // live actors are at the limit.
-            let listed = listed || self.waiting.remove(&key).is_some_and(|w| w.listed);
-            if !self.waiting.is_empty() || self.children.len() >= self.max_live() {
-                self.waiting.put(key, exec, listed);
-                self.admit(myself).await;
-                return;
-            }
-            self.spawn(myself, key, exec, listed, restarts).await;
-        } else {
-            let listed = listed || self.waiting.remove(&key).is_some_and(|w| w.listed);
-            self.spawn(myself, key, exec, listed, restarts).await;
-            self.count_waiting();
+        // New work queues behind earlier new work, and waits while the live
+        // actors are at the limit (an update keeps its place in the queue).
+        if may_wait(&exec, restarts)
+            && (!self.waiting.is_empty() || self.children.len() >= self.max_live())
+        {
+            self.waiting.put(key, exec, listed);
+            self.admit(myself).await;
+            return;
         }
+        let listed = listed || self.waiting.remove(&key).is_some_and(|w| w.listed);
+        self.spawn(myself, key, exec, listed, restarts).await;
+        self.count_waiting();
     }
 
     fn max_live(&self) -> usize {

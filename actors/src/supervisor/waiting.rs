@@ -146,11 +146,10 @@ mod tests {
         });
         assert!(!may_wait(&started, 0));
         let mut deleting = exec("c");
-        deleting.metadata.deletion_timestamp = Some(
-            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        deleting.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
                 k8s_openapi::jiff::Timestamp::now(),
-            ),
-        );
+            ));
         assert!(!may_wait(&deleting, 0));
     }
 }
