@@ -72,7 +72,8 @@ pub fn release_free_pages() -> bool {
 
 /// jemalloc's options, read before `main` (see the module docs).
 #[cfg(feature = "jemalloc")]
-const JEMALLOC_OPTIONS: &[u8] = b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0,narenas:1\0";
+const JEMALLOC_OPTIONS: &[u8] =
+    b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0,narenas:1\0";
 
 /// The options as the C string jemalloc reads.
 #[cfg(feature = "jemalloc")]
