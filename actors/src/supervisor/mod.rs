@@ -441,7 +441,10 @@ impl Actor for SupervisorActor {
         state: &mut SupervisorState,
     ) -> Result<(), ActorProcessingErr> {
         match evt {
-            SupervisionEvent::ActorTerminated(cell, _, reason) => {
+            SupervisionEvent::ActorTerminated(cell, last_state, reason) => {
+                // Its state (with its lifecycle guard: the live-actor gauge)
+                // goes before a waiting execution takes its place.
+                drop(last_state);
                 if let Some((key, uid)) = state.forget(&cell) {
                     tracing::debug!(execution = %key, ?reason, "execution actor stopped");
                     if reason.as_deref() == Some(FINISHED) {
