@@ -67,3 +67,19 @@ pub(super) async fn sweep_history(state: &mut SupervisorState) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finished_executions_are_remembered_once() {
+        let mut f = Finished::default();
+        assert!(!f.contains("a"));
+        f.insert("a".into());
+        f.insert("a".into());
+        f.insert("b".into());
+        assert!(f.contains("a") && f.contains("b") && !f.contains("c"));
+        assert_eq!(f.order.len(), 2, "a uid is queued for expiry once");
+    }
+}

@@ -148,35 +148,6 @@ impl SupervisorState {
         self.count_waiting();
     }
 
-    fn max_live(&self) -> usize {
-        self.ctx.settings.max_live_executions.max(1)
-    }
-
-    /// Stops waiting for `key` (it no longer needs an actor, or is gone).
-    fn unwait(&mut self, key: &str) {
-        if self.waiting.remove(key).is_some() {
-            self.count_waiting();
-        }
-    }
-
-    fn count_waiting(&self) {
-        self.ctx
-            .metrics
-            .waiting_executions
-            .set(i64::try_from(self.waiting.len()).unwrap_or(i64::MAX));
-    }
-
-    /// Gives waiting executions their actors while fewer than the limit live.
-    async fn admit(&mut self, myself: &SupervisorRef) {
-        while self.children.len() < self.max_live() {
-            let Some((key, w)) = self.waiting.pop() else {
-                break;
-            };
-            self.spawn(myself, key, w.exec, w.listed, 0).await;
-        }
-        self.count_waiting();
-    }
-
     /// Spawns the actor of `exec` (or, if its name is still taken by a
     /// stopping actor, retries shortly from a fresh read).
     async fn spawn(
@@ -513,21 +484,5 @@ impl Actor for SupervisorActor {
             _ => {}
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn finished_executions_are_remembered_once() {
-        let mut f = Finished::default();
-        assert!(!f.contains("a"));
-        f.insert("a".into());
-        f.insert("a".into());
-        f.insert("b".into());
-        assert!(f.contains("a") && f.contains("b") && !f.contains("c"));
-        assert_eq!(f.order.len(), 2, "a uid is queued for expiry once");
     }
 }

@@ -10,6 +10,8 @@ use std::collections::{HashMap, HashSet, VecDeque};
 
 use kubernetes_executor_crds::{KubernetesExecution, Phase};
 
+use super::SupervisorRef;
+
 /// One waiting execution: its latest version, and whether it was first
 /// seen in a full list (an earlier operator process may have worked on it).
 pub(super) struct Waiter {
@@ -83,6 +85,37 @@ impl Waiting {
     /// Whether none waits.
     pub(super) fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+}
+
+impl super::SupervisorState {
+    pub(super) fn max_live(&self) -> usize {
+        self.ctx.settings.max_live_executions.max(1)
+    }
+
+    /// Stops waiting for `key` (it no longer needs an actor, or is gone).
+    pub(super) fn unwait(&mut self, key: &str) {
+        if self.waiting.remove(key).is_some() {
+            self.count_waiting();
+        }
+    }
+
+    pub(super) fn count_waiting(&self) {
+        self.ctx
+            .metrics
+            .waiting_executions
+            .set(i64::try_from(self.waiting.len()).unwrap_or(i64::MAX));
+    }
+
+    /// Gives waiting executions their actors while fewer than the limit live.
+    pub(super) async fn admit(&mut self, myself: &SupervisorRef) {
+        while self.children.len() < self.max_live() {
+            let Some((key, w)) = self.waiting.pop() else {
+                break;
+            };
+            self.spawn(myself, key, w.exec, w.listed, 0).await;
+        }
+        self.count_waiting();
     }
 }
 

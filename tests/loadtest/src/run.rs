@@ -133,6 +133,9 @@ pub async fn run(client: &Client, cfg: &Config, op: &mut impl OperatorControl) -
         );
         let f = crate::floor::run(client, &fw, cfg.concurrency).await;
         // Gone before the operator's run starts, so it does not compete.
+        workload::release_executions(client, &fw.namespace)
+            .await
+            .context("release the floor's executions")?;
         workload::delete_namespace(client, &fw.namespace, Duration::from_secs(300))
             .await
             .context("clean up the floor namespace")?;

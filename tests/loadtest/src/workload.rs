@@ -278,6 +278,27 @@ pub async fn create_namespace(client: &Client, name: &str, run_id: &str) -> Resu
 }
 
 /// Deletes a namespace and waits (up to `within`) until it is gone.
+/// Removes every finalizer from the executions in `ns` (the floor's: the
+/// admission policy gives each the operator's finalizer on create, and no
+/// operator runs while the floor does, so nothing else would remove it).
+pub async fn release_executions(client: &Client, ns: &str) -> Result<()> {
+    let api: Api<KubernetesExecution> = Api::namespaced(client.clone(), ns);
+    let patch = json!({ "metadata": { "finalizers": null } });
+    for e in api.list(&Default::default()).await?.items {
+        if e.finalizers().is_empty() {
+            continue;
+        }
+        api.patch(
+            &e.name_any(),
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+        .with_context(|| format!("release {ns}/{}", e.name_any()))?;
+    }
+    Ok(())
+}
+
 pub async fn delete_namespace(client: &Client, name: &str, within: Duration) -> Result<()> {
     let nss: Api<Namespace> = Api::all(client.clone());
     match nss.delete(name, &DeleteParams::background()).await {
