@@ -1,4 +1,5 @@
-//! Gives memory the operator freed back to the system.
+//! Gives memory the operator freed back to the system, and reports the
+//! allocator's own count (`kubernetes_executor_heap_bytes`, jemalloc).
 //!
 //! The default build uses jemalloc (docs/performance.md, "Issue 18"),
 //! configured here at build time ([`JEMALLOC_CONF`]): background threads
@@ -17,21 +18,36 @@
 //! (`malloc_trim(0)`). With `--features mimalloc`/`jemalloc` or off glibc it does
 //! nothing (those allocators return memory themselves).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// How often the allocator is asked to return free pages.
+use kubernetes_executor_actors::metrics::Metrics;
+
+/// How often the allocator is asked to return free pages (and its count read).
 pub const TRIM_PERIOD: Duration = Duration::from_secs(10);
 
-/// Starts the trimming task (none when the allocator returns memory itself).
-pub fn spawn_trimmer() -> Option<tokio::task::JoinHandle<()>> {
-    if cfg!(any(feature = "jemalloc", feature = "mimalloc")) {
+/// Starts the task that trims the system allocator or reads jemalloc's
+/// count (none for mimalloc, which returns memory itself).
+pub fn spawn(metrics: Arc<Metrics>) -> Option<tokio::task::JoinHandle<()>> {
+    if cfg!(feature = "mimalloc") {
         return None;
     }
-    Some(tokio::spawn(async {
+    Some(tokio::spawn(async move {
         let mut tick = tokio::time::interval(TRIM_PERIOD);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
+            if let Some((allocated, resident)) = heap_stats() {
+                metrics
+                    .heap_bytes
+                    .with_label_values(&["allocated"])
+                    .set(allocated);
+                metrics
+                    .heap_bytes
+                    .with_label_values(&["resident"])
+                    .set(resident);
+                continue;
+            }
             // Walks and locks every arena in turn: off the async workers.
             let trimmed = tokio::task::spawn_blocking(|| {
                 let started = Instant::now();
@@ -68,6 +84,26 @@ pub fn release_free_pages() -> bool {
 )))]
 pub fn release_free_pages() -> bool {
     false
+}
+
+/// jemalloc's count: bytes in live objects and heap pages resident.
+#[cfg(feature = "jemalloc")]
+pub fn heap_stats() -> Option<(i64, i64)> {
+    use tikv_jemalloc_ctl::{epoch, stats};
+    // The counts are cached; a new epoch refreshes them.
+    epoch::advance().ok()?;
+    let allocated = stats::allocated::read().ok()?;
+    let resident = stats::resident::read().ok()?;
+    Some((
+        i64::try_from(allocated).unwrap_or(i64::MAX),
+        i64::try_from(resident).unwrap_or(i64::MAX),
+    ))
+}
+
+/// No count from this allocator.
+#[cfg(not(feature = "jemalloc"))]
+pub fn heap_stats() -> Option<(i64, i64)> {
+    None
 }
 
 /// jemalloc's options, read before `main` (see the module docs).

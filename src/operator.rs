@@ -115,7 +115,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     );
     let health = Arc::new(Health::default());
     let registry = Arc::new(ActorRegistry::default());
-    let trimmer = crate::memory::spawn_trimmer();
+    let trimmer = crate::memory::spawn(metrics.clone());
 
     let (root, root_handle) = tree::start(TreeArgs {
         api: api.clone(),

@@ -126,6 +126,33 @@ async fn a_mixed_load_is_fully_accounted_for_and_cleaned_up() {
         (15, 15 * 2 + 12, 0)
     );
     assert!(report.floor_ratio.is_some_and(|r| r > 0.0));
+    // The Job floor: the same requests of its own, and the operator's Jobs
+    // for real — each ran `run-action` on the job runner to success (the
+    // Job controller's Complete condition, seen by the floor's watch)
+    // before its outcome was written; then they are gone.
+    let jf = report.job_floor.as_ref().expect("job floor ran");
+    assert_eq!(
+        (jf.executions, jf.requests, jf.errors),
+        (15, 15 * 2 + 12, 0)
+    );
+    assert_eq!((jf.jobs_succeeded, jf.jobs_failed), (12, 0), "{table}");
+    assert!(report.job_floor_ratio.is_some_and(|r| r > 0.0));
+    let floor_jobs: Api<k8s_openapi::api::batch::v1::Job> =
+        Api::namespaced(client.clone(), common::OPERATOR_NS);
+    let sel = kube::api::ListParams::default().labels(&format!(
+        "{}={}",
+        kubernetes_executor_loadtest::floor::FLOOR_LABEL,
+        cfg.run_id
+    ));
+    assert!(
+        floor_jobs
+            .list_metadata(&sel)
+            .await
+            .expect("list Jobs")
+            .items
+            .is_empty(),
+        "the Job floor's Jobs are deleted"
+    );
 
     // The operator's requests, footprint and actors came from its metrics and /proc.
     let api = report.api.as_ref().expect("api use");
@@ -205,7 +232,8 @@ async fn a_mixed_load_is_fully_accounted_for_and_cleaned_up() {
     let nss: Api<Namespace> = Api::all(client.clone());
     for ns in [
         format!("ke-load-{}", cfg.run_id),
-        format!("ke-floor-{}", cfg.run_id),
+        format!("ke-floor-api-{}", cfg.run_id),
+        format!("ke-floor-jobs-{}", cfg.run_id),
     ] {
         assert!(
             nss.get_opt(&ns).await.expect("get ns").is_none(),

@@ -64,6 +64,12 @@ pub struct Metrics {
     /// `kubernetes_executor_waiting_executions`: new executions waiting for
     /// an actor (more than `--max-live-executions` are live).
     pub waiting_executions: IntGauge,
+    /// `kubernetes_executor_heap_bytes{state}`: the allocator's own count
+    /// (jemalloc builds; absent with another allocator): `allocated` is
+    /// what live objects use, `resident` the heap pages the process holds.
+    /// Resident well above allocated is memory freed but not yet returned
+    /// (or stranded by a long-lived object on a page), not a leak.
+    pub heap_bytes: IntGaugeVec,
 }
 
 /// Every actor kind (`live_actors`, `actor_restarts`, `message_handling`).
@@ -232,6 +238,13 @@ impl Metrics {
                 "kubernetes_executor_waiting_executions",
                 "New executions waiting for an actor (the live ones are at --max-live-executions)",
             )?,
+            heap_bytes: IntGaugeVec::new(
+                Opts::new(
+                    "kubernetes_executor_heap_bytes",
+                    "Heap bytes by state (allocated: in live objects; resident: pages held), from the allocator",
+                ),
+                &["state"],
+            )?,
             registry,
         };
         m.registry
@@ -258,6 +271,7 @@ impl Metrics {
             .register(Box::new(m.executions_finished.clone()))?;
         m.registry.register(Box::new(m.api_requests.clone()))?;
         m.registry.register(Box::new(m.message_handling.clone()))?;
+        m.registry.register(Box::new(m.heap_bytes.clone()))?;
         m.registry.register(Box::new(m.build_info.clone()))?;
         m.registry
             .register(Box::new(m.executions_collected.clone()))?;

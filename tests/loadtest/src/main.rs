@@ -85,6 +85,10 @@ struct Args {
     /// `RUST_LOG` of the local operator.
     #[arg(long, default_value = "info")]
     operator_log: String,
+    /// One more argument for the local operator (repeatable; e.g.
+    /// `--operator-arg=--max-concurrent-requests=128` to try a tunable).
+    #[arg(long, allow_hyphen_values = true)]
+    operator_arg: Vec<String>,
     /// Pin the local operator to the last CPU and the control plane (and
     /// this harness, and the Jobs the job runner starts) to the others, so
     /// operator CPU and server CPU do not compete (needs 2+ CPUs; the
@@ -308,7 +312,10 @@ fn main() -> Result<()> {
                     // History clean-up off: a run's executions stay for the
                     // harness to count, and its deletes do not skew the
                     // request counts.
-                    extra: vec!["--finished-history-limit".into(), "0".into()],
+                    extra: ["--finished-history-limit".to_string(), "0".into()]
+                        .into_iter()
+                        .chain(args.operator_arg.iter().cloned())
+                        .collect(),
                     log_filter: args.operator_log.clone(),
                 },
                 proc: None,

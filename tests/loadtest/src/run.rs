@@ -30,7 +30,8 @@ pub struct Config {
     pub operator_namespace: String,
     /// Give up waiting for the executions after this long.
     pub timeout: Duration,
-    /// Measure the API floor first.
+    /// Measure the floors first (the API floor, and the Job floor when
+    /// the plan has dry runs or real executions).
     pub floor: bool,
     /// Create every execution before the operator starts (all in flight at once).
     pub backlog: bool,
@@ -121,28 +122,55 @@ pub async fn run(client: &Client, cfg: &Config, op: &mut impl OperatorControl) -
         cfg.run_id, w.namespace
     );
     w.prepare(client).await?;
-    let floor = if cfg.floor {
-        let fw = Workload {
-            namespace: format!("ke-floor-{}", cfg.run_id),
-            ..w.clone()
-        };
-        workload::create_namespace(client, &fw.namespace, &cfg.run_id).await?;
-        eprintln!(
-            "loadtest {}: API floor ({} executions, concurrency {})",
-            cfg.run_id, cfg.executions, cfg.concurrency
-        );
-        let f = crate::floor::run(client, &fw, cfg.concurrency).await;
-        // Gone before the operator's run starts, so it does not compete.
-        workload::release_executions(client, &fw.namespace)
-            .await
-            .context("release the floor's executions")?;
-        workload::delete_namespace(client, &fw.namespace, Duration::from_secs(300))
-            .await
-            .context("clean up the floor namespace")?;
-        Some(f)
-    } else {
-        None
-    };
+    // Both floors, each in a namespace of its own that is gone before the
+    // next step starts, so that nothing of it competes.
+    let (mut floor, mut job_floor) = (None, None);
+    if cfg.floor {
+        let runs_jobs = w
+            .plan
+            .iter()
+            .any(|k| matches!(k, workload::Kind::Dry | workload::Kind::Real));
+        let modes = [
+            ("api", crate::floor::JobMode::Suspended),
+            (
+                "jobs",
+                crate::floor::JobMode::Run(crate::floor::RunJobs {
+                    operator_namespace: cfg.operator_namespace.clone(),
+                    target_namespace: w.namespace.clone(),
+                    timeout: cfg.timeout,
+                }),
+            ),
+        ];
+        for (tag, mode) in modes {
+            if tag == "jobs" && !runs_jobs {
+                continue;
+            }
+            let fw = Workload {
+                namespace: format!("ke-floor-{tag}-{}", cfg.run_id),
+                ..w.clone()
+            };
+            workload::create_namespace(client, &fw.namespace, &cfg.run_id).await?;
+            eprintln!(
+                "loadtest {}: {tag} floor ({} executions, concurrency {})",
+                cfg.run_id, cfg.executions, cfg.concurrency
+            );
+            let server_before = server_metrics(client).await;
+            let mut f = crate::floor::run(client, &fw, cfg.concurrency, &mode).await;
+            if let (Some(b), Some(a)) = (server_before, server_metrics(client).await) {
+                f.api_server = Some(report::api_server_latency(&b, &a));
+            }
+            workload::release_executions(client, &fw.namespace)
+                .await
+                .context("release the floor's executions")?;
+            workload::delete_namespace(client, &fw.namespace, Duration::from_secs(300))
+                .await
+                .context("clean up the floor namespace")?;
+            match mode {
+                crate::floor::JobMode::Suspended => floor = Some(f),
+                crate::floor::JobMode::Run(_) => job_floor = Some(f),
+            }
+        }
+    }
     let tracks = workload::tracks(&w);
     let pace = Pace {
         rate: cfg.rate,
@@ -233,6 +261,7 @@ pub async fn run(client: &Client, cfg: &Config, op: &mut impl OperatorControl) -
                 machine: Machine::detect(),
             },
             floor,
+            job_floor,
             metrics_before,
             metrics_after,
             samples,

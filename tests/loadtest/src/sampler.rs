@@ -23,6 +23,9 @@ pub struct Point {
     pub cpu_seconds: f64,
     /// `kubernetes_executor_live_actors{kind="execution"}`.
     pub live_actors: f64,
+    /// `kubernetes_executor_heap_bytes{state="allocated"}` (0 when the
+    /// operator's allocator does not report it).
+    pub heap_allocated_bytes: f64,
 }
 
 /// Clock ticks per second of /proc/<pid>/stat times (USER_HZ: 100 on Linux).
@@ -83,6 +86,11 @@ fn point(t: f64, s: &[promtext::Sample], pid: Option<u32>) -> Point {
             "kubernetes_executor_live_actors",
             &[("kind", "execution")],
         ),
+        heap_allocated_bytes: promtext::sum(
+            s,
+            "kubernetes_executor_heap_bytes",
+            &[("state", "allocated")],
+        ),
     }
 }
 
@@ -135,6 +143,10 @@ pub struct Footprint {
     pub live_actors_peak: f64,
     /// Live execution actors at the end of the window.
     pub live_actors_end: f64,
+    /// Heap in live objects at the end of the window, MiB (the allocator's
+    /// count; 0 when not reported): RSS minus this is the binary, stacks
+    /// and pages freed but not returned.
+    pub heap_allocated_end_mib: f64,
 }
 
 const MIB: f64 = 1024.0 * 1024.0;
@@ -168,6 +180,7 @@ pub fn footprint(points: &[Point]) -> Footprint {
         cpu_peak_cores: cpu_peak,
         live_actors_peak: points.iter().map(|p| p.live_actors).fold(0.0, f64::max),
         live_actors_end: last.live_actors,
+        heap_allocated_end_mib: last.heap_allocated_bytes / MIB,
     }
 }
 
@@ -199,6 +212,7 @@ mod tests {
                             0.0
                         },
                     live_actors: f64::from(i.min(20 - i)),
+                    heap_allocated_bytes: 8.0 * MIB,
                 }
             })
             .collect();
@@ -214,5 +228,6 @@ mod tests {
             f.cpu_peak_cores
         );
         assert_eq!((f.live_actors_peak, f.live_actors_end), (10.0, 0.0));
+        assert_eq!(f.heap_allocated_end_mib, 8.0);
     }
 }
