@@ -334,19 +334,21 @@ pub fn post<M: Message>(registry: &ActorRegistry, to: &ActorRef<M>, msg: M) -> b
     false
 }
 
-/// Sends `msg()` to `to` after `delay` (a timer task; dropped with the
-/// actor's mailbox when the actor is gone).
+/// Sends `msg()` to `to` after `delay` (a timer task). The task holds a
+/// reference to the actor — its cell and mailboxes stay allocated until
+/// the timer fires, also after the actor stopped — so a long timer should
+/// be kept and aborted when the actor stops (the execution's timeout is).
 pub fn post_after<M: Message>(
     registry: &Arc<ActorRegistry>,
     to: &ActorRef<M>,
     delay: Duration,
     msg: impl FnOnce() -> M + Send + 'static,
-) {
+) -> tokio::task::JoinHandle<()> {
     let (registry, to) = (registry.clone(), to.clone());
     tokio::spawn(async move {
         tokio::time::sleep(delay).await;
         post(&registry, &to, msg());
-    });
+    })
 }
 
 /// Sends `msg()` to `to` every `period` until the actor is gone; abort the

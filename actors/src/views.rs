@@ -228,19 +228,27 @@ impl Views {
         self.inner.outputs.set_ready(false);
     }
 
-    /// The termination message of Job `job`'s pod that ended in `phase`.
+    /// Takes the termination message of Job `job`'s pod that ended in
+    /// `phase` out of the view: the execution reads it once, when its Job
+    /// ended, and the view forgets the Job then (its pods may live on for
+    /// the Job's TTL; a later read — a restarted actor — lists them).
     /// `None`: not in the view (not synced, or that pod's end not seen
     /// yet) — read the API.
-    pub fn termination(&self, job: &str, phase: &str) -> Option<String> {
-        self.inner
-            .outputs
-            .read(|m| {
-                let list = m.get(job)?;
-                list.iter()
-                    .find(|o| o.phase == phase)
-                    .map(|o| o.message.clone())
-            })
-            .flatten()
+    pub fn take_termination(&self, job: &str, phase: &str) -> Option<String> {
+        if !self.inner.outputs.ready.load(Ordering::Acquire) {
+            return None;
+        }
+        let mut found = None;
+        self.inner.outputs.write(|m| {
+            found = m
+                .get(job)
+                .and_then(|list| list.iter().find(|o| o.phase == phase))
+                .map(|o| o.message.clone());
+            if found.is_some() {
+                m.remove(job);
+            }
+        });
+        found
     }
 
     /// How many finished Job pods the view holds (for tests and metrics).
@@ -338,39 +346,34 @@ mod tests {
     #[test]
     fn job_pod_outputs_follow_the_watch() {
         let v = Views::default();
-        assert_eq!(v.termination("ke-1", "Succeeded"), None, "not synced");
+        assert_eq!(v.take_termination("ke-1", "Succeeded"), None, "not synced");
         v.outputs_listed(HashMap::new());
         // Running: nothing to keep yet.
         v.job_pod(&job_pod("ke-1-a", "Running", None), false);
         assert_eq!(v.outputs_held(), 0);
-        assert_eq!(v.termination("ke-1", "Succeeded"), None);
+        assert_eq!(v.take_termination("ke-1", "Succeeded"), None);
         // A first pod failed, a second succeeded: each found by its phase.
         v.job_pod(&job_pod("ke-1-a", "Failed", Some("{\"e\":1}")), false);
         v.job_pod(&job_pod("ke-1-b", "Succeeded", Some("{\"ok\":1}")), false);
         assert_eq!(v.outputs_held(), 2);
-        assert_eq!(
-            v.termination("ke-1", "Failed").as_deref(),
-            Some("{\"e\":1}")
-        );
-        assert_eq!(
-            v.termination("ke-1", "Succeeded").as_deref(),
-            Some("{\"ok\":1}")
-        );
-        // An update replaces, a deletion forgets (memory follows the pods).
+        // An update replaces.
         v.job_pod(&job_pod("ke-1-b", "Succeeded", Some("{\"ok\":2}")), false);
         assert_eq!(v.outputs_held(), 2);
+        // A deletion forgets (memory follows the pods).
+        v.job_pod(&job_pod("ke-1-a", "Failed", None), true);
+        assert_eq!(v.outputs_held(), 1);
+        assert_eq!(v.take_termination("ke-1", "Failed"), None, "deleted");
+        // Read once: the Job is forgotten (its pods may stay for the TTL).
         assert_eq!(
-            v.termination("ke-1", "Succeeded").as_deref(),
+            v.take_termination("ke-1", "Succeeded").as_deref(),
             Some("{\"ok\":2}")
         );
-        v.job_pod(&job_pod("ke-1-a", "Failed", None), true);
-        v.job_pod(&job_pod("ke-1-b", "Succeeded", None), true);
         assert_eq!(v.outputs_held(), 0);
-        assert_eq!(v.termination("ke-1", "Succeeded"), None);
+        assert_eq!(v.take_termination("ke-1", "Succeeded"), None, "taken");
         // Stale after a watch error: the API is asked instead.
         v.job_pod(&job_pod("ke-1-b", "Succeeded", Some("x")), false);
         v.outputs_stale();
-        assert_eq!(v.termination("ke-1", "Succeeded"), None);
+        assert_eq!(v.take_termination("ke-1", "Succeeded"), None);
     }
 
     #[test]

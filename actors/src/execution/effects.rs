@@ -28,9 +28,9 @@ pub(super) async fn execute(
                 state.timeout_armed = true;
                 let (timeout, elapsed) = timeout_and_elapsed(state);
                 let remaining = (timeout + ctx.settings.timeout_grace).saturating_sub(elapsed);
-                post_after(&ctx.registry, myself, remaining, || {
+                state.timeout_timer = Some(post_after(&ctx.registry, myself, remaining, || {
                     ExecutionMsg::Machine(Box::new(Event::TimedOut))
-                });
+                }));
             }
             None
         }

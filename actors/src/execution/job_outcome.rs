@@ -48,12 +48,13 @@ pub(super) async fn termination_output(
     // pod terminate, so the API server's watch cache normally has the pod
     // already; read from it, and from etcd only if the pod looks unfinished.
     let want = if succeeded { "Succeeded" } else { "Failed" };
-    // Seen by the watch of the operator's Job pods: no request.
+    // Seen by the watch of the operator's Job pods: no request (and the
+    // view forgets the Job: read once).
     if let Some(m) = state
         .ctx
         .views
         .as_ref()
-        .and_then(|v| v.termination(job, want))
+        .and_then(|v| v.take_termination(job, want))
     {
         return crate::decide::termination_output(&m, succeeded);
     }

@@ -107,6 +107,10 @@ pub struct ExecutionState {
     validated: Option<ValidatedAction>,
     phase_since: Instant,
     timeout_armed: bool,
+    /// The armed timeout's timer task: aborted when the actor stops, so a
+    /// finished execution's actor (its cell and channels, ~10 KB) is not
+    /// kept alive by a timer until the timeout would have fired.
+    timeout_timer: Option<tokio::task::JoinHandle<()>>,
     /// The verifier's arguments while postconditions are being verified
     /// (the verifier is a linked child: it stops with this actor).
     verifier: Option<VerifierArgs>,
@@ -221,6 +225,7 @@ impl Actor for ExecutionActor {
             validated: None,
             phase_since: Instant::now(),
             timeout_armed: false,
+            timeout_timer: None,
             verifier: None,
             job_created: None,
             job_duration: None,
@@ -247,6 +252,9 @@ impl Actor for ExecutionActor {
         // The verifier (a linked child) stops with this actor; the
         // registry entry goes with the lifecycle guard.
         state.verifier = None;
+        if let Some(t) = state.timeout_timer.take() {
+            t.abort();
+        }
         Ok(())
     }
 
@@ -377,7 +385,12 @@ async fn handle_message(
                 }
             }
             ExecutionMsg::JobChanged(job) => {
-                if let Some(ev) = Box::pin(job_event(state, &job)).await {
+                // Once the Job's end was taken (Verifying or an outcome),
+                // later updates of it change nothing: no second read of
+                // its pod's output.
+                let past_job = matches!(state.machine.phase, Phase::Verifying)
+                    || state.machine.phase.is_terminal();
+                if !past_job && let Some(ev) = Box::pin(job_event(state, &job)).await {
                     run(&myself, state, ev).await;
                 }
             }
