@@ -36,6 +36,9 @@ struct Seen {
     jobs: Vec<Value>,
     /// What the RbacActor was asked: `grant` / `revoke`.
     rbac: Vec<&'static str>,
+    /// How long the target read and the Job create take (a loaded API
+    /// server).
+    slow: Duration,
 }
 
 fn deployment() -> Value {
@@ -51,55 +54,64 @@ fn deployment() -> Value {
 
 /// A mock API server for one execution `shop/scale-web`.
 fn api_server(exec: KubernetesExecution, seen: Arc<Mutex<Seen>>) -> kube::Client {
-    mock_api::client(move |r: Req| {
-        let mut s = seen.lock().unwrap_or_else(|e| e.into_inner());
-        s.requests.push(format!("{} {}", r.method, r.path));
-        match (r.method.as_str(), r.path.as_str()) {
-            ("PATCH", p) if p.ends_with("/kubernetesexecutions/scale-web/status") => {
-                s.statuses.push(r.body["status"].clone());
-                let mut obj = serde_json::to_value(&exec).unwrap_or_default();
-                obj["status"] = r.body["status"].clone();
-                (200, obj)
-            }
-            ("PATCH", p) if p.ends_with("/kubernetesexecutions/scale-web") => {
-                // The finalizer (merge patch of metadata).
-                let mut obj = serde_json::to_value(&exec).unwrap_or_default();
-                obj["metadata"]["finalizers"] = r.body["metadata"]["finalizers"].clone();
-                (200, obj)
-            }
-            ("POST", "/apis/batch/v1/namespaces/kubernetes-executor-system/jobs") => {
-                s.jobs.push(r.body.clone());
-                (201, r.body)
-            }
-            ("GET", "/api/v1/namespaces/kubernetes-executor-system/pods") => (
-                200,
-                json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": []}),
-            ),
-            ("GET", "/apis/apps/v1/namespaces/shop/deployments/web") => (200, deployment()),
-            ("GET", "/api/v1/nodes") => (
-                200,
-                json!({"apiVersion": "v1", "kind": "NodeList", "metadata": {}, "items": [
+    let slow = seen.lock().unwrap_or_else(|e| e.into_inner()).slow;
+    let delay = move |method: &str, path: &str| match (method, path) {
+        ("GET", "/apis/apps/v1/namespaces/shop/deployments/web")
+        | ("POST", "/apis/batch/v1/namespaces/kubernetes-executor-system/jobs") => slow,
+        _ => Duration::ZERO,
+    };
+    mock_api::slow_client(
+        move |r: Req| {
+            let mut s = seen.lock().unwrap_or_else(|e| e.into_inner());
+            s.requests.push(format!("{} {}", r.method, r.path));
+            match (r.method.as_str(), r.path.as_str()) {
+                ("PATCH", p) if p.ends_with("/kubernetesexecutions/scale-web/status") => {
+                    s.statuses.push(r.body["status"].clone());
+                    let mut obj = serde_json::to_value(&exec).unwrap_or_default();
+                    obj["status"] = r.body["status"].clone();
+                    (200, obj)
+                }
+                ("PATCH", p) if p.ends_with("/kubernetesexecutions/scale-web") => {
+                    // The finalizer (merge patch of metadata).
+                    let mut obj = serde_json::to_value(&exec).unwrap_or_default();
+                    obj["metadata"]["finalizers"] = r.body["metadata"]["finalizers"].clone();
+                    (200, obj)
+                }
+                ("POST", "/apis/batch/v1/namespaces/kubernetes-executor-system/jobs") => {
+                    s.jobs.push(r.body.clone());
+                    (201, r.body)
+                }
+                ("GET", "/api/v1/namespaces/kubernetes-executor-system/pods") => (
+                    200,
+                    json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": []}),
+                ),
+                ("GET", "/apis/apps/v1/namespaces/shop/deployments/web") => (200, deployment()),
+                ("GET", "/api/v1/nodes") => (
+                    200,
+                    json!({"apiVersion": "v1", "kind": "NodeList", "metadata": {}, "items": [
                     {"metadata": {"name": "n1", "labels": {}},
                      "status": {"conditions": [{"type": "Ready", "status": "True"}],
                                 "allocatable": {"cpu": "4"}}}]}),
-            ),
-            ("GET", "/api/v1/namespaces/shop/pods") => (
-                200,
-                json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": []}),
-            ),
-            ("GET", "/api/v1/namespaces/shop") => (
-                200,
-                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}}),
-            ),
-            ("POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews") => {
-                let mut review = r.body.clone();
-                review["status"] = json!({"allowed": true});
-                (201, review)
+                ),
+                ("GET", "/api/v1/namespaces/shop/pods") => (
+                    200,
+                    json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": []}),
+                ),
+                ("GET", "/api/v1/namespaces/shop") => (
+                    200,
+                    json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}}),
+                ),
+                ("POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews") => {
+                    let mut review = r.body.clone();
+                    review["status"] = json!({"allowed": true});
+                    (201, review)
+                }
+                ("POST", p) if p.ends_with("/events") => (201, r.body),
+                _ => mock_api::failure(404, "NotFound"),
             }
-            ("POST", p) if p.ends_with("/events") => (201, r.body),
-            _ => mock_api::failure(404, "NotFound"),
-        }
-    })
+        },
+        delay,
+    )
 }
 
 /// A PolicyActor stand-in that answers every decision with `violations`
@@ -213,7 +225,22 @@ async fn run_exec(
     exec: KubernetesExecution,
     listed: bool,
 ) -> (Seen, Arc<ActorRegistry>) {
-    let seen = Arc::new(Mutex::new(Seen::default()));
+    run_slow(prefix, violations, exec, listed, Duration::ZERO).await
+}
+
+/// [`run_exec`] against an API server whose target read and Job create
+/// take `slow` each.
+async fn run_slow(
+    prefix: &str,
+    violations: Vec<String>,
+    exec: KubernetesExecution,
+    listed: bool,
+    slow: Duration,
+) -> (Seen, Arc<ActorRegistry>) {
+    let seen = Arc::new(Mutex::new(Seen {
+        slow,
+        ..Seen::default()
+    }));
     let client = api_server(exec.clone(), seen.clone());
     let peers = Peers::with_prefix(prefix);
     let (policy, _) = Actor::spawn(Some(peers.name(Singleton::Policy)), StubPolicy, violations)
@@ -353,6 +380,35 @@ async fn a_dry_run_validates_then_runs_its_job_as_a_server_side_dry_run() {
     // Its grants were made and taken back (what the denial below must not
     // spend requests on).
     assert_eq!(seen.rbac, ["grant", "revoke"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn under_load_one_progress_write_before_the_job_runs() {
+    // A loaded API server: validation (the target read) and preparation
+    // (the Job create) each outlast the passing-phase window. Validating
+    // is written (the execution was picked up); Preparing is recorded
+    // with Executing, not written on its own.
+    let (seen, _) = run_slow(
+        "slow-",
+        vec![],
+        execution(),
+        false,
+        Duration::from_millis(800),
+    )
+    .await;
+    let ph: Vec<String> = phases(&seen).into_iter().map(|(p, _)| p).collect();
+    assert_eq!(
+        ph,
+        ["Validating", "Executing", "Completed"],
+        "{:#?}",
+        seen.requests
+    );
+    let executing = &seen.statuses[1];
+    assert!(
+        executing["validationCompleteTime"].is_string()
+            && executing["validationResults"]["policyDecision"]["allowed"] == true,
+        "Executing carries what validation and preparation recorded: {executing}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -12,6 +12,36 @@ pub(super) async fn existing_job(state: &ExecutionState) -> Option<Job> {
         .flatten()
 }
 
+/// A change of this execution's Job, as the Job watch saw it.
+pub(super) async fn job_changed(state: &mut ExecutionState, job: &Job) -> Option<Event> {
+    // Once the Job's end was taken (Verifying or an outcome), later
+    // updates of it change nothing: no second read of its pod's output.
+    let past_job =
+        matches!(state.machine.phase, Phase::Verifying) || state.machine.phase.is_terminal();
+    if past_job {
+        return None;
+    }
+    job_event(state, job).await
+}
+
+/// This execution's Job was deleted (its last state).
+pub(super) async fn job_deleted(state: &mut ExecutionState, job: &Job) -> Option<Event> {
+    // Finished before it went: its outcome stands. Deleted while running
+    // (by someone else: the operator deletes Jobs only when the execution
+    // is deleted): the action's outcome is unknown, and the execution
+    // fails now, not at its timeout.
+    match job_event(state, job).await {
+        Some(ev) => Some(ev),
+        None if state.machine.phase == Phase::Executing
+            && !state.machine.deleting
+            && job.name_any() == current_job_name(state) =>
+        {
+            Some(Event::JobFinished(JobOutcome::Missing))
+        }
+        None => None,
+    }
+}
+
 /// Interprets a Job's status; `Some` when it finished.
 pub(super) async fn job_event(state: &mut ExecutionState, job: &Job) -> Option<Event> {
     if job

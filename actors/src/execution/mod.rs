@@ -43,7 +43,7 @@ pub use authorize::namespace_listed;
 use conditions::{condition_input, evaluate_once, record_conditions};
 use effects::execute;
 use hold::{busy, paused, timeout_and_elapsed};
-use job_outcome::{existing_job, job_event};
+use job_outcome::{existing_job, job_changed, job_deleted, job_event};
 use start::{Created, ask_rbac, create_job, ensure_finalizer, lock_name};
 use validation::validate_all;
 pub use verify::{CHAOS_VERIFIER_ANNOTATION, VerifierActor, VerifierArgs, VerifierMsg};
@@ -121,6 +121,10 @@ pub struct ExecutionState {
     finalizer_added: bool,
     /// `state.status` holds a passing phase not yet written.
     unwritten: bool,
+    /// A passing phase was written and no lasting phase since: a further
+    /// passing phase before the next lasting one is not written on its own
+    /// (at most one progress write between two lasting phases).
+    passing_shown: bool,
     /// A lock or grants may exist for this execution: this life began
     /// taking them, or an earlier life may have (it got past `Pending`, or
     /// crashed). When false, releasing costs no request.
@@ -231,6 +235,7 @@ impl Actor for ExecutionActor {
             job_duration: None,
             finalizer_added: false,
             unwritten: false,
+            passing_shown: false,
             may_hold,
             lock_version: None,
             released: false,
@@ -367,8 +372,11 @@ async fn handle_message(
                 }
             }
             ExecutionMsg::FlushStatus => {
-                if state.unwritten && !state.machine.phase.is_terminal() {
-                    effects::persist(state).await;
+                if state.unwritten
+                    && !state.machine.phase.is_terminal()
+                    && effects::persist(state).await
+                {
+                    state.passing_shown = true;
                 }
             }
             ExecutionMsg::RespawnVerifier => {
@@ -385,31 +393,12 @@ async fn handle_message(
                 }
             }
             ExecutionMsg::JobChanged(job) => {
-                // Once the Job's end was taken (Verifying or an outcome),
-                // later updates of it change nothing: no second read of
-                // its pod's output.
-                let past_job = matches!(state.machine.phase, Phase::Verifying)
-                    || state.machine.phase.is_terminal();
-                if !past_job && let Some(ev) = Box::pin(job_event(state, &job)).await {
+                if let Some(ev) = Box::pin(job_changed(state, &job)).await {
                     run(&myself, state, ev).await;
                 }
             }
             ExecutionMsg::JobDeleted(job) => {
-                // Finished before it went: its outcome stands. Deleted while
-                // running (by someone else: the operator deletes Jobs only
-                // when the execution is deleted): the action's outcome is
-                // unknown, and the execution fails now, not at its timeout.
-                let ev = match Box::pin(job_event(state, &job)).await {
-                    Some(ev) => Some(ev),
-                    None if state.machine.phase == Phase::Executing
-                        && !state.machine.deleting
-                        && job.name_any() == current_job_name(state) =>
-                    {
-                        Some(Event::JobFinished(JobOutcome::Missing))
-                    }
-                    None => None,
-                };
-                if let Some(ev) = ev {
+                if let Some(ev) = Box::pin(job_deleted(state, &job)).await {
                     run(&myself, state, ev).await;
                 }
             }

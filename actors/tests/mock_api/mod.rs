@@ -31,11 +31,21 @@ pub fn failure(code: u16, reason: &str) -> (u16, Value) {
 pub fn client(
     handler: impl Fn(Req) -> (u16, Value) + Clone + Send + Sync + 'static,
 ) -> kube::Client {
+    slow_client(handler, |_, _| std::time::Duration::ZERO)
+}
+
+/// [`client`] whose answer to `METHOD path` comes after `delay(method, path)`
+/// (a loaded API server).
+pub fn slow_client(
+    handler: impl Fn(Req) -> (u16, Value) + Clone + Send + Sync + 'static,
+    delay: impl Fn(&str, &str) -> std::time::Duration + Clone + Send + Sync + 'static,
+) -> kube::Client {
     let svc = tower::service_fn(move |req: Request<Body>| {
-        let handler = handler.clone();
+        let (handler, delay) = (handler.clone(), delay.clone());
         async move {
             let method = req.method().to_string();
             let path = req.uri().path().to_string();
+            tokio::time::sleep(delay(&method, &path)).await;
             let bytes = http_body_util::BodyExt::collect(req.into_body())
                 .await
                 .map(|b| b.to_bytes())

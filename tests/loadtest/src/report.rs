@@ -80,6 +80,8 @@ pub struct RunInfo {
     pub rate: f64,
     /// Concurrent creators (and floor clients).
     pub concurrency: usize,
+    /// Seconds the operator was watched after the last execution finished.
+    pub settle_s: f64,
     /// Which operator: local binary path or external.
     pub operator: String,
     /// Machine.
@@ -702,11 +704,17 @@ fn targets(r: &Report) -> Vec<TargetCheck> {
             String::new()
         },
     });
-    let in_flight = r
-        .operator
-        .as_ref()
-        .map(|f| f.live_actors_peak)
-        .unwrap_or(0.0);
+    // In backlog mode every execution is in flight (created, unfinished)
+    // when the operator starts, whether it has an actor yet or waits for
+    // one (--max-live-executions); otherwise count the live actors.
+    let in_flight = if r.run.mode == "backlog" {
+        r.run.executions as f64
+    } else {
+        r.operator
+            .as_ref()
+            .map(|f| f.live_actors_peak)
+            .unwrap_or(0.0)
+    };
     out.push(TargetCheck {
         name: "operator RSS, peak".into(),
         target: "< 128 MiB with 5,000 executions in flight".into(),
@@ -715,7 +723,7 @@ fn targets(r: &Report) -> Vec<TargetCheck> {
             .as_ref()
             .map(|f| {
                 format!(
-                    "{:.1} MiB with {} actors live at peak",
+                    "{:.1} MiB with {in_flight} in flight, {} actors live at peak",
                     f.rss_peak_mib, f.live_actors_peak
                 )
             })
@@ -741,6 +749,27 @@ fn targets(r: &Report) -> Vec<TargetCheck> {
             .unwrap_or_else(|| "n/a".into()),
         met: r.operator_after.as_ref().map(|f| f.live_actors_end == 0.0),
         note: "memory freed by the allocator is not always returned to the OS; the actor count is the hard check".into(),
+    });
+    let settled = r.operator_after.as_ref().filter(|_| r.run.settle_s >= 60.0);
+    out.push(TargetCheck {
+        name: "RSS a minute after they finished".into(),
+        target: "< 64 MiB".into(),
+        measured: r
+            .operator_after
+            .as_ref()
+            .map(|f| {
+                format!(
+                    "{:.1} MiB after {:.0} s (heap in live objects {:.1} MiB)",
+                    f.rss_end_mib, r.run.settle_s, f.heap_allocated_end_mib
+                )
+            })
+            .unwrap_or_else(|| "n/a".into()),
+        met: settled.map(|f| f.rss_end_mib < 64.0),
+        note: if r.run.settle_s < 60.0 {
+            "needs --settle 60 or more".into()
+        } else {
+            String::new()
+        },
     });
     let dry_only = r.run.by_kind.keys().all(|k| k == "dry");
     let comparable = dry_only && r.run.rate == 0.0;

@@ -257,6 +257,7 @@ pub async fn run(client: &Client, cfg: &Config, op: &mut impl OperatorControl) -
                 by_kind,
                 rate: cfg.rate,
                 concurrency: cfg.concurrency,
+                settle_s: cfg.settle.as_secs_f64(),
                 operator: op.describe(),
                 machine: Machine::detect(),
             },
