@@ -126,11 +126,14 @@ pub fn rbac_yaml(namespace: &str) -> anyhow::Result<String> {
 
 /// CEL: JSONPatch operations adding the workflow and step labels (from
 /// `spec.workflowExecutionRef.name` and `spec.stepNumber`).
-/// Adds the operator's finalizer to a new execution (unless present).
+/// Adds the operator's finalizer to a new execution (unless present), but
+/// not to a dry run: it changes nothing, so its deletion need not wait
+/// (docs/api.md, "Deletion").
 fn finalizer_expression() -> String {
     let f = kubernetes_executor_crds::FINALIZER;
     format!(
-        "!has(object.metadata.finalizers) \
+        "has(object.spec.dryRun) && object.spec.dryRun ? [] \
+         : !has(object.metadata.finalizers) \
          ? [JSONPatch{{op: 'add', path: '/metadata/finalizers', value: ['{f}']}}] \
          : ('{f}' in object.metadata.finalizers ? [] \
          : [JSONPatch{{op: 'add', path: '/metadata/finalizers/-', value: '{f}'}}])"

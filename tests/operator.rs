@@ -145,7 +145,15 @@ async fn a_dry_run_is_a_server_side_dry_run_and_policy_denial_lists_violations()
     );
     s.dry_run = true;
     let e = create(&client, &ns, "dry", s).await;
+    // A dry run changes nothing: the admission policy gives it no
+    // finalizer (its deletion need not wait), and the operator adds none.
+    assert!(
+        e.finalizers().is_empty(),
+        "a dry run is born without the finalizer: {:?}",
+        e.finalizers()
+    );
     let done = wait_terminal(&client, &ns, "dry").await;
+    assert!(done.finalizers().is_empty(), "{:?}", done.finalizers());
     assert_eq!(phase(&done), Phase::Completed, "{:?}", done.status);
     assert_eq!(reason(&done), reasons::DRY_RUN_SUCCEEDED);
     assert_eq!(condition(&done, "Succeeded").as_deref(), Some("True"));

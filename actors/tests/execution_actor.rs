@@ -39,6 +39,9 @@ struct Seen {
     /// How long the target read and the Job create take (a loaded API
     /// server).
     slow: Duration,
+    /// Once the Job runs: the execution is deleted (no finalizer) instead
+    /// of the Job completing.
+    deleted_while_running: bool,
 }
 
 fn deployment() -> Value {
@@ -107,6 +110,16 @@ fn api_server(exec: KubernetesExecution, seen: Arc<Mutex<Seen>>) -> kube::Client
                     (201, review)
                 }
                 ("POST", p) if p.ends_with("/events") => (201, r.body),
+                ("DELETE", p)
+                    if p.starts_with(
+                        "/apis/batch/v1/namespaces/kubernetes-executor-system/jobs/",
+                    ) =>
+                {
+                    (
+                        200,
+                        json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
+                    )
+                }
                 _ => mock_api::failure(404, "NotFound"),
             }
         },
@@ -241,6 +254,17 @@ async fn run_slow(
         slow,
         ..Seen::default()
     }));
+    run_with(seen, prefix, violations, exec, listed).await
+}
+
+/// Runs the actor against a mock set up as `seen` says.
+async fn run_with(
+    seen: Arc<Mutex<Seen>>,
+    prefix: &str,
+    violations: Vec<String>,
+    exec: KubernetesExecution,
+    listed: bool,
+) -> (Seen, Arc<ActorRegistry>) {
     let client = api_server(exec.clone(), seen.clone());
     let peers = Peers::with_prefix(prefix);
     let (policy, _) = Actor::spawn(Some(peers.name(Singleton::Policy)), StubPolicy, violations)
@@ -294,6 +318,14 @@ async fn run_slow(
                 let executing = s.statuses.iter().any(|st| st["phase"] == "Executing");
                 s.jobs.first().cloned().filter(|_| executing)
             };
+            let gone = seen
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .deleted_while_running;
+            if job.is_some() && gone {
+                let _ = actor.cast(ExecutionMsg::Gone);
+                return;
+            }
             if let Some(mut job) = job {
                 job["status"] = json!({"succeeded": 1,
                     "conditions": [{"type": "Complete", "status": "True"}]});
@@ -409,6 +441,39 @@ async fn under_load_one_progress_write_before_the_job_runs() {
             && executing["validationResults"]["policyDecision"]["allowed"] == true,
         "Executing carries what validation and preparation recorded: {executing}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dry_run_deleted_while_its_job_runs_takes_its_job_and_grants_along() {
+    // A dry run holds no finalizer: deleted while its Job runs, the object
+    // is gone at once, and the supervisor tells the actor (`Gone`).
+    let seen = Arc::new(Mutex::new(Seen {
+        deleted_while_running: true,
+        ..Seen::default()
+    }));
+    let (seen, registry) = run_with(seen, "gone-", vec![], execution(), false).await;
+    assert!(
+        !seen
+            .requests
+            .iter()
+            .any(|r| r.starts_with("PATCH") && r.ends_with("/kubernetesexecutions/scale-web")),
+        "no finalizer added or removed: {:#?}",
+        seen.requests
+    );
+    assert!(
+        seen.requests.iter().any(|r| r.starts_with(
+            "DELETE /apis/batch/v1/namespaces/kubernetes-executor-system/jobs/ke-exec-uid-1"
+        )),
+        "its Job deleted: {:#?}",
+        seen.requests
+    );
+    assert_eq!(seen.rbac, ["grant", "revoke"], "its grants revoked");
+    assert_eq!(
+        phases(&seen).last().map(|(p, _)| p.as_str()),
+        Some("Executing"),
+        "nothing written after it was gone"
+    );
+    assert_eq!(registry.executions(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread")]

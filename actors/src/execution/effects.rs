@@ -108,7 +108,14 @@ async fn create_job_effect(myself: &ExecutionRef, state: &mut ExecutionState) ->
     // The finalizer first (a compare-and-swap on the version this
     // actor holds: no status write may land meanwhile), then the
     // lock, grants and Job — Preparing is recorded if they take long.
-    let created = match ensure_finalizer(state).await {
+    // A dry run holds no finalizer (it changes nothing: its deletion need
+    // not wait; the supervisor tells its actor to clean up).
+    let finalized = if state.exec.spec.dry_run {
+        Ok(())
+    } else {
+        ensure_finalizer(state).await
+    };
+    let created = match finalized {
         Err(e) => Err(Rejection::new(
             reasons::INTERNAL_ERROR,
             format!("cannot add finalizer: {e}"),

@@ -80,6 +80,9 @@ pub enum ExecutionMsg {
     /// Write a passing phase still unrecorded after
     /// [`crate::tunables::PASSING_PHASE_WINDOW`].
     FlushStatus,
+    /// The execution is gone (deleted without the operator's finalizer: a
+    /// dry run): delete its Job, revoke its grants, stop.
+    Gone,
 }
 
 /// Shorthand for the actor's reference.
@@ -390,6 +393,11 @@ async fn handle_message(
                         Duration::from_millis(200),
                         || ExecutionMsg::RespawnVerifier,
                     );
+                }
+            }
+            ExecutionMsg::Gone => {
+                if !state.machine.deleting {
+                    run(&myself, state, Event::Deleted).await;
                 }
             }
             ExecutionMsg::JobChanged(job) => {

@@ -339,7 +339,17 @@ impl Actor for SupervisorActor {
                         o.metadata.namespace.as_deref().unwrap_or_default(),
                         o.metadata.name.as_deref().unwrap_or_default()
                     );
-                    state.stop_child(&key, "execution deleted");
+                    // A live actor cleans up what it made (its Job, its
+                    // grants) and stops: an execution deleted while it
+                    // ran held no finalizer (a dry run) or someone
+                    // removed it.
+                    let had_actor = match state.children.remove(&key) {
+                        Some(child) => {
+                            post(&state.ctx.registry, &child.actor, ExecutionMsg::Gone);
+                            true
+                        }
+                        None => false,
+                    };
                     state.unwait(&key);
                     state.admit(&myself).await;
                     state.restarts.remove(&key);
@@ -363,7 +373,7 @@ impl Actor for SupervisorActor {
                         // None to delete when it never had one.
                         let api = state.ctx.api.clone();
                         tokio::spawn(async move {
-                            if !had_job {
+                            if !had_job || had_actor {
                                 return;
                             }
                             let job = crate::job::job_name(&uid, 1);
