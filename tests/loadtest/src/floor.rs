@@ -22,14 +22,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, PodTemplateSpec};
 use k8s_openapi::api::rbac::v1::{RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::runtime::WatchStreamExt;
-use kube::runtime::watcher::{self, Event};
 use kube::{Client, ResourceExt};
 use kubernetes_executor_actors::catalog;
 use kubernetes_executor_actors::job::{JobConfig, build_job};
@@ -190,19 +188,6 @@ fn binding(action: &catalog::ActionSpec, run_id: &str, jobs: &RunJobs) -> RoleBi
             ..Subject::default()
         }]),
     }
-}
-
-/// Whether a Job ended: `Some(true)` complete, `Some(false)` failed.
-fn job_end(job: &Job) -> Option<bool> {
-    let conds = job.status.as_ref()?.conditions.as_ref()?;
-    conds
-        .iter()
-        .filter(|c| c.status == "True")
-        .find_map(|c| match c.type_.as_str() {
-            "Complete" => Some(true),
-            "Failed" => Some(false),
-            _ => None,
-        })
 }
 
 #[derive(Default)]
@@ -411,30 +396,18 @@ fn watch_floor_jobs(
     run_id: &str,
     ended: tokio::sync::mpsc::UnboundedSender<(String, bool)>,
 ) -> tokio::task::JoinHandle<()> {
-    let api: Api<Job> = Api::namespaced(client.clone(), &j.operator_namespace);
-    let cfg = watcher::Config::default().labels(&format!("{FLOOR_LABEL}={run_id}"));
-    tokio::spawn(async move {
-        let mut seen = HashSet::new();
-        let mut stream = std::pin::pin!(watcher::watcher(api, cfg).default_backoff());
-        loop {
-            let job = match stream.try_next().await {
-                Ok(Some(Event::Apply(j) | Event::InitApply(j))) => j,
-                Ok(Some(_)) => continue,
-                Ok(None) => return,
-                Err(e) => {
-                    eprintln!("loadtest: job floor watch: {e}");
-                    continue;
-                }
-            };
-            let (Some(ok), Some(exec)) = (job_end(&job), job.labels().get(FLOOR_EXECUTION_LABEL))
-            else {
-                continue;
-            };
-            if seen.insert(exec.clone()) && ended.send((exec.clone(), ok)).is_err() {
-                return;
-            }
-        }
-    })
+    let mut seen = HashSet::new();
+    let selector = format!("{FLOOR_LABEL}={run_id}");
+    crate::workload::watch_job_ends(
+        client,
+        &j.operator_namespace,
+        &selector,
+        "job floor",
+        move |job, ok, _| match job.labels().get(FLOOR_EXECUTION_LABEL) {
+            Some(exec) if seen.insert(exec.clone()) => ended.send((exec.clone(), ok)).is_ok(),
+            _ => true,
+        },
+    )
 }
 
 /// Deletes the Job floor's Jobs, pods and bindings, and waits (≤ 5 min)

@@ -286,6 +286,16 @@ pub struct QueueWait {
     pub mean_ms: f64,
 }
 
+/// `level N req, M ms; …` of the priority levels' mean queue waits.
+fn queue_waits(s: &ApiServerLatency) -> String {
+    let levels: Vec<String> = s
+        .queue_wait
+        .iter()
+        .map(|(l, q)| format!("{l} {:.0} req, {:.1} ms", q.requests, q.mean_ms))
+        .collect();
+    levels.join("; ")
+}
+
 fn server_time_rows(o: &mut String, rows: &[ServerTime]) {
     use std::fmt::Write as _;
     for r in rows.iter().take(8) {
@@ -930,18 +940,13 @@ impl Report {
                 ratio.unwrap_or(0.0) * 100.0
             );
             if let Some(s) = &f.api_server {
-                let waits: Vec<String> = s
-                    .queue_wait
-                    .iter()
-                    .map(|(l, q)| format!("{l} {:.0} req, {:.1} ms", q.requests, q.mean_ms))
-                    .collect();
                 let _ = writeln!(
                     o,
                     "  API server meanwhile: {:.0} requests, p50 {}, p99 {}; queue wait {}",
                     s.requests,
                     s.p50_ms.map_or("n/a".into(), |v| format!("≤ {v:.0} ms")),
                     s.p99_ms.map_or("n/a".into(), |v| format!("≤ {v:.0} ms")),
-                    waits.join("; ")
+                    queue_waits(s)
                 );
                 server_time_rows(&mut o, &s.by_kind);
             }
@@ -957,15 +962,10 @@ impl Report {
                 f(s.write_p99_ms)
             );
             if !s.queue_wait.is_empty() {
-                let levels: Vec<String> = s
-                    .queue_wait
-                    .iter()
-                    .map(|(l, q)| format!("{l} {:.0} req, {:.1} ms", q.requests, q.mean_ms))
-                    .collect();
                 let _ = writeln!(
                     o,
                     "  queue wait by priority level (mean): {}",
-                    levels.join("; ")
+                    queue_waits(s)
                 );
             }
             server_time_rows(&mut o, &s.by_kind);

@@ -442,20 +442,18 @@ pub fn watch_executions(
     })
 }
 
-/// Watches the Jobs the operator runs for the run's executions and records
-/// when each finished.
-pub fn watch_jobs(
+/// Watches the Jobs in `ns` that match `selector` and calls `ended(job,
+/// succeeded, when)` for every version of one that has ended (Complete or
+/// Failed), until `ended` returns false.
+pub fn watch_job_ends(
     client: &Client,
-    operator_ns: &str,
-    w: &Workload,
-    tracks: Tracks,
+    ns: &str,
+    selector: &str,
+    what: &'static str,
+    mut ended: impl FnMut(&Job, bool, Instant) -> bool + Send + 'static,
 ) -> tokio::task::JoinHandle<()> {
-    let api: Api<Job> = Api::namespaced(client.clone(), operator_ns);
-    let cfg = watcher::Config::default().labels(&format!(
-        "{}={}",
-        labels::EXECUTION_NAMESPACE,
-        w.namespace
-    ));
+    let api: Api<Job> = Api::namespaced(client.clone(), ns);
+    let cfg = watcher::Config::default().labels(selector);
     tokio::spawn(async move {
         let mut stream = std::pin::pin!(watcher::watcher(api, cfg).default_backoff());
         loop {
@@ -464,29 +462,49 @@ pub fn watch_jobs(
                 Ok(Some(_)) => continue,
                 Ok(None) => return,
                 Err(err) => {
-                    eprintln!("loadtest: job watch: {err}");
+                    eprintln!("loadtest: {what} watch: {err}");
                     continue;
                 }
             };
             let now = Instant::now();
-            let done = job
+            let end = job
                 .status
                 .as_ref()
                 .and_then(|s| s.conditions.as_ref())
-                .is_some_and(|cs| {
-                    cs.iter().any(|c| {
-                        (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True"
-                    })
+                .and_then(|cs| {
+                    cs.iter()
+                        .filter(|c| c.status == "True")
+                        .find_map(|c| match c.type_.as_str() {
+                            "Complete" => Some(true),
+                            "Failed" => Some(false),
+                            _ => None,
+                        })
                 });
-            let Some(exec) = job.labels().get(labels::EXECUTION_NAME).cloned() else {
-                continue;
-            };
-            if done {
-                with_track(&tracks, &exec, |t| {
-                    t.job_done.get_or_insert(now);
-                });
+            if let Some(ok) = end
+                && !ended(&job, ok, now)
+            {
+                return;
             }
         }
+    })
+}
+
+/// Watches the Jobs the operator runs for the run's executions and records
+/// when each finished.
+pub fn watch_jobs(
+    client: &Client,
+    operator_ns: &str,
+    w: &Workload,
+    tracks: Tracks,
+) -> tokio::task::JoinHandle<()> {
+    let selector = format!("{}={}", labels::EXECUTION_NAMESPACE, w.namespace);
+    watch_job_ends(client, operator_ns, &selector, "job", move |job, _, now| {
+        if let Some(exec) = job.labels().get(labels::EXECUTION_NAME) {
+            with_track(&tracks, exec, |t| {
+                t.job_done.get_or_insert(now);
+            });
+        }
+        true
     })
 }
 
