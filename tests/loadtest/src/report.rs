@@ -769,8 +769,10 @@ fn targets(r: &Report) -> Vec<TargetCheck> {
             .as_ref()
             .map(|f| {
                 format!(
-                    "{:.1} MiB after {:.0} s (heap in live objects {:.1} MiB)",
-                    f.rss_end_mib, r.run.settle_s, f.heap_allocated_end_mib
+                    "{:.1} MiB after {:.0} s{}",
+                    f.rss_end_mib,
+                    r.run.settle_s,
+                    heap_note(f.heap_allocated_end_mib)
                 )
             })
             .unwrap_or_else(|| "n/a".into()),
@@ -1016,21 +1018,24 @@ impl Report {
         if let Some(f) = &self.operator_after {
             let _ = writeln!(
                 o,
-                "operator after:         RSS {:.1} MiB (heap in live objects {:.1} MiB); CPU avg {:.2} cores; live actors {}",
-                f.rss_end_mib, f.heap_allocated_end_mib, f.cpu_avg_cores, f.live_actors_end
+                "operator after:         RSS {:.1} MiB{}; CPU avg {:.2} cores; live actors {}",
+                f.rss_end_mib,
+                heap_note(f.heap_allocated_end_mib),
+                f.cpu_avg_cores,
+                f.live_actors_end
             );
         }
         if let Some(r) = &self.restart {
             let f = &r.after_ready;
             let _ = writeln!(
                 o,
-                "restart over {} finished executions: ready in {:.2} s; first {:.0} s: RSS peak {:.1} MiB, end {:.1} MiB (heap in live objects {:.1} MiB); live execution actors peak {}",
+                "restart over {} finished executions: ready in {:.2} s; first {:.0} s: RSS peak {:.1} MiB, end {:.1} MiB{}; live execution actors peak {}",
                 r.finished_present,
                 r.ready_seconds,
                 r.window_seconds,
                 f.rss_peak_mib,
                 f.rss_end_mib,
-                f.heap_allocated_end_mib,
+                heap_note(f.heap_allocated_end_mib),
                 f.live_actors_peak
             );
         }
@@ -1231,5 +1236,15 @@ impl Report {
         );
         s.push_str("</svg>\n");
         s
+    }
+}
+
+/// " (heap in live objects N MiB)" when the operator reports its heap
+/// (jemalloc builds); nothing for an allocator without the metric.
+fn heap_note(mib: f64) -> String {
+    if mib > 0.0 {
+        format!(" (heap in live objects {mib:.1} MiB)")
+    } else {
+        String::new()
     }
 }
