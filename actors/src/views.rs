@@ -46,6 +46,14 @@ impl<T> Synced<T> {
             f(&mut v);
         }
     }
+
+    /// Like [`Self::read`], with the value to change (`None`: not ready).
+    fn update<R>(&self, f: impl FnOnce(&mut T) -> R) -> Option<R> {
+        if !self.ready.load(Ordering::Acquire) {
+            return None;
+        }
+        self.value.write().ok().map(|mut v| f(&mut v))
+    }
 }
 
 #[derive(Default)]
@@ -235,20 +243,13 @@ impl Views {
     /// `None`: not in the view (not synced, or that pod's end not seen
     /// yet) — read the API.
     pub fn take_termination(&self, job: &str, phase: &str) -> Option<String> {
-        if !self.inner.outputs.ready.load(Ordering::Acquire) {
-            return None;
-        }
-        let mut found = None;
-        self.inner.outputs.write(|m| {
-            found = m
-                .get(job)
-                .and_then(|list| list.iter().find(|o| o.phase == phase))
-                .map(|o| o.message.clone());
-            if found.is_some() {
-                m.remove(job);
-            }
-        });
-        found
+        self.inner
+            .outputs
+            .update(|m| {
+                let i = m.get(job)?.iter().position(|o| o.phase == phase)?;
+                m.remove(job).map(|mut list| list.swap_remove(i).message)
+            })
+            .flatten()
     }
 
     /// How many finished Job pods the view holds (for tests and metrics).

@@ -97,8 +97,7 @@ async fn validate_effect(myself: &ExecutionRef, state: &mut ExecutionState) -> O
         // Its resourceVersion lets the finalizer patch go next
         // without a conflict.
         state.exec = written;
-        state.unwritten = false;
-        state.passing_shown = true;
+        passing_written(state);
     }
     Some(Event::Validated(validated))
 }
@@ -124,8 +123,7 @@ async fn create_job_effect(myself: &ExecutionRef, state: &mut ExecutionState) ->
         Ok(()) => {
             let (created, written) = flush_if_slow(pending_write(state), create_job(state)).await;
             if written.is_some() {
-                state.unwritten = false;
-                state.passing_shown = true;
+                passing_written(state);
             }
             created
         }
@@ -366,7 +364,9 @@ pub(super) async fn persist(state: &mut ExecutionState) -> bool {
         // finalizer patch go without a read first).
         Ok(written) => {
             state.exec = written;
-            state.unwritten = false;
+            if state.unwritten {
+                passing_written(state);
+            }
             true
         }
         Err(ApiError::NotFound { .. }) => false,
@@ -375,6 +375,13 @@ pub(super) async fn persist(state: &mut ExecutionState) -> bool {
             false
         }
     }
+}
+
+/// The passing phase held back was written: status shows it (and a
+/// further passing phase before the next lasting one is not written).
+fn passing_written(state: &mut ExecutionState) {
+    state.unwritten = false;
+    state.passing_shown = true;
 }
 
 /// Metrics, the lifecycle record and the log line of a transition.

@@ -375,11 +375,8 @@ async fn handle_message(
                 }
             }
             ExecutionMsg::FlushStatus => {
-                if state.unwritten
-                    && !state.machine.phase.is_terminal()
-                    && effects::persist(state).await
-                {
-                    state.passing_shown = true;
+                if state.unwritten && !state.machine.phase.is_terminal() {
+                    effects::persist(state).await;
                 }
             }
             ExecutionMsg::RespawnVerifier => {

@@ -370,22 +370,22 @@ impl Actor for SupervisorActor {
                         // A finished execution holds no finalizer: its Job
                         // (kept for its TTL) goes with it, best effort; if
                         // the operator is down, the Job's TTL removes it.
-                        // None to delete when it never had one.
-                        let api = state.ctx.api.clone();
-                        tokio::spawn(async move {
-                            if !had_job || had_actor {
-                                return;
-                            }
-                            let job = crate::job::job_name(&uid, 1);
-                            let deleted =
-                                crate::k8s::retry_for(crate::tunables::SHORT_PATIENCE, || {
-                                    api.delete_job(&job)
-                                })
-                                .await;
-                            if let Err(e) = deleted {
-                                tracing::warn!(job = %job, error = %e, "cannot delete the Job of a deleted execution (its TTL will)");
-                            }
-                        });
+                        // None to delete when it never had one, nor when a
+                        // live actor deletes it (Gone).
+                        if had_job && !had_actor {
+                            let api = state.ctx.api.clone();
+                            tokio::spawn(async move {
+                                let job = crate::job::job_name(&uid, 1);
+                                let deleted =
+                                    crate::k8s::retry_for(crate::tunables::SHORT_PATIENCE, || {
+                                        api.delete_job(&job)
+                                    })
+                                    .await;
+                                if let Err(e) = deleted {
+                                    tracing::warn!(job = %job, error = %e, "cannot delete the Job of a deleted execution (its TTL will)");
+                                }
+                            });
+                        }
                     }
                 }
                 Change::Failed(_) => {}

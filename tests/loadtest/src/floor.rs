@@ -226,7 +226,7 @@ pub async fn run(client: &Client, w: &Workload, concurrency: usize, mode: &JobMo
         }
     }
     // Outcomes of Jobs, as the Job watch sees them end.
-    let (ended_tx, ended_rx) = tokio::sync::mpsc::unbounded_channel::<(String, bool)>();
+    let (ended_tx, ended_rx) = futures::channel::mpsc::unbounded::<(String, bool)>();
     let job_watch = run_jobs
         .as_ref()
         .map(|j| watch_floor_jobs(client, j, &w.run_id, ended_tx));
@@ -317,7 +317,7 @@ pub async fn run(client: &Client, w: &Workload, concurrency: usize, mode: &JobMo
         let expected = created_at.lock().map(|m| m.len()).unwrap_or(0);
         let kinds: BTreeMap<String, Kind> =
             (0..w.plan.len()).map(|i| (w.name(i), w.plan[i])).collect();
-        let writes = tokio_stream_of(ended_rx)
+        let writes = ended_rx
             .take(expected)
             .map(|(name, ok)| {
                 let (execs, counts, created_at) =
@@ -383,18 +383,12 @@ pub async fn run(client: &Client, w: &Workload, concurrency: usize, mode: &JobMo
     }
 }
 
-fn tokio_stream_of<T: Send + 'static>(
-    mut rx: tokio::sync::mpsc::UnboundedReceiver<T>,
-) -> impl futures::Stream<Item = T> {
-    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
-}
-
 /// Watches the floor's Jobs; sends each one's execution and outcome once.
 fn watch_floor_jobs(
     client: &Client,
     j: &RunJobs,
     run_id: &str,
-    ended: tokio::sync::mpsc::UnboundedSender<(String, bool)>,
+    ended: futures::channel::mpsc::UnboundedSender<(String, bool)>,
 ) -> tokio::task::JoinHandle<()> {
     let mut seen = HashSet::new();
     let selector = format!("{FLOOR_LABEL}={run_id}");
@@ -404,7 +398,9 @@ fn watch_floor_jobs(
         &selector,
         "job floor",
         move |job, ok, _| match job.labels().get(FLOOR_EXECUTION_LABEL) {
-            Some(exec) if seen.insert(exec.clone()) => ended.send((exec.clone(), ok)).is_ok(),
+            Some(exec) if seen.insert(exec.clone()) => {
+                ended.unbounded_send((exec.clone(), ok)).is_ok()
+            }
             _ => true,
         },
     )

@@ -77,6 +77,31 @@ pub fn sum(samples: &[Sample], name: &str, with: &[(&str, &str)]) -> f64 {
         .sum()
 }
 
+/// A histogram's (or summary's) observation count and sum of values for
+/// each key `key` gives its samples (samples it gives no key are skipped).
+pub fn count_and_sum_by(
+    samples: &[Sample],
+    name: &str,
+    key: impl Fn(&Sample) -> Option<String>,
+) -> BTreeMap<String, (f64, f64)> {
+    let mut out: BTreeMap<String, (f64, f64)> = BTreeMap::new();
+    for s in samples {
+        let count = match s.name.strip_prefix(name) {
+            Some("_count") => true,
+            Some("_sum") => false,
+            _ => continue,
+        };
+        let Some(k) = key(s) else { continue };
+        let e = out.entry(k).or_default();
+        if count {
+            e.0 += s.value;
+        } else {
+            e.1 += s.value;
+        }
+    }
+    out
+}
+
 /// Upper-bound estimate of quantile `q` (0..1) of a histogram from its
 /// cumulative buckets (summed over label sets): the first bucket bound
 /// holding at least `q` of the observations. `None` without observations.
@@ -147,6 +172,25 @@ weird{a="q\"uote,d",b="x"} 5
         assert_eq!(histogram_quantile(&s, h, 0.99), Some(0.001));
         assert_eq!(histogram_quantile(&s, h, 1.0), Some(f64::INFINITY));
         assert_eq!(histogram_quantile(&s, "absent", 0.5), None);
+    }
+
+    #[test]
+    fn counts_and_sums_by_key() {
+        let s = parse(
+            r#"wait_seconds_count{level="a"} 4
+wait_seconds_sum{level="a"} 2
+wait_seconds_count{level="b"} 1
+wait_seconds_count{level="a",flow="x"} 1
+wait_seconds_sum{level="a",flow="x"} 0.5
+wait_seconds_bucket{level="a",le="1"} 5
+wait_seconds_other_count{level="a"} 9
+wait_seconds_count 7
+"#,
+        );
+        let by = count_and_sum_by(&s, "wait_seconds", |x| x.labels.get("level").cloned());
+        assert_eq!(by.len(), 2, "{by:?}");
+        assert_eq!(by["a"], (5.0, 2.5));
+        assert_eq!(by["b"], (1.0, 0.0));
     }
 }
 

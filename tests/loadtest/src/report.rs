@@ -335,26 +335,15 @@ pub fn api_server_latency(before: &[Sample], after: &[Sample]) -> ApiServerLaten
 }
 
 fn server_time(d: &[Sample], name: &str) -> Vec<ServerTime> {
-    let mut by: BTreeMap<String, (f64, f64)> = BTreeMap::new();
-    for s in d {
-        let count = s.name == format!("{name}_count");
-        if !count && s.name != format!("{name}_sum") {
-            continue;
-        }
+    let by = promtext::count_and_sum_by(d, name, |s| {
         let l = |k: &str| s.labels.get(k).cloned().unwrap_or_default();
         let sub = l("subresource");
-        let kind = if sub.is_empty() {
+        Some(if sub.is_empty() {
             format!("{} {}", l("verb"), l("resource"))
         } else {
             format!("{} {}/{sub}", l("verb"), l("resource"))
-        };
-        let e = by.entry(kind).or_default();
-        if count {
-            e.0 += s.value;
-        } else {
-            e.1 += s.value;
-        }
-    }
+        })
+    });
     let mut v: Vec<ServerTime> = by
         .into_iter()
         .filter(|(_, (n, _))| *n > 0.0)
@@ -372,27 +361,14 @@ fn server_time(d: &[Sample], name: &str) -> Vec<ServerTime> {
 fn queue_wait(before: &[Sample], after: &[Sample]) -> BTreeMap<String, QueueWait> {
     const WAIT: &str = "apiserver_flowcontrol_request_wait_duration_seconds";
     let d = promtext::delta(before, after, WAIT, |_| true);
-    let mut out: BTreeMap<String, QueueWait> = BTreeMap::new();
-    for s in &d {
-        let Some(level) = s.labels.get("priority_level") else {
-            continue;
-        };
-        let e = out.entry(level.clone()).or_insert(QueueWait {
-            requests: 0.0,
-            mean_ms: 0.0,
-        });
-        if s.name == format!("{WAIT}_count") {
-            e.requests += s.value;
-        } else if s.name == format!("{WAIT}_sum") {
-            // Summed seconds for now; made a mean below.
-            e.mean_ms += s.value * 1000.0;
-        }
-    }
-    out.retain(|_, q| q.requests > 0.0);
-    for q in out.values_mut() {
-        q.mean_ms /= q.requests;
-    }
-    out
+    promtext::count_and_sum_by(&d, WAIT, |s| s.labels.get("priority_level").cloned())
+        .into_iter()
+        .filter(|(_, (n, _))| *n > 0.0)
+        .map(|(level, (requests, seconds))| {
+            let mean_ms = seconds * 1000.0 / requests;
+            (level, QueueWait { requests, mean_ms })
+        })
+        .collect()
 }
 
 /// Inputs of [`build`] besides the tracks.
