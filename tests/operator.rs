@@ -132,6 +132,55 @@ async fn invalid_input_fails_with_a_named_reason_and_no_job() {
     .expect("a Warning event names the reason");
 }
 
+/// A dry run holds no finalizer, so deleting it while it runs removes the
+/// object at once; the operator, told by its watch, deletes the dry run's
+/// Job and revokes its grant: nothing of it stays in the cluster, and the
+/// Deployment is untouched.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dry_run_deleted_while_it_runs_leaves_no_job_and_no_grant() {
+    let (client, ns, _) = setup("drygone").await;
+    deployment(&client, &ns, "web", 2, json!({}), true).await;
+    let mut s = spec(
+        "ScaleDeployment",
+        "Deployment",
+        "web",
+        None,
+        &[("replicas", "4")],
+    );
+    s.dry_run = true;
+    let e = create(&client, &ns, "dry-gone", s).await;
+    let uid = e.uid().expect("uid");
+    // Deleted as soon as its Job exists (the Job usually still runs).
+    eventually("the dry run's Job exists", WAIT, || async {
+        Ok(!jobs_of(&client, &uid).await.is_empty())
+    })
+    .await
+    .expect("the dry run gets its Job");
+    let api: Api<KubernetesExecution> = Api::namespaced(client.clone(), &ns);
+    api.delete("dry-gone", &DeleteParams::default())
+        .await
+        .expect("delete the dry run");
+    assert!(
+        api.get_opt("dry-gone").await.expect("get").is_none(),
+        "no finalizer holds a dry run: it is gone at once"
+    );
+    let grants: Api<k8s_openapi::api::rbac::v1::RoleBinding> = Api::namespaced(client.clone(), &ns);
+    let of_it = ListParams::default().labels(&format!("{}={uid}", labels::EXECUTION_UID));
+    eventually("its Job and grant are gone", WAIT, || async {
+        Ok(jobs_of(&client, &uid).await.is_empty()
+            && grants.list_metadata(&of_it).await?.items.is_empty())
+    })
+    .await
+    .expect("the operator deletes a deleted dry run's Job and revokes its grant");
+    let d: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let web = d.get("web").await.expect("web");
+    assert_eq!(
+        web.spec.and_then(|s| s.replicas),
+        Some(2),
+        "a dry run changes nothing"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_dry_run_is_a_server_side_dry_run_and_policy_denial_lists_violations() {
     let (client, ns, _) = setup("dryrun").await;

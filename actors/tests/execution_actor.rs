@@ -238,23 +238,7 @@ async fn run_exec(
     exec: KubernetesExecution,
     listed: bool,
 ) -> (Seen, Arc<ActorRegistry>) {
-    run_slow(prefix, violations, exec, listed, Duration::ZERO).await
-}
-
-/// [`run_exec`] against an API server whose target read and Job create
-/// take `slow` each.
-async fn run_slow(
-    prefix: &str,
-    violations: Vec<String>,
-    exec: KubernetesExecution,
-    listed: bool,
-    slow: Duration,
-) -> (Seen, Arc<ActorRegistry>) {
-    let seen = Arc::new(Mutex::new(Seen {
-        slow,
-        ..Seen::default()
-    }));
-    run_with(seen, prefix, violations, exec, listed).await
+    run_with(Arc::default(), prefix, violations, exec, listed).await
 }
 
 /// Runs the actor against a mock set up as `seen` says.
@@ -420,14 +404,11 @@ async fn under_load_one_progress_write_before_the_job_runs() {
     // (the Job create) each outlast the passing-phase window. Validating
     // is written (the execution was picked up); Preparing is recorded
     // with Executing, not written on its own.
-    let (seen, _) = run_slow(
-        "slow-",
-        vec![],
-        execution(),
-        false,
-        Duration::from_millis(800),
-    )
-    .await;
+    let seen = Arc::new(Mutex::new(Seen {
+        slow: Duration::from_millis(800),
+        ..Seen::default()
+    }));
+    let (seen, _) = run_with(seen, "slow-", vec![], execution(), false).await;
     let ph: Vec<String> = phases(&seen).into_iter().map(|(p, _)| p).collect();
     assert_eq!(
         ph,

@@ -52,6 +52,17 @@ pub enum JobMode {
     Run(RunJobs),
 }
 
+impl JobMode {
+    /// `api` (Jobs suspended) or `jobs` (Jobs run): the floor's name in
+    /// reports and in its namespace.
+    pub fn tag(&self) -> &'static str {
+        match self {
+            JobMode::Suspended => "api",
+            JobMode::Run(_) => "jobs",
+        }
+    }
+}
+
 /// Where the Job floor's Jobs run and what they act on.
 #[derive(Clone, Debug)]
 pub struct RunJobs {
@@ -366,7 +377,7 @@ pub async fn run(client: &Client, w: &Workload, concurrency: usize, mode: &JobMo
         eprintln!("loadtest: job floor: clean-up: {e:#}");
     }
     Floor {
-        mode: if run_jobs.is_some() { "jobs" } else { "api" },
+        mode: mode.tag(),
         executions: w.plan.len(),
         requests: counts.requests.load(Ordering::Relaxed),
         errors: counts.errors.load(Ordering::Relaxed),

@@ -130,21 +130,16 @@ pub async fn run(client: &Client, cfg: &Config, op: &mut impl OperatorControl) -
             .plan
             .iter()
             .any(|k| matches!(k, workload::Kind::Dry | workload::Kind::Real));
-        let modes = [
-            ("api", crate::floor::JobMode::Suspended),
-            (
-                "jobs",
-                crate::floor::JobMode::Run(crate::floor::RunJobs {
-                    operator_namespace: cfg.operator_namespace.clone(),
-                    target_namespace: w.namespace.clone(),
-                    timeout: cfg.timeout,
-                }),
-            ),
-        ];
-        for (tag, mode) in modes {
-            if tag == "jobs" && !runs_jobs {
-                continue;
-            }
+        let mut modes = vec![crate::floor::JobMode::Suspended];
+        if runs_jobs {
+            modes.push(crate::floor::JobMode::Run(crate::floor::RunJobs {
+                operator_namespace: cfg.operator_namespace.clone(),
+                target_namespace: w.namespace.clone(),
+                timeout: cfg.timeout,
+            }));
+        }
+        for mode in modes {
+            let tag = mode.tag();
             let fw = Workload {
                 namespace: format!("ke-floor-{tag}-{}", cfg.run_id),
                 ..w.clone()
