@@ -174,6 +174,34 @@ async fn a_mixed_load_is_fully_accounted_for_and_cleaned_up() {
     };
     assert_eq!(requests("get namespaces"), 0.0, "{table}");
     assert_eq!(requests("get configmaps"), 3.0, "{table}");
+    // The request budget by verb (docs/performance.md, "Requests"), beyond
+    // the status writes (which depend on how long phases last): per real
+    // execution a Job, a grant made and revoked, a Lease taken and
+    // released, its target read, an Event and the finalizer's removal (the
+    // admission policy added it); per dry run a Job, a grant made and
+    // revoked, its target read and an Event, no finalizer; per denial its
+    // target read, an Event and the finalizer's removal.
+    let exact = |r: &str| requests(&format!("{r} (2xx)"));
+    assert_eq!(
+        (
+            exact("create jobs"),
+            exact("create rolebindings"),
+            exact("delete rolebindings"),
+            exact("create leases"),
+            exact("delete leases"),
+        ),
+        (12.0, 12.0, 12.0, 3.0, 3.0),
+        "{table}"
+    );
+    assert_eq!(
+        (
+            exact("get deployments"),
+            exact("create events"),
+            exact("patch kubernetesexecutions"),
+        ),
+        (12.0, 15.0, 6.0),
+        "one target read and one Event each; the finalizer removed from the 3 real executions and the 3 denials only: {table}"
+    );
     // What the operator wrote agrees with what the harness watched.
     assert_eq!(
         report.transitions.get("Pending→Validating"),
