@@ -140,15 +140,14 @@ async fn invalid_input_fails_with_a_named_reason_and_no_job() {
 async fn a_dry_run_deleted_while_it_runs_leaves_no_job_and_no_grant() {
     let (client, ns, _) = setup("drygone").await;
     deployment(&client, &ns, "web", 2, json!({}), true).await;
-    let mut s = spec(
+    let s = spec(
         "ScaleDeployment",
         "Deployment",
         "web",
         None,
         &[("replicas", "4")],
     );
-    s.dry_run = true;
-    let e = create(&client, &ns, "dry-gone", s).await;
+    let e = create(&client, &ns, "dry-gone", dry_run(s)).await;
     let uid = e.uid().expect("uid");
     // Deleted as soon as its Job exists (the Job usually still runs).
     eventually("the dry run's Job exists", WAIT, || async {
@@ -185,15 +184,14 @@ async fn a_dry_run_deleted_while_it_runs_leaves_no_job_and_no_grant() {
 async fn a_dry_run_is_a_server_side_dry_run_and_policy_denial_lists_violations() {
     let (client, ns, _) = setup("dryrun").await;
     deployment(&client, &ns, "web", 2, json!({}), true).await;
-    let mut s = spec(
+    let s = spec(
         "scale_deployment",
         "Deployment",
         "web",
         None,
         &[("replicas", "4")],
     );
-    s.dry_run = true;
-    let e = create(&client, &ns, "dry", s).await;
+    let e = create(&client, &ns, "dry", dry_run(s)).await;
     // A dry run changes nothing: the admission policy gives it no
     // finalizer (its deletion need not wait), and the operator adds none.
     assert!(

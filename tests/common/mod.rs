@@ -180,6 +180,12 @@ pub fn spec(
     }
 }
 
+/// `s` as a dry run.
+pub fn dry_run(mut s: KubernetesExecutionSpec) -> KubernetesExecutionSpec {
+    s.dry_run = true;
+    s
+}
+
 pub async fn create(
     client: &Client,
     ns: &str,
